@@ -1,0 +1,1 @@
+"""Device protocols: one package per protocol, each with payloads, driver and simulator."""

@@ -1,0 +1,1 @@
+"""The native driver: locks that speak lockgate's own MQTT protocol."""

@@ -1,0 +1,199 @@
+"""The gateway side of the native lock protocol (contract section 10), for one lock.
+
+The driver only observes and sends: availability and the slot table come from the lock's retained
+topics, commands are correlated with their results by id. It never trusts a result alone: a read
+returns the table the lock republished, and every change of what was observed calls ``wake`` so
+the reconciler can look again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import aiomqtt
+
+from drivers.base import CommandFailed, CommandTimedOut, SlotTable, WakeCallback
+from drivers.native.config import NativeOptions
+from drivers.native.protocol import (
+    Op,
+    Result,
+    SlotReport,
+    Topics,
+    command_payload,
+    parse_availability,
+    parse_result,
+    parse_slots,
+)
+from gateway.config import DeviceConfig, Timing
+from gateway.logs import get_logger
+from gateway.mqtt import MqttSession, NotConnected
+
+__all__ = ["NativeDriver", "create_driver"]
+
+log = get_logger("drivers.native")
+
+
+def _nothing() -> None:
+    """The wake callback until ``start`` is called."""
+
+
+class NativeDriver:
+    """One lock that speaks the native protocol on base topic ``topics.base``."""
+
+    def __init__(
+        self,
+        device_id: str,
+        topics: Topics,
+        session: MqttSession,
+        timing: Timing,
+        *,
+        slots: int | None = None,
+        code_lengths: tuple[int, int] | None = None,
+    ) -> None:
+        self.device_id = device_id
+        self.topics = topics
+        self._session = session
+        self._timing = timing
+        self._fallback_capacity = slots
+        self._fallback_code_lengths = code_lengths
+        self._wake: WakeCallback = _nothing
+        self._lock_online = False  # what the lock last said; forgotten when the broker link drops
+        self._reported_online = False  # what `wake` last announced
+        self._table: SlotTable | None = None
+        self._tables_seen = 0  # T/slots messages parsed: tells a read that the table is fresh
+        self._pending: dict[str, asyncio.Future[Result]] = {}
+
+    # -- observed state ---------------------------------------------------------------------
+
+    @property
+    def online(self) -> bool:
+        return self._lock_online and self._session.is_connected
+
+    @property
+    def table(self) -> SlotTable | None:
+        return self._table
+
+    async def start(self, wake: WakeCallback) -> None:
+        self._wake = wake
+        self._session.on_disconnect(self._on_broker_lost)
+        await self._session.subscribe(self.topics.availability, self._on_availability)
+        await self._session.subscribe(self.topics.slots, self._on_slots)
+        await self._session.subscribe(self.topics.result, self._on_result)
+
+    def _on_broker_lost(self) -> None:
+        # The retained availability comes again on reconnect; until then the lock is unknown.
+        self._lock_online = False
+        self._availability_changed()
+
+    def _on_availability(self, message: aiomqtt.Message) -> None:
+        try:
+            self._lock_online = parse_availability(message.payload)
+        except ValueError as exc:
+            log.warning("native.bad_availability", device_id=self.device_id, problem=str(exc))
+            return
+        self._availability_changed()
+
+    def _availability_changed(self) -> None:
+        online = self.online
+        if online == self._reported_online:
+            return
+        self._reported_online = online
+        log.info("native.availability", device_id=self.device_id, online=online)
+        if not online:
+            # An unreachable lock will not answer: settle the waiting commands now rather than
+            # after their timeout. The outcome is unknown, hence a timeout, not a refusal.
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(CommandTimedOut("the lock went offline"))
+        self._wake()
+
+    def _on_slots(self, message: aiomqtt.Message) -> None:
+        try:
+            report = parse_slots(message.payload)
+        except ValueError as exc:
+            log.warning("native.bad_slots", device_id=self.device_id, problem=str(exc))
+            return
+        self._tables_seen += 1
+        table = self._table_from(report)
+        if table != self._table:
+            self._table = table
+            log.debug("native.table", device_id=self.device_id, slots=dict(table.slots))
+            self._wake()
+
+    def _table_from(self, report: SlotReport) -> SlotTable:
+        """The lock's own capacity and lengths first; the config's where the lock is silent."""
+        capacity = report.capacity or self._fallback_capacity or max(report.slots, default=0)
+        return SlotTable(
+            capacity=capacity,
+            code_lengths=report.code_lengths or self._fallback_code_lengths,
+            slots=dict(report.slots),
+        )
+
+    def _on_result(self, message: aiomqtt.Message) -> None:
+        try:
+            result = parse_result(message.payload)
+        except ValueError as exc:
+            log.warning("native.bad_result", device_id=self.device_id, problem=str(exc))
+            return
+        future = self._pending.get(result.id)
+        if future is None or future.done():
+            log.debug("native.stray_result", device_id=self.device_id, command_id=result.id)
+            return
+        future.set_result(result)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    async def set_code(self, slot: int, code: str) -> None:
+        await self._command("set", slot, code)
+
+    async def clear_slot(self, slot: int) -> None:
+        await self._command("clear", slot)
+
+    async def read(self) -> SlotTable:
+        """The table the lock republished before answering (it must, by the contract)."""
+        seen = self._tables_seen
+        await self._command("read")
+        if self._tables_seen == seen or self._table is None:
+            raise CommandFailed("internal", "the lock answered a read without publishing T/slots")
+        return self._table
+
+    async def _command(self, op: Op, slot: int | None = None, code: str | None = None) -> None:
+        if not self._session.is_connected:
+            raise CommandFailed("not_connected")
+        if not self._lock_online:
+            raise CommandFailed("offline")
+        command_id = str(uuid.uuid4())
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._pending[command_id] = future
+        timeout = self._timing.command_timeout
+        log.debug("native.command", device_id=self.device_id, op=op, slot=slot, id=command_id)
+        try:
+            async with asyncio.timeout(timeout):
+                try:
+                    await self._session.publish(
+                        self.topics.command, command_payload(command_id, op, slot, code)
+                    )
+                except NotConnected as exc:
+                    raise CommandFailed("not_connected", str(exc)) from None
+                result = await future
+        except TimeoutError:
+            raise CommandTimedOut(f"{op}: no answer within {timeout:g}s") from None
+        finally:
+            del self._pending[command_id]
+        if not result.ok:
+            raise CommandFailed(result.error or "internal", op)
+
+
+def create_driver(device: DeviceConfig, session: MqttSession, timing: Timing) -> NativeDriver:
+    options = device.options
+    if not isinstance(options, NativeOptions):
+        raise TypeError(f"{device.device_id}: the native driver needs NativeOptions")
+    return NativeDriver(
+        device.device_id,
+        Topics(options.topic),
+        session,
+        timing,
+        slots=device.slots,
+        code_lengths=device.code_lengths,
+    )

@@ -1,0 +1,266 @@
+"""Payloads of the native lock protocol (contract section 10), shared by driver and simulator.
+
+Pure functions and dataclasses, no I/O, so both sides of the conversation are built from one
+definition and a protocol change cannot leave them disagreeing. Parsers are lenient about what they
+do not know (extra fields are ignored, as the contract asks) and strict about the shape of what they
+do: a wrong shape raises ``PayloadError`` (a ``ValueError``) naming the field, never half a value.
+
+Builders return JSON-ready dicts; ``gateway.mqtt.encode`` is the one wire encoding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+__all__ = [
+    "ERRORS",
+    "OPS",
+    "BadCommand",
+    "Command",
+    "JsonObject",
+    "Op",
+    "PayloadError",
+    "Result",
+    "SlotReport",
+    "Topics",
+    "availability_payload",
+    "command_payload",
+    "parse_availability",
+    "parse_command",
+    "parse_result",
+    "parse_slots",
+    "result_payload",
+    "slots_payload",
+]
+
+JsonObject = dict[str, Any]
+Op = Literal["set", "clear", "read"]
+OPS: Final[tuple[Op, ...]] = ("set", "clear", "read")
+#: The error words a lock may answer with.
+ERRORS: Final = frozenset(
+    {"slot_out_of_range", "invalid_code", "duplicate_code", "busy", "internal"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """The four topics of a lock whose base topic is ``base``."""
+
+    base: str
+
+    @property
+    def availability(self) -> str:
+        return f"{self.base}/availability"
+
+    @property
+    def slots(self) -> str:
+        return f"{self.base}/slots"
+
+    @property
+    def command(self) -> str:
+        return f"{self.base}/command"
+
+    @property
+    def result(self) -> str:
+        return f"{self.base}/result"
+
+
+@dataclass(frozen=True, slots=True)
+class SlotReport:
+    """A parsed ``T/slots``; ``capacity``/``code_lengths`` are None when the lock left them out."""
+
+    capacity: int | None
+    code_lengths: tuple[int, int] | None
+    slots: Mapping[int, str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A parsed ``T/result``: ``error`` is the lock's word when ``ok`` is false."""
+
+    id: str
+    ok: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A parsed ``T/command``; the lock side checks slot range and code, not this parser."""
+
+    id: str
+    op: Op
+    slot: int | None = None
+    code: str | None = None
+
+
+class PayloadError(ValueError):
+    """A payload of the wrong shape; the message starts with the field at fault."""
+
+
+class BadCommand(PayloadError):
+    """A command the lock cannot carry out; ``id`` is set when there is someone to answer."""
+
+    def __init__(self, message: str, *, id: str | None = None, error: str = "internal") -> None:
+        super().__init__(message)
+        self.id = id
+        self.error = error
+
+
+# -- parsing helpers --------------------------------------------------------------------------
+
+
+def _object(payload: bytes | str) -> Mapping[str, Any]:
+    try:
+        value = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise PayloadError(f"payload: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise PayloadError(f"payload: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _int(value: object, field: str, *, minimum: int) -> int:
+    # bool is an int subclass, and `true` is never a slot number.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise PayloadError(f"{field}: expected an integer")
+    if value < minimum:
+        raise PayloadError(f"{field}: must be at least {minimum}")
+    return value
+
+
+def _optional_int(raw: Mapping[str, Any], field: str, *, minimum: int) -> int | None:
+    value = raw.get(field)
+    return None if value is None else _int(value, field, minimum=minimum)
+
+
+def _code_lengths(value: object) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or len(value) != 2:
+        raise PayloadError("code_lengths: expected [shortest, longest]")
+    shortest = _int(value[0], "code_lengths[0]", minimum=1)
+    longest = _int(value[1], "code_lengths[1]", minimum=shortest)
+    return (shortest, longest)
+
+
+def _slot_key(key: str) -> int:
+    # int() would accept " 3", "+3" and "0003"; the contract's keys are plain decimals.
+    if not key.isdecimal() or key.startswith("0"):
+        raise PayloadError(f"slots.{key}: slot keys must be positive integers written as strings")
+    return int(key)
+
+
+# -- lock -> gateway ----------------------------------------------------------------------------
+
+
+def parse_availability(payload: bytes | str) -> bool:
+    """True for online. A bare ``online``/``offline`` word is accepted too (older firmware)."""
+    text = payload.decode(errors="replace") if isinstance(payload, bytes) else payload
+    if text.strip() in ("online", "offline"):
+        return text.strip() == "online"
+    state = _object(payload).get("state")
+    if state == "online":
+        return True
+    if state == "offline":
+        return False
+    raise PayloadError("state: expected 'online' or 'offline'")
+
+
+def parse_slots(payload: bytes | str) -> SlotReport:
+    raw = _object(payload)
+    capacity = _optional_int(raw, "capacity", minimum=1)
+    code_lengths = _code_lengths(raw.get("code_lengths"))
+    table = raw.get("slots")
+    if not isinstance(table, dict):
+        raise PayloadError("slots: expected an object of slot number -> PIN or null")
+    slots: dict[int, str | None] = {}
+    for key, value in table.items():
+        slot = _slot_key(key)
+        if capacity is not None and slot > capacity:
+            raise PayloadError(f"slots.{key}: beyond capacity {capacity}")
+        if value is not None and not isinstance(value, str):
+            raise PayloadError(f"slots.{key}: expected a PIN string or null")
+        slots[slot] = value
+    return SlotReport(capacity=capacity, code_lengths=code_lengths, slots=slots)
+
+
+def parse_result(payload: bytes | str) -> Result:
+    raw = _object(payload)
+    command_id = raw.get("id")
+    if not isinstance(command_id, str) or not command_id:
+        raise PayloadError("id: expected a non-empty string")
+    ok = raw.get("ok")
+    if not isinstance(ok, bool):
+        raise PayloadError("ok: expected true or false")
+    error = raw.get("error")
+    if ok:
+        return Result(id=command_id, ok=True)
+    if error is None:
+        error = "internal"  # a refusal without a reason is still a refusal
+    if not isinstance(error, str):
+        raise PayloadError("error: expected a string")
+    return Result(id=command_id, ok=False, error=error)
+
+
+def availability_payload(online: bool) -> JsonObject:
+    return {"state": "online" if online else "offline"}
+
+
+def slots_payload(
+    capacity: int, code_lengths: tuple[int, int], slots: Mapping[int, str | None]
+) -> JsonObject:
+    """The whole table, every slot from 1 to ``capacity`` present (null when empty)."""
+    return {
+        "capacity": capacity,
+        "code_lengths": list(code_lengths),
+        "slots": {str(n): slots.get(n) for n in range(1, capacity + 1)},
+    }
+
+
+def result_payload(command_id: str, error: str | None = None) -> JsonObject:
+    if error is None:
+        return {"id": command_id, "ok": True}
+    return {"id": command_id, "ok": False, "error": error}
+
+
+# -- gateway -> lock ----------------------------------------------------------------------------
+
+
+def command_payload(
+    command_id: str, op: Op, slot: int | None = None, code: str | None = None
+) -> JsonObject:
+    payload: JsonObject = {"id": command_id, "op": op}
+    if slot is not None:
+        payload["slot"] = slot
+    if code is not None:
+        payload["code"] = code
+    return payload
+
+
+def parse_command(payload: bytes | str) -> Command:
+    """Raises ``BadCommand``; its ``error`` is the word to answer with when ``id`` is known."""
+    try:
+        raw = _object(payload)
+    except ValueError as exc:
+        raise BadCommand(str(exc)) from None
+    command_id = raw.get("id")
+    if not isinstance(command_id, str) or not command_id:
+        raise BadCommand("id: expected a non-empty string")
+    op = raw.get("op")
+    if op not in OPS:
+        raise BadCommand(f"op: expected one of {', '.join(OPS)}", id=command_id)
+    slot = raw.get("slot")
+    if (op != "read" or slot is not None) and (not isinstance(slot, int) or isinstance(slot, bool)):
+        raise BadCommand("slot: expected an integer", id=command_id, error="slot_out_of_range")
+    code = raw.get("code")
+    if op == "set" and not isinstance(code, str):
+        raise BadCommand("code: expected a PIN string", id=command_id, error="invalid_code")
+    return Command(
+        id=command_id,
+        op=op,
+        slot=slot,
+        code=code if op == "set" else None,
+    )

@@ -1,0 +1,1 @@
+"""The zigbee2mqtt driver: Zigbee locks behind Zigbee2MQTT."""

@@ -1,0 +1,3 @@
+"""lockgate: keeps PIN codes and a pool of backup codes on MQTT door locks."""
+
+__version__ = "0.1.0"

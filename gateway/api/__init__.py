@@ -1,0 +1,1 @@
+"""The MQTT request/response API: the router and one module per resource."""

@@ -1,0 +1,64 @@
+"""``devices/*`` endpoints."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.api.errors import ApiError
+from gateway.api.params import Field, boolean, device_id
+from gateway.api.router import Endpoint
+from gateway.model import Device, Json
+from gateway.store import Tx
+from gateway.store import devices as store
+
+
+async def require_device(tx: Tx, wanted: str) -> Device:
+    device = await store.get_device(tx, wanted)
+    if device is None:
+        raise ApiError("device_not_found", f"device_id: no device '{wanted}' on this gateway")
+    return device
+
+
+async def list_devices(tx: Tx, params: dict[str, Any]) -> Json:
+    return {"devices": [d.to_json() for d in await store.list_devices(tx)]}
+
+
+async def get_device(tx: Tx, params: dict[str, Any]) -> Json:
+    return {"device": (await require_device(tx, params["device_id"])).to_json()}
+
+
+async def update_device(tx: Tx, params: dict[str, Any]) -> Json:
+    device = await require_device(tx, params["device_id"])
+    enable = params.get("backup_access_code_pool_enabled")
+    if enable is False and device.pool_enabled:
+        raise ApiError(
+            "backup_pool_cannot_be_disabled",
+            "backup_access_code_pool_enabled: the backup pool cannot be disabled once enabled",
+        )
+    if enable is True and not device.supports_pool:
+        raise ApiError(
+            "backup_pool_not_supported",
+            f"backup_access_code_pool_enabled: device '{device.device_id}' cannot carry a "
+            "backup pool (it needs at least 2 slots)",
+        )
+    if "is_managed" in params:
+        await store.set_managed(tx, device.device_id, params["is_managed"])
+    if enable is True:
+        await store.enable_pool(tx, device.device_id)
+    return {"device": (await require_device(tx, device.device_id)).to_json()}
+
+
+ENDPOINTS = (
+    Endpoint("devices/list", {}, list_devices),
+    Endpoint("devices/get", {"device_id": Field(device_id, required=True)}, get_device),
+    Endpoint(
+        "devices/update",
+        {
+            "device_id": Field(device_id, required=True),
+            "is_managed": Field(boolean),
+            "backup_access_code_pool_enabled": Field(boolean),
+        },
+        update_device,
+        writes=True,
+    ),
+)

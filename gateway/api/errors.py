@@ -1,0 +1,34 @@
+"""The API's error types (contract section 4): one exception carries one of them to the reply."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+ErrorType = Literal[
+    "invalid_input",
+    "unknown_endpoint",
+    "payload_too_large",
+    "device_not_found",
+    "device_not_managed",
+    "access_code_not_found",
+    "duplicate_access_code",
+    "code_constraints_violated",
+    "backup_pool_not_supported",
+    "backup_pool_cannot_be_disabled",
+    "access_code_not_time_bound",
+    "no_backup_access_code_available",
+    "internal_error",
+]
+
+
+class ApiError(Exception):
+    """A request that cannot be served; ``message`` is one sentence naming the field."""
+
+    def __init__(self, error_type: ErrorType, message: str) -> None:
+        super().__init__(message)
+        self.type: ErrorType = error_type
+        self.message = message
+
+
+def invalid(field: str, problem: str) -> ApiError:
+    return ApiError("invalid_input", f"{field}: {problem}")

@@ -1,0 +1,853 @@
+"""The configuration file: YAML in, frozen dataclasses out, every mistake reported at once.
+
+A bad file is refused with one line per problem naming its key path
+(``devices[1].driver: unknown driver 'zigbe2mqtt' (expected ...)``), so an operator fixes all of
+them in one edit instead of one restart per typo. Unknown keys are problems too: a misspelt key
+would otherwise be ignored and its default silently used.
+
+One rule for every key: missing or ``null`` means the default.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import re
+import socket
+from collections.abc import Callable, Mapping, Set
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple, TypeVar
+
+import yaml
+
+from drivers.native.config import NativeOptions, topic_problem
+from drivers.native.config import parse_options as _native_options
+from drivers.zigbee2mqtt.config import Zigbee2MqttOptions
+from drivers.zigbee2mqtt.config import parse_options as _zigbee2mqtt_options
+from drivers.zwave_js_ui.config import ZwaveJsUiOptions
+from drivers.zwave_js_ui.config import parse_options as _zwave_js_ui_options
+
+__all__ = [
+    "DEFAULT_DATABASE",
+    "DRIVERS",
+    "LOG_LEVELS",
+    "BackupPoolSettings",
+    "Config",
+    "ConfigError",
+    "DeviceConfig",
+    "DevicePoolSettings",
+    "DriverOptions",
+    "DriverSchema",
+    "GenerateSettings",
+    "MqttSettings",
+    "SimLockSettings",
+    "SimulatorSettings",
+    "Timing",
+    "TlsSettings",
+    "default_hub_id",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+]
+
+DriverOptions = NativeOptions | Zigbee2MqttOptions | ZwaveJsUiOptions
+
+DEFAULT_DATABASE: Final = Path("/var/lib/lockgate/lockgate.db")
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+_MEMORY_DATABASE: Final = ":memory:"  # SQLite's name for a throw-away database; not a path
+_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ID_RULE = "must be 1-64 characters, each a letter, digit, _ or -"
+_GENERATED_DIGITS = 4  # generated ids are "<prefix><i:04d>", i from 0
+_GENERATED_PREFIX = re.compile(rf"[A-Za-z0-9_-]{{0,{64 - _GENERATED_DIGITS}}}")
+_MAX_PIN_LENGTH = 16
+
+
+class ConfigError(Exception):
+    """The configuration was refused: ``problems`` has one ``key.path: what is wrong`` line each."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[list[str]]]:
+        # Exception pickles its args (the joined text); rebuild from the list instead.
+        return (type(self), (self.problems,))
+
+
+# --------------------------------------------------------------------------------------------
+# The settings
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return any((self.ca_file, self.cert_file, self.key_file))
+
+
+@dataclass(frozen=True, slots=True)
+class MqttSettings:
+    """The broker connection. ``password`` comes from ``password_file`` and is kept out of repr."""
+
+    host: str = "127.0.0.1"
+    port: int = 1883
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    password_file: Path | None = None
+    tls: TlsSettings = field(default_factory=TlsSettings)
+    topic_prefix: str = "lockgate"
+    keepalive: int = 30
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """All in seconds."""
+
+    command_timeout: float = 10.0
+    max_attempts: int = 3
+    delay_warning_after: float = 60.0
+    program_ahead: float = 0.0
+    min_command_interval: float = 0.0
+    resync_interval: float = 900.0
+
+
+@dataclass(frozen=True, slots=True)
+class BackupPoolSettings:
+    size: int = 3
+    many_active_threshold: int = 2
+    fill_grace: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class DevicePoolSettings:
+    enabled: bool = False
+    size: int | None = None  # None: the global backup_pool.size
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceConfig:
+    device_id: str
+    name: str
+    driver: str
+    options: DriverOptions
+    slots: int | None = None  # None: the lock reports its capacity
+    code_lengths: tuple[int, int] | None = None  # None: the lock reports them
+    backup_pool: DevicePoolSettings = field(default_factory=DevicePoolSettings)
+
+
+def _no_codes() -> Mapping[int, str]:
+    return MappingProxyType({})
+
+
+def _no_locks() -> Mapping[str, SimLockSettings]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class SimLockSettings:
+    """How the simulator plays one lock, where it should differ from the simulator's defaults."""
+
+    latency: float | None = None
+    initial_codes: Mapping[int, str] = field(default_factory=_no_codes)  # slot (from 1) -> PIN
+    reject_duplicates: bool = True
+    expose_pin: bool = True  # zigbee2mqtt only: whether a read reveals the PIN
+
+
+@dataclass(frozen=True, slots=True)
+class GenerateSettings:
+    """Extra simulated native locks ``<prefix><i:04d>`` (i from 0) on ``locks/<id>``: load tests."""
+
+    count: int
+    prefix: str = "sim_lock_"
+    driver: str = "native"
+
+    def device_ids(self) -> list[str]:
+        return [f"{self.prefix}{i:0{_GENERATED_DIGITS}d}" for i in range(self.count)]
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatorSettings:
+    control_topic: str = "lockgate-sim"
+    latency: float = 0.02
+    default_slots: int = 30
+    default_code_lengths: tuple[int, int] = (4, 8)
+    locks: Mapping[str, SimLockSettings] = field(default_factory=_no_locks)
+    generate: GenerateSettings | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    hub_id: str
+    mqtt: MqttSettings = field(default_factory=MqttSettings)
+    database: Path = DEFAULT_DATABASE
+    timing: Timing = field(default_factory=Timing)
+    backup_pool: BackupPoolSettings = field(default_factory=BackupPoolSettings)
+    devices: tuple[DeviceConfig, ...] = ()
+    simulator: SimulatorSettings = field(default_factory=SimulatorSettings)
+    log_level: str = "info"
+    source: Path | None = None  # the file it was loaded from
+
+    @property
+    def prefix(self) -> str:
+        """The root of every topic this gateway owns."""
+        return f"{self.mqtt.topic_prefix}/{self.hub_id}"
+
+    @property
+    def all_devices(self) -> tuple[DeviceConfig, ...]:
+        """The configured devices, then the simulator's generated ones."""
+        generate = self.simulator.generate
+        return self.devices + _generated_devices(generate) if generate else self.devices
+
+
+@functools.lru_cache(maxsize=4)
+def _generated_devices(generate: GenerateSettings) -> tuple[DeviceConfig, ...]:
+    # Cached: with thousands of generated locks, all_devices must not rebuild them on every call.
+    return tuple(
+        DeviceConfig(device_id, device_id, "native", NativeOptions(topic=f"locks/{device_id}"))
+        for device_id in generate.device_ids()
+    )
+
+
+class DriverSchema(NamedTuple):
+    """What the config layer needs to know about a driver."""
+
+    parse_options: Callable[[Mapping[str, object], str, str, list[str]], DriverOptions]
+    needs_slots: bool  # the lock cannot report its capacity, so the file must give it
+
+
+DRIVERS: Final[Mapping[str, DriverSchema]] = MappingProxyType(
+    {
+        "native": DriverSchema(_native_options, needs_slots=False),
+        "zigbee2mqtt": DriverSchema(_zigbee2mqtt_options, needs_slots=True),
+        "zwave_js_ui": DriverSchema(_zwave_js_ui_options, needs_slots=False),
+    }
+)
+_DEVICE_KEYS: Final = frozenset(
+    {"device_id", "name", "driver", "slots", "code_lengths", "backup_pool"}
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Value converters: each takes a raw YAML value and returns it checked, or raises _Invalid with
+# the text that follows "key.path: ".
+
+
+class _Invalid(ValueError):
+    """A value the file must not have; its message completes a problem line."""
+
+
+_T = TypeVar("_T")
+_D = TypeVar("_D")
+
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?", re.ASCII)
+_SECONDS_PER_UNIT: Final[Mapping[str | None, float]] = MappingProxyType(
+    {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+)
+_DURATION_HINT = "use e.g. 500ms, 10s, 5m, 1h, 2d or a number of seconds"
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from ``500ms``, ``10s``, ``5m``, ``1h``, ``2d`` or a plain number of seconds."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise _Invalid(f"must be a duration ({_DURATION_HINT})")
+    if isinstance(value, str):
+        match = _DURATION.fullmatch(value.strip())
+        if match is None:
+            raise _Invalid(f"invalid duration {value!r} ({_DURATION_HINT})")
+        number, unit = float(match[1]), match[2]
+        # Divide for ms rather than multiply by 0.001, so "100ms" is exactly 0.1.
+        seconds = number / 1000 if unit == "ms" else number * _SECONDS_PER_UNIT[unit]
+    else:
+        try:
+            seconds = float(value)
+        except OverflowError:
+            seconds = math.inf
+    if not math.isfinite(seconds):
+        raise _Invalid("must be a finite duration")
+    if seconds < 0:
+        raise _Invalid("must not be negative")
+    return seconds
+
+
+def _duration(*, positive: bool = False) -> Callable[[object], float]:
+    def convert(value: object) -> float:
+        seconds = parse_duration(value)
+        if positive and seconds == 0:
+            raise _Invalid("must be longer than 0")
+        return seconds
+
+    return convert
+
+
+def _integer(low: int, high: int | None = None) -> Callable[[object], int]:
+    wanted = f"an integer {low}-{high}" if high is not None else f"an integer >= {low}"
+
+    def convert(value: object) -> int:
+        # bool is an int to Python, but `port: true` is a mistake, not port 1.
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < low
+            or (high is not None and value > high)
+        ):
+            raise _Invalid(f"must be {wanted}")
+        return value
+
+    return convert
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid("must be true or false")
+    return value
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid("must be a string")
+    if not value.strip():
+        raise _Invalid("must not be empty")
+    return value
+
+
+def _identifier(value: object) -> str:
+    text = _string(value)
+    if not _ID.fullmatch(text):
+        raise _Invalid(_ID_RULE)
+    return text
+
+
+def _topic(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid("must be a string")
+    why = topic_problem(value)
+    if why is not None:
+        raise _Invalid(why)
+    return value
+
+
+def _log_level(value: object) -> str:
+    if not isinstance(value, str) or value.strip().lower() not in LOG_LEVELS:
+        raise _Invalid(f"must be one of {', '.join(LOG_LEVELS)}")
+    return value.strip().lower()
+
+
+def _code_lengths(value: object) -> tuple[int, int]:
+    rule = "must be [shortest, longest] with 1 <= shortest <= longest <= 16, or one length"
+    pair = [value, value] if isinstance(value, int) else value
+    if not isinstance(pair, list | tuple) or len(pair) != 2:
+        raise _Invalid(rule)
+    shortest, longest = pair
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in pair) or not (
+        1 <= shortest <= longest <= _MAX_PIN_LENGTH
+    ):
+        raise _Invalid(rule)
+    return (shortest, longest)
+
+
+def _path(base_dir: Path) -> Callable[[object], Path]:
+    def convert(value: object) -> Path:
+        text = _string(value)
+        return Path(text) if text == _MEMORY_DATABASE else base_dir / text
+
+    return convert
+
+
+def _existing_file(base_dir: Path) -> Callable[[object], Path]:
+    def convert(value: object) -> Path:
+        path = _path(base_dir)(value)
+        if not path.is_file():
+            raise _Invalid(f"file not found: {path}")
+        return path
+
+    return convert
+
+
+def _read_secret(path: Path) -> str:
+    """The file's text without its trailing newline; errors never quote the content."""
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        # Its message would quote a byte of the secret.
+        raise _Invalid(f"cannot read {path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise _Invalid(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "a number" if isinstance(value, int | float) else type(value).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# The field reader
+
+
+class _Section:
+    """Reads one YAML mapping key by key, recording problems instead of raising.
+
+    Every read marks its key as known; ``finish`` then reports whatever the file has beyond them.
+    A bad value yields the default, so parsing goes on and the rest of the file is checked too.
+    """
+
+    def __init__(self, raw: object, path: str, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        self.present = raw is not None  # the file gives this section, and it is a mapping
+        self._read: set[object] = set()
+        if raw is not None and not isinstance(raw, Mapping):
+            self.report(None, f"must be a mapping, not {_describe(raw)}")
+            self.present = False
+        self._raw: Mapping[object, object] = raw if isinstance(raw, Mapping) else {}
+
+    def where(self, key: object) -> str:
+        if key is None:
+            return self.path or "top level"
+        return f"{self.path}.{key}" if self.path else str(key)
+
+    def report(self, key: str | None, message: str) -> None:
+        self.problems.append(f"{self.where(key)}: {message}")
+
+    def given(self, key: str) -> bool:
+        return self._raw.get(key) is not None
+
+    def raw(self, key: str) -> object:
+        self._read.add(key)
+        return self._raw.get(key)
+
+    def get(self, key: str, convert: Callable[[object], _T], default: _D) -> _T | _D:
+        value = self.raw(key)
+        if value is None:
+            return default
+        try:
+            result = convert(value)
+        except _Invalid as exc:
+            self.report(key, str(exc))
+            return default
+        return result
+
+    def section(self, key: str) -> _Section:
+        return _Section(self.raw(key), self.where(key), self.problems)
+
+    def rest(self) -> dict[object, object]:
+        """The keys not read yet, for a nested schema (a driver's options, a table) to claim."""
+        rest = {key: value for key, value in self._raw.items() if key not in self._read}
+        self._read.update(rest)
+        return rest
+
+    def rest_named(self) -> dict[str, object]:
+        """As ``rest``, for schemas whose keys are names: any other key is unknown."""
+        named: dict[str, object] = {}
+        for key, value in self.rest().items():
+            if isinstance(key, str):
+                named[key] = value
+            else:
+                self.report(str(key), "unknown key")
+        return named
+
+    def finish(self) -> None:
+        for key in self._raw:
+            if key not in self._read:
+                self.problems.append(f"{self.where(key)}: unknown key")
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+
+
+def _parse_mqtt(section: _Section, base_dir: Path) -> MqttSettings:
+    username = section.get("username", _string, None)
+    password_file = section.get("password_file", _path(base_dir), None)
+    password = None
+    if password_file is not None:
+        try:
+            password = _read_secret(password_file)
+        except _Invalid as exc:
+            section.report("password_file", str(exc))
+        if username is None and not section.given("username"):
+            section.report("password_file", "needs mqtt.username (MQTT sends no password alone)")
+    if section.raw("password") is not None:
+        section.report("password", "unknown key (put the password in a file: mqtt.password_file)")
+    settings = MqttSettings(
+        host=section.get("host", _string, "127.0.0.1"),
+        port=section.get("port", _integer(1, 65535), 1883),
+        username=username,
+        password=password,
+        password_file=password_file,
+        tls=_parse_tls(section.section("tls"), base_dir),
+        topic_prefix=section.get("topic_prefix", _topic, "lockgate"),
+        keepalive=section.get("keepalive", _integer(1, 65535), 30),
+    )
+    section.finish()
+    return settings
+
+
+def _parse_tls(section: _Section, base_dir: Path) -> TlsSettings:
+    exists = _existing_file(base_dir)
+    settings = TlsSettings(
+        ca_file=section.get("ca_file", exists, None),
+        cert_file=section.get("cert_file", exists, None),
+        key_file=section.get("key_file", exists, None),
+    )
+    if section.given("cert_file") and not section.given("key_file"):
+        section.report("key_file", "required when cert_file is set")
+    if section.given("key_file") and not section.given("cert_file"):
+        section.report("cert_file", "required when key_file is set")
+    section.finish()
+    return settings
+
+
+def _parse_timing(section: _Section) -> Timing:
+    since = _duration()
+    timing = Timing(
+        command_timeout=section.get("command_timeout", _duration(positive=True), 10.0),
+        max_attempts=section.get("max_attempts", _integer(1, 100), 3),
+        delay_warning_after=section.get("delay_warning_after", since, 60.0),
+        program_ahead=section.get("program_ahead", since, 0.0),
+        min_command_interval=section.get("min_command_interval", since, 0.0),
+        resync_interval=section.get("resync_interval", since, 900.0),
+    )
+    section.finish()
+    return timing
+
+
+def _parse_backup_pool(section: _Section) -> BackupPoolSettings:
+    pool = BackupPoolSettings(
+        size=section.get("size", _integer(1, 100), 3),
+        many_active_threshold=section.get("many_active_threshold", _integer(1), 2),
+        fill_grace=section.get("fill_grace", _duration(), 30.0),
+    )
+    section.finish()
+    return pool
+
+
+def _parse_devices(raw: object, claims: _Claims, problems: list[str]) -> list[DeviceConfig]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        problems.append(f"devices: must be a list of devices, not {_describe(raw)}")
+        return []
+    devices: list[DeviceConfig] = []
+    for index, item in enumerate(raw):
+        path = f"devices[{index}]"
+        if not isinstance(item, Mapping):
+            problems.append(f"{path}: must be a mapping with device_id, driver, ...")
+            continue
+        device = _parse_device(_Section(item, path, problems))
+        device_id = item.get("device_id")
+        if isinstance(device_id, str) and _ID.fullmatch(device_id):
+            # Also for a device refused for another reason: its twin is still a problem.
+            claims.device_id(device_id, path, f"{path}.device_id")
+        if device is not None:
+            claims.addresses(device, path)
+            devices.append(device)
+    return devices
+
+
+def _driver_name(value: object) -> str:
+    if not isinstance(value, str) or value not in DRIVERS:
+        raise _Invalid(f"unknown driver {value!r} (expected {', '.join(DRIVERS)})")
+    return value
+
+
+def _parse_device(section: _Section) -> DeviceConfig | None:
+    device_id = section.get("device_id", _identifier, None)
+    if not section.given("device_id"):
+        section.report("device_id", "required")
+    name = section.get("name", _string, device_id)
+    driver = section.get("driver", _driver_name, None)
+    if not section.given("driver"):
+        section.report("driver", f"required (one of {', '.join(DRIVERS)})")
+    slots = section.get("slots", _integer(1, 1000), None)
+    code_lengths = section.get("code_lengths", _code_lengths, None)
+    pool = _parse_device_pool(section.section("backup_pool"), slots)
+    options = section.rest_named()  # every other key is the driver's
+    if driver is None:
+        return None
+    schema = DRIVERS[driver]
+    if schema.needs_slots and not section.given("slots"):
+        section.report("slots", f"required for driver {driver}")
+    parsed = schema.parse_options(options, section.path, device_id or "", section.problems)
+    if device_id is None:
+        return None
+    return DeviceConfig(
+        device_id=device_id,
+        name=name or device_id,
+        driver=driver,
+        options=parsed,
+        slots=slots,
+        code_lengths=code_lengths,
+        backup_pool=pool,
+    )
+
+
+def _parse_device_pool(section: _Section, slots: int | None) -> DevicePoolSettings:
+    pool = DevicePoolSettings(
+        enabled=section.get("enabled", _flag, False),
+        size=section.get("size", _integer(1, 100), None),
+    )
+    section.finish()
+    if slots is not None and slots < 2 and (pool.enabled or pool.size is not None):
+        section.report(None, f"needs a device with at least 2 slots (this one has {slots})")
+    return pool
+
+
+def _parse_simulator(
+    section: _Section, devices: Mapping[str, DeviceConfig], mentioned: Set[str]
+) -> SimulatorSettings:
+    """``mentioned``: every device id the file names, also of devices refused for other reasons
+    (those are not reported a second time here)."""
+    default_slots = section.get("default_slots", _integer(1, 1000), 30)
+    generate_section = section.section("generate")
+    generate = _parse_generate(generate_section) if generate_section.present else None
+    generate_section.finish()
+    if generate is not None:
+        devices = {**devices, **{d.device_id: d for d in _generated_devices(generate)}}
+    settings = SimulatorSettings(
+        control_topic=section.get("control_topic", _topic, "lockgate-sim"),
+        latency=section.get("latency", _duration(), 0.02),
+        default_slots=default_slots,
+        default_code_lengths=section.get("default_code_lengths", _code_lengths, (4, 8)),
+        locks=_parse_sim_locks(section.section("locks"), devices, mentioned, default_slots),
+        generate=generate,
+    )
+    section.finish()
+    return settings
+
+
+def _parse_generate(section: _Section) -> GenerateSettings | None:
+    count = section.get("count", _integer(1, 10000), None)
+    if not section.given("count"):
+        section.report("count", "required (how many native locks to generate, 1-10000)")
+    prefix = section.get("prefix", _generated_prefix, "sim_lock_")
+    driver = section.get("driver", _only_native, "native")
+    section.finish()
+    return None if count is None else GenerateSettings(count=count, prefix=prefix, driver=driver)
+
+
+def _generated_prefix(value: object) -> str:
+    if not isinstance(value, str) or not _GENERATED_PREFIX.fullmatch(value):
+        raise _Invalid(
+            f"must be at most {64 - _GENERATED_DIGITS} characters, each a letter, digit, _ or -"
+        )
+    return value
+
+
+def _only_native(value: object) -> str:
+    if value != "native":
+        raise _Invalid("must be native (the only driver the generator makes)")
+    return "native"
+
+
+def _parse_sim_locks(
+    section: _Section,
+    devices: Mapping[str, DeviceConfig],
+    mentioned: Set[str],
+    default_slots: int,
+) -> Mapping[str, SimLockSettings]:
+    locks: dict[str, SimLockSettings] = {}
+    for key, raw in section.rest().items():
+        lock = _Section(raw, section.where(key), section.problems)
+        device = devices.get(key) if isinstance(key, str) else None
+        if device is None:
+            if key not in mentioned:
+                lock.report(None, f"no device {str(key)!r} is configured")
+            continue
+        if lock.given("expose_pin") and device.driver != "zigbee2mqtt":
+            lock.report("expose_pin", "applies to driver zigbee2mqtt only")
+        locks[device.device_id] = SimLockSettings(
+            latency=lock.get("latency", _duration(), None),
+            initial_codes=_parse_initial_codes(
+                lock.section("initial_codes"), device.slots or default_slots
+            ),
+            reject_duplicates=lock.get("reject_duplicates", _flag, True),
+            expose_pin=lock.get("expose_pin", _flag, True),
+        )
+        lock.finish()
+    return MappingProxyType(locks)
+
+
+def _parse_initial_codes(section: _Section, capacity: int) -> Mapping[int, str]:
+    codes: dict[int, str] = {}
+    for key, pin in section.rest().items():
+        # YAML gives `3:` as an int and `"3":` as a string; both name slot 3.
+        slot = key if isinstance(key, int) and not isinstance(key, bool) else None
+        if isinstance(key, str) and key.isdecimal():
+            slot = int(key)
+        if slot is None or not 1 <= slot <= capacity:
+            section.report(str(key), f"must be a slot number 1-{capacity}")
+        elif not isinstance(pin, str) or not pin.isdecimal() or len(pin) > _MAX_PIN_LENGTH:
+            # An unquoted 0123 is a number to YAML and loses its zero; insist on quotes.
+            section.report(str(key), f"must be a quoted string of 1-{_MAX_PIN_LENGTH} digits")
+        else:
+            codes[slot] = pin
+    return MappingProxyType(codes)
+
+
+# --------------------------------------------------------------------------------------------
+# Cross-checks between devices
+
+
+class _Claims:
+    """Device ids and MQTT addresses only one device may have: first come, first served.
+
+    The second claimant is reported naming the first, so the operator sees both places. Two
+    devices on one address would fight over one lock.
+    """
+
+    def __init__(self, prefix: str, problems: list[str]) -> None:
+        self.device_ids: set[str] = set()
+        self._owners: dict[str, str] = {}
+        self._prefix = prefix
+        self._problems = problems
+
+    def _claim(self, thing: str, owner: str, where: str) -> None:
+        first = self._owners.setdefault(thing, owner)
+        if first != owner:
+            self._problems.append(f"{where}: duplicate {thing} (also {first})")
+
+    def device_id(self, device_id: str, owner: str, where: str) -> None:
+        self.device_ids.add(device_id)
+        self._claim(f"device id '{device_id}'", owner, where)
+
+    def addresses(self, device: DeviceConfig, owner: str, only_key: str | None = None) -> None:
+        """``only_key``: the one key to blame for every problem (for generated devices)."""
+        for key, address in device.options.addresses():
+            self._claim(address, owner, f"{owner}.{only_key or key}")
+        options = device.options
+        # A lock under the gateway's own topics would be taken for API traffic.
+        if isinstance(options, NativeOptions) and f"{options.topic}/".startswith(
+            f"{self._prefix}/"
+        ):
+            self._problems.append(
+                f"{owner}.{only_key or 'topic'}: must not be under the gateway's topics "
+                f"{self._prefix}/"
+            )
+
+
+# --------------------------------------------------------------------------------------------
+# Entry points
+
+
+def default_hub_id() -> str:
+    """The host name made into a valid hub id, so a fleet of hubs needs no per-host setting."""
+    return re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64] or "hub"
+
+
+def parse_config(data: object, *, base_dir: Path) -> Config:
+    """Check already-parsed YAML; relative paths in it are taken from ``base_dir``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError([f"top level: must be a mapping, not {_describe(data)}"])
+    problems: list[str] = []
+    top = _Section(data, "", problems)
+    hub_id = top.get("hub_id", _identifier, None) or default_hub_id()
+    mqtt = _parse_mqtt(top.section("mqtt"), base_dir)
+    database = top.get("database", _path(base_dir), DEFAULT_DATABASE)
+    timing = _parse_timing(top.section("timing"))
+    backup_pool = _parse_backup_pool(top.section("backup_pool"))
+    claims = _Claims(f"{mqtt.topic_prefix}/{hub_id}", problems)
+    devices = _parse_devices(top.raw("devices"), claims, problems)
+    simulator = _parse_simulator(
+        top.section("simulator"), {d.device_id: d for d in devices}, claims.device_ids
+    )
+    log_level = top.get("log_level", _log_level, "info")
+    top.finish()
+    if simulator.generate is not None:
+        for device in _generated_devices(simulator.generate):
+            claims.device_id(device.device_id, "simulator.generate", "simulator.generate.prefix")
+            claims.addresses(device, "simulator.generate", only_key="prefix")
+    if problems:
+        raise ConfigError(problems)
+    return Config(
+        hub_id=hub_id,
+        mqtt=mqtt,
+        database=database,
+        timing=timing,
+        backup_pool=backup_pool,
+        devices=tuple(devices),
+        simulator=simulator,
+        log_level=log_level,
+    )
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Notes duplicate keys, which PyYAML silently resolves by keeping the last one."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.duplicates: list[tuple[int, object]] = []  # (1-based line, key)
+
+
+def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[object] = set()
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may be overridden
+            continue
+        key = loader.construct_object(key_node)
+        try:
+            if key in seen:
+                loader.duplicates.append((key_node.start_mark.line + 1, key))
+            seen.add(key)
+        except TypeError:  # an unhashable key: construct_mapping reports it
+            continue
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _read_yaml(path: Path, name: str) -> tuple[object, list[str]]:
+    """The document and the duplicate-key problems found in it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError([f"{name}: cannot read: not UTF-8 text"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{name}: cannot read: {exc.strerror or type(exc).__name__}"]) from None
+    loader = _StrictLoader(text)
+    try:
+        data = loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{name}:{mark.line + 1}:{mark.column + 1}" if mark else name
+        raise ConfigError([f"{where}: invalid YAML: {exc.problem or exc.context}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{name}: invalid YAML: {exc}"]) from None
+    finally:
+        loader.dispose()
+    duplicates = [
+        f"{name}:{line}: duplicate key {key!r} (the later one would silently win)"
+        for line, key in loader.duplicates
+    ]
+    return data, duplicates
+
+
+def load_config(path: str | Path) -> Config:
+    """Read and check a config file; relative paths in it are taken from the file's directory."""
+    name = str(path)
+    source = Path(path).absolute()
+    data, duplicates = _read_yaml(source, name)
+    if data is None:
+        raise ConfigError([f"{name}: the file is empty (expected hub_id, mqtt, devices, ...)"])
+    if not isinstance(data, Mapping):
+        raise ConfigError([f"{name}: the top level must be a mapping, not {_describe(data)}"])
+    try:
+        config = parse_config(data, base_dir=source.parent)
+    except ConfigError as exc:
+        raise ConfigError(duplicates + exc.problems) from None
+    if duplicates:
+        raise ConfigError(duplicates)
+    return replace(config, source=source)

@@ -1,0 +1,80 @@
+"""Stored events -> ``P/events/<type>``, at least once and in order.
+
+Events are written in the same transaction as the change that caused them; this task only ever
+publishes what is committed, marks it published after the broker's ack, and starts again from
+the first unpublished event after a broker outage or a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from gateway.logs import get_logger
+from gateway.mqtt import MqttSession, NotConnected
+from gateway.store import Store, Tx
+
+log = get_logger("gateway.outbox")
+
+BATCH = 200
+
+
+class Outbox:
+    def __init__(self, store: Store, session: MqttSession, prefix: str) -> None:
+        self._store = store
+        self._session = session
+        self._prefix = prefix
+        self._wake = asyncio.Event()
+        self._wake.set()  # publish what an earlier run left behind
+        self.published = 0
+
+    def notify(self, tx: Tx) -> None:
+        """Store commit listener: new events are waiting."""
+        if tx.events:
+            self._wake.set()
+
+    def kick(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.flush()
+            except (NotConnected, TimeoutError) as exc:
+                log.info("outbox.waiting_for_broker", reason=str(exc))
+                await self._session.wait_connected()
+                self._wake.set()
+
+    async def flush(self) -> int:
+        """Publish every unpublished event in order; returns how many went out."""
+        sent = 0
+        while True:
+            rows = await self._store.fetchall(
+                "SELECT seq, event_type, body FROM events WHERE published = 0"
+                " ORDER BY seq LIMIT ?",
+                (BATCH,),
+            )
+            if not rows:
+                return sent
+            if not self._session.is_connected:
+                raise NotConnected("broker")
+            # paho sends in call order on one connection, so the batch keeps its order.
+            await asyncio.gather(
+                *(
+                    self._session.publish(
+                        f"{self._prefix}/events/{row['event_type']}",
+                        json.loads(row["body"]),
+                        qos=1,
+                    )
+                    for row in rows
+                )
+            )
+            async with self._store.transaction() as tx:
+                await tx.execute(
+                    "UPDATE events SET published = 1 WHERE published = 0 AND seq <= ?",
+                    (rows[-1]["seq"],),
+                )
+            sent += len(rows)
+            self.published += len(rows)

@@ -1,0 +1,1 @@
+"""The domain rules: pure functions, no I/O, tested exhaustively."""

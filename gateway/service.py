@@ -1,0 +1,182 @@
+"""Wiring: every long-lived task of the daemon, owned by one TaskGroup, and an orderly stop.
+
+Stop order (SIGTERM): stop taking requests, let the ones in flight finish, flush the outbox,
+publish the retained ``offline`` status, cancel the rest, close the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+from collections.abc import Callable
+
+import aiomqtt
+
+from drivers.base import Driver
+from drivers.registry import create_driver
+from gateway import __version__
+from gateway.api import devices as device_api
+from gateway.api.router import Router
+from gateway.clock import Clock, SystemClock
+from gateway.config import Config
+from gateway.logs import get_logger
+from gateway.mqtt import MqttSession, NotConnected, Retained, encode
+from gateway.outbox import Outbox
+from gateway.publisher import DevicePublisher
+from gateway.reconciler import LockWorker, Reconciler
+from gateway.sdnotify import Notifier
+from gateway.store import Store
+from gateway.store.devices import sync_from_config
+
+log = get_logger("gateway.service")
+
+#: How long a stop waits for requests in flight and for the outbox.
+DRAIN_TIMEOUT = 5.0
+#: A persistent session keeps requests queued at the broker while the gateway restarts.
+SESSION_EXPIRY = 3600
+
+
+def status_payload(state: str) -> bytes:
+    return encode({"state": state, "version": __version__})
+
+
+class Gateway:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        notifier: Notifier | None = None,
+        backoff_ceiling: float = 30.0,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.notifier = notifier or Notifier()
+        self.prefix = config.prefix
+        self.ready = asyncio.Event()
+        self.session = MqttSession(
+            config.mqtt,
+            identifier=f"lockgate-{config.hub_id}",
+            birth=Retained(f"{self.prefix}/status", status_payload("online")),
+            will=Retained(f"{self.prefix}/status", status_payload("offline")),
+            session_expiry=SESSION_EXPIRY,
+            backoff_ceiling=backoff_ceiling,
+        )
+        self._requests: set[asyncio.Task[None]] = set()
+        self._accepting = True
+        self._request_numbers = itertools.count(1)
+        self.store: Store | None = None
+        self.reconciler: Reconciler | None = None
+        self.router: Router | None = None
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Serve until ``stop`` is set (or the task is cancelled)."""
+        stop = stop or asyncio.Event()
+        store = await Store.open(self.config.database, self.clock)
+        self.store = store
+        try:
+            async with store.transaction() as tx:
+                await sync_from_config(tx, self.config.all_devices, self.config.backup_pool)
+            await self._serve(store, stop)
+        finally:
+            await store.close()
+            log.info("gateway.stopped")
+
+    async def _serve(self, store: Store, stop: asyncio.Event) -> None:
+        session = self.session
+        outbox = Outbox(store, session, self.prefix)
+        publisher = DevicePublisher(store, session, self.prefix)
+        drivers: dict[str, Driver] = {
+            d.device_id: create_driver(d, session, self.config.timing)
+            for d in self.config.all_devices
+        }
+        reconciler = Reconciler(
+            {i: LockWorker(drv, store, self.clock, self.config) for i, drv in drivers.items()}
+        )
+        router = Router(store, self.prefix, device_api.ENDPOINTS)
+        self.reconciler, self.router = reconciler, router
+        store.on_commit(outbox.notify)
+        store.on_commit(publisher.notify)
+        store.on_commit(reconciler.notify)
+        session.on_connect(outbox.kick)
+        session.on_connect(publisher.republish_all)
+        session.on_connect(lambda: self.notifier.status("connected to the MQTT broker"))
+        session.on_disconnect(lambda: self.notifier.status("waiting for the MQTT broker"))
+
+        try:
+            async with asyncio.TaskGroup() as tg:
+                await self._start(
+                    tg=tg, router=router, outbox=outbox, publisher=publisher,
+                    reconciler=reconciler, stop=stop,
+                )
+        except* _Stopped:
+            pass
+
+    async def _start(
+        self,
+        *,
+        tg: asyncio.TaskGroup,
+        router: Router,
+        outbox: Outbox,
+        publisher: DevicePublisher,
+        reconciler: Reconciler,
+        stop: asyncio.Event,
+    ) -> None:
+        session = self.session
+        await session.subscribe(
+            router.topic_filter, lambda message: self._accept(tg, router, message)
+        )
+        tg.create_task(session.run(), name="mqtt-session")
+        tg.create_task(outbox.run(), name="outbox")
+        tg.create_task(publisher.run(), name="device-publisher")
+        tg.create_task(self._watchdog(), name="systemd-watchdog")
+        reconciler.start(tg)
+        self.notifier.ready()
+        self.ready.set()
+        log.info("gateway.started", hub_id=self.config.hub_id, devices=len(reconciler.workers))
+        await stop.wait()
+        self.notifier.stopping()
+        await self._drain(outbox)
+        raise _Stopped  # cancels every task of the group
+
+    def _accept(self, tg: asyncio.TaskGroup, router: Router, message: aiomqtt.Message) -> None:
+        if not self._accepting:
+            return  # stopping: a QoS 1 client retries once we are back
+        task = tg.create_task(
+            router.serve(message, self.session), name=f"api-request:{next(self._request_numbers)}"
+        )
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+
+    async def _drain(self, outbox: Outbox) -> None:
+        self._accepting = False
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(DRAIN_TIMEOUT):
+                if self._requests:
+                    await asyncio.wait(set(self._requests))
+                if self.session.is_connected:
+                    await outbox.flush()
+        with contextlib.suppress(NotConnected, TimeoutError):
+            await self.session.publish(
+                f"{self.prefix}/status", status_payload("offline"), retain=True, timeout=2.0
+            )
+
+    async def _watchdog(self) -> None:
+        interval = self.notifier.watchdog_interval()
+        if interval is None:
+            return
+        while True:
+            self.notifier.watchdog()
+            await asyncio.sleep(interval)
+
+
+class _Stopped(Exception):
+    """Raised inside the TaskGroup once drained, so that it cancels all its tasks."""
+
+
+async def run_until_signal(config: Config, install: Callable[[asyncio.Event], None]) -> None:
+    """Run a gateway until ``install``'s signal handlers set the stop event."""
+    stop = asyncio.Event()
+    install(stop)
+    await Gateway(config).run(stop)

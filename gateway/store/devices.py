@@ -1,0 +1,138 @@
+"""Devices in the database: synced from the YAML at start, changed by the API and the locks."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+from gateway.clock import isoformat, parse_timestamp
+from gateway.config import BackupPoolSettings, DeviceConfig
+from gateway.model import Device, EventType, Problem
+from gateway.rules.pool import supports_pool
+from gateway.store.db import Row, Tx
+from gateway.store.problems import problems_of, set_problem
+
+_COUNTS = """
+    SELECT device_id,
+           SUM(backup_state = 'pooled' AND status = 'set' AND NOT deleting) AS available,
+           SUM(backup_state = 'pulled' AND NOT deleting) AS active
+      FROM access_codes WHERE is_backup GROUP BY device_id
+"""
+
+
+async def sync_from_config(
+    tx: Tx, devices: Sequence[DeviceConfig], pool: BackupPoolSettings
+) -> None:
+    """Make the devices table follow the YAML; a pool enabled once is never disabled here."""
+    now = isoformat(tx.now)
+    for device in devices:
+        lengths = json.dumps(list(device.code_lengths)) if device.code_lengths else None
+        size = device.backup_pool.size or pool.size
+        await tx.execute(
+            "INSERT INTO devices (device_id, name, driver, created_at, pool_enabled, pool_size,"
+            " capacity, code_lengths, in_config) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)"
+            " ON CONFLICT (device_id) DO UPDATE SET name = excluded.name,"
+            " driver = excluded.driver, pool_size = excluded.pool_size, in_config = 1,"
+            " pool_enabled = MAX(pool_enabled, excluded.pool_enabled),"
+            " capacity = COALESCE(capacity, excluded.capacity),"
+            " code_lengths = COALESCE(code_lengths, excluded.code_lengths)",
+            (device.device_id, device.name, device.driver, now, int(device.backup_pool.enabled),
+             size, device.slots, lengths),
+        )
+        tx.touch(device.device_id)
+    ids = [d.device_id for d in devices]
+    marks = ",".join("?" * len(ids))
+    await tx.execute(
+        f"UPDATE devices SET in_config = 0 WHERE device_id NOT IN ({marks})", ids  # noqa: S608
+    )
+
+
+async def get_device(tx: Tx, device_id: str) -> Device | None:
+    found = await _load(tx, "WHERE device_id = ? AND in_config", (device_id,))
+    return found[0] if found else None
+
+
+async def list_devices(tx: Tx) -> list[Device]:
+    return await _load(tx, "WHERE in_config ORDER BY device_id", ())
+
+
+async def _load(tx: Tx, where: str, params: tuple[str, ...]) -> list[Device]:
+    rows = await tx.fetchall(f"SELECT * FROM devices {where}", params)  # noqa: S608
+    if not rows:
+        return []
+    counts = {r["device_id"]: r for r in await tx.fetchall(_COUNTS)}
+    problems = await problems_of(tx, [r["device_id"] for r in rows])
+    return [_device(row, counts.get(row["device_id"]), problems[row["device_id"]]) for row in rows]
+
+
+def _device(row: Row, counts: Row | None, problems: list[Problem]) -> Device:
+    lengths = json.loads(row["code_lengths"]) if row["code_lengths"] else None
+    capacity = row["capacity"]
+    return Device(
+        device_id=row["device_id"],
+        name=row["name"],
+        driver=row["driver"],
+        is_managed=bool(row["is_managed"]),
+        created_at=parse_timestamp(row["created_at"]),
+        online=bool(row["online"]),
+        pool_enabled=bool(row["pool_enabled"]),
+        pool_size=row["pool_size"],
+        capacity=capacity,
+        code_lengths=(lengths[0], lengths[1]) if lengths else None,
+        supports_pool=supports_pool(capacity),
+        backup_codes_available=int(counts["available"] or 0) if counts else 0,
+        active_backup_codes=int(counts["active"] or 0) if counts else 0,
+        problems=problems,
+    )
+
+
+async def set_managed(tx: Tx, device_id: str, managed: bool) -> bool:
+    """Flip management; True (and an event) only when it changed."""
+    changed = await tx.execute(
+        "UPDATE devices SET is_managed = ? WHERE device_id = ? AND is_managed != ?",
+        (int(managed), device_id, int(managed)),
+    )
+    if changed:
+        event = EventType.DEVICE_MANAGED if managed else EventType.DEVICE_UNMANAGED
+        await tx.emit(event, device_id)
+        tx.reconcile(device_id)
+    return bool(changed)
+
+
+async def enable_pool(tx: Tx, device_id: str) -> bool:
+    changed = await tx.execute(
+        "UPDATE devices SET pool_enabled = 1 WHERE device_id = ? AND NOT pool_enabled",
+        (device_id,),
+    )
+    if changed:
+        tx.reconcile(device_id)
+    return bool(changed)
+
+
+async def set_online(tx: Tx, device_id: str, online: bool) -> bool:
+    """Record the lock's reachability with its event and the ``device_disconnected`` error."""
+    changed = await tx.execute(
+        "UPDATE devices SET online = ? WHERE device_id = ? AND online != ?",
+        (int(online), device_id, int(online)),
+    )
+    await set_problem(tx, device_id, "device_disconnected", not online, device_id=device_id)
+    if changed:
+        event = EventType.DEVICE_CONNECTED if online else EventType.DEVICE_DISCONNECTED
+        await tx.emit(event, device_id)
+    return bool(changed)
+
+
+async def set_shape(
+    tx: Tx, device_id: str, capacity: int | None, code_lengths: tuple[int, int] | None
+) -> None:
+    """Remember the slot count and PIN lengths the lock itself reported."""
+    lengths = json.dumps(list(code_lengths)) if code_lengths else None
+    changed = await tx.execute(
+        "UPDATE devices SET capacity = COALESCE(?, capacity),"
+        " code_lengths = COALESCE(?, code_lengths) WHERE device_id = ?"
+        " AND (capacity IS NOT COALESCE(?, capacity)"
+        "      OR code_lengths IS NOT COALESCE(?, code_lengths))",
+        (capacity, lengths, device_id, capacity, lengths),
+    )
+    if changed:
+        tx.touch(device_id)

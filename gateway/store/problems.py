@@ -1,0 +1,72 @@
+"""Raising and clearing errors and warnings, with their events, inside a transaction.
+
+Raising twice keeps the first ``created_at``; clearing what is not raised does nothing. Only the
+transitions emit events, so a level-triggered caller can state the condition every time.
+"""
+
+from __future__ import annotations
+
+from gateway.clock import isoformat, parse_timestamp
+from gateway.model import PROBLEMS, EventType, Problem, ProblemKind
+from gateway.store.db import Tx
+
+_DEVICE_EVENTS = {
+    (ProblemKind.ERROR, True): EventType.DEVICE_ERROR_ADDED,
+    (ProblemKind.ERROR, False): EventType.DEVICE_ERROR_CLEARED,
+    (ProblemKind.WARNING, True): EventType.DEVICE_WARNING_ADDED,
+    (ProblemKind.WARNING, False): EventType.DEVICE_WARNING_CLEARED,
+}
+
+
+async def set_problem(
+    tx: Tx, owner_id: str, code: str, active: bool, *, device_id: str, message: str | None = None
+) -> bool:
+    """Make problem ``code`` on ``owner_id`` raised or cleared; True when that changed it."""
+    spec = PROBLEMS[code]
+    if active:
+        changed = await tx.execute(
+            "INSERT OR IGNORE INTO problems (owner_id, owner_kind, code, kind, message, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (owner_id, spec.on, code, spec.kind.value, message or spec.message, isoformat(tx.now)),
+        )
+    else:
+        changed = await tx.execute(
+            "DELETE FROM problems WHERE owner_id = ? AND code = ?", (owner_id, code)
+        )
+    if not changed:
+        return False
+    tx.touch(device_id)
+    if spec.on == "device":
+        key = "error_code" if spec.kind is ProblemKind.ERROR else "warning_code"
+        await tx.emit(_DEVICE_EVENTS[(spec.kind, active)], device_id, **{key: code})
+    return True
+
+
+async def problems_of(tx: Tx, owner_ids: list[str]) -> dict[str, list[Problem]]:
+    """Current problems per owner, for building public objects."""
+    found: dict[str, list[Problem]] = {owner: [] for owner in owner_ids}
+    if not owner_ids:
+        return found
+    marks = ",".join("?" * len(owner_ids))
+    rows = await tx.fetchall(
+        f"SELECT owner_id, code, kind, message, created_at FROM problems"  # noqa: S608 (marks only)
+        f" WHERE owner_id IN ({marks})",
+        owner_ids,
+    )
+    for row in rows:
+        found[row["owner_id"]].append(
+            Problem(
+                code=row["code"],
+                kind=ProblemKind(row["kind"]),
+                message=row["message"],
+                created_at=parse_timestamp(row["created_at"]),
+            )
+        )
+    return found
+
+
+async def clear_all(tx: Tx, owner_id: str, *, device_id: str) -> None:
+    """Drop every problem of an owner (a code that is gone, a device that is unmanaged)."""
+    rows = await tx.fetchall("SELECT code FROM problems WHERE owner_id = ?", (owner_id,))
+    for row in rows:
+        await set_problem(tx, owner_id, row["code"], False, device_id=device_id)

@@ -1,0 +1,99 @@
+"""The database schema, as an ordered list of migrations applied under ``PRAGMA user_version``.
+
+Each migration runs with its version bump in one transaction, so a crash mid-upgrade leaves the
+file at the old version. Never edit a shipped migration: append a new one.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: everything the gateway keeps.
+    """
+    CREATE TABLE devices (
+        device_id     TEXT PRIMARY KEY,
+        name          TEXT NOT NULL,
+        driver        TEXT NOT NULL,
+        is_managed    INTEGER NOT NULL DEFAULT 1,
+        created_at    TEXT NOT NULL,
+        online        INTEGER NOT NULL DEFAULT 0,
+        pool_enabled  INTEGER NOT NULL DEFAULT 0,
+        pool_size     INTEGER NOT NULL DEFAULT 3,
+        capacity      INTEGER,
+        code_lengths  TEXT,                       -- JSON [min, max] as reported or configured
+        in_config     INTEGER NOT NULL DEFAULT 1  -- 0: removed from the YAML, kept for history
+    );
+
+    -- Errors and warnings currently raised, on a device or on an access code.
+    CREATE TABLE problems (
+        owner_id    TEXT NOT NULL,
+        owner_kind  TEXT NOT NULL CHECK (owner_kind IN ('device', 'access_code')),
+        code        TEXT NOT NULL,
+        kind        TEXT NOT NULL CHECK (kind IN ('error', 'warning')),
+        message     TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        PRIMARY KEY (owner_id, code)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE access_codes (
+        access_code_id  TEXT PRIMARY KEY,
+        device_id       TEXT NOT NULL REFERENCES devices(device_id),
+        name            TEXT,
+        code            TEXT NOT NULL,
+        starts_at       TEXT,
+        ends_at         TEXT,
+        status          TEXT NOT NULL CHECK (status IN ('unset', 'setting', 'set', 'removing')),
+        created_at      TEXT NOT NULL,
+        is_backup       INTEGER NOT NULL DEFAULT 0,
+        backup_state    TEXT CHECK (backup_state IN ('pooled', 'pulled')),
+        pulled_for      TEXT,     -- on a pulled backup: the original's id
+        pulled_backup_id TEXT,    -- on an original: its pulled backup's id
+        allow_external_modification INTEGER NOT NULL DEFAULT 0,
+        slot            INTEGER,  -- the slot it occupies or is being written to
+        deleting        INTEGER NOT NULL DEFAULT 0,
+        status_since    TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        retry_at        TEXT
+    );
+    -- A PIN lives once per lock, a slot holds one managed code, a code has one backup.
+    CREATE UNIQUE INDEX access_codes_pin ON access_codes (device_id, code);
+    CREATE UNIQUE INDEX access_codes_slot ON access_codes (device_id, slot)
+        WHERE slot IS NOT NULL;
+    CREATE UNIQUE INDEX access_codes_pulled_for ON access_codes (pulled_for)
+        WHERE pulled_for IS NOT NULL;
+    CREATE INDEX access_codes_device ON access_codes (device_id, is_backup, backup_state);
+
+    -- The lock's table as last observed, so unmanaged codes and duplicates survive a restart.
+    CREATE TABLE observed_slots (
+        device_id  TEXT NOT NULL REFERENCES devices(device_id),
+        slot       INTEGER NOT NULL,
+        code       TEXT,          -- NULL: empty or unreadable (see state)
+        state      TEXT NOT NULL CHECK (state IN ('code', 'empty', 'occupied', 'unknown')),
+        PRIMARY KEY (device_id, slot)
+    ) WITHOUT ROWID;
+
+    -- The outbox: every event is stored with the change that caused it, published after.
+    CREATE TABLE events (
+        seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id        TEXT NOT NULL UNIQUE,
+        event_type      TEXT NOT NULL,
+        occurred_at     TEXT NOT NULL,
+        device_id       TEXT,
+        access_code_id  TEXT,
+        body            TEXT NOT NULL,
+        published       INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX events_unpublished ON events (seq) WHERE published = 0;
+    CREATE INDEX events_occurred ON events (occurred_at);
+    CREATE INDEX events_device ON events (device_id, seq);
+    CREATE INDEX events_code ON events (access_code_id, seq);
+
+    -- Replies to create/update/delete/pull requests, kept 24 h for retried deliveries.
+    CREATE TABLE idempotency (
+        key         TEXT PRIMARY KEY,
+        endpoint    TEXT NOT NULL,
+        reply       TEXT NOT NULL,
+        created_at  TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX idempotency_created ON idempotency (created_at);
+    """,
+)

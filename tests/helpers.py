@@ -1,0 +1,157 @@
+"""Test helpers that wait on events instead of sleeping: an MQTT probe, a wake recorder, and
+background runners whose tasks end with the test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from typing import Any, Self
+
+import aiomqtt
+
+from drivers.sim import Simulator
+from gateway.config import Config, MqttSettings
+from gateway.mqtt import MqttSession, Payload, encode
+from tests.broker import Broker
+
+TIMEOUT = 5.0  # generous: a test that fails should fail, not hang; a passing one never waits it
+
+
+def session_for(broker: Broker, identifier: str, *, op_timeout: float = 2.0) -> MqttSession:
+    """A session that reconnects fast, for tests that take the broker away."""
+    return MqttSession(
+        MqttSettings(host=broker.host, port=broker.port, keepalive=5),
+        identifier=identifier,
+        backoff_base=0.02,
+        backoff_ceiling=0.2,
+        op_timeout=op_timeout,
+    )
+
+
+@asynccontextmanager
+async def running(*jobs: tuple[str, Coroutine[Any, Any, object]]) -> AsyncIterator[None]:
+    """Run named coroutines for the duration of the block; a crash in one fails the test."""
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(coro, name=name) for name, coro in jobs]
+            try:
+                yield
+            finally:
+                for task in tasks:
+                    task.cancel()
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:  # show the one failure, not a group around it
+            raise group.exceptions[0] from None
+        raise
+
+
+@asynccontextmanager
+async def simulation(config: Config, broker: Broker) -> AsyncIterator[Simulator]:
+    """Every simulated lock of ``config`` on its own connection, announced and ready."""
+    session = session_for(broker, f"sim-{config.hub_id}")
+    simulator = Simulator(config, session)
+    # The simulator first, so its subscriptions go out in batches on the first connect.
+    async with running(("test-sim", simulator.run()), ("test-sim-mqtt", session.run())):
+        async with asyncio.timeout(TIMEOUT):
+            await simulator.ready.wait()
+        yield simulator
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+    """Poll for a condition that no event announces (use events wherever one exists)."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+class Wakes:
+    """A ``wake`` callback that counts calls and lets a test await a condition after a wake."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._event = asyncio.Event()
+
+    def __call__(self) -> None:
+        self.count += 1
+        self._event.set()
+
+    async def until(self, predicate: Callable[[], bool], timeout: float = TIMEOUT) -> None:
+        """Return once ``predicate`` holds, checking it after every wake."""
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._event.clear()
+                await self._event.wait()
+
+
+class Probe:
+    """A plain aiomqtt client (no lockgate code in it) that records every message per topic.
+
+    ``next(topic)`` hands out a topic's messages in arrival order, each once, so a message that
+    arrived before the test started waiting is not missed. ``order`` keeps the arrival order
+    across topics, for tests about sequence.
+    """
+
+    def __init__(self, broker: Broker, identifier: str = "probe") -> None:
+        self._client = aiomqtt.Client(
+            broker.host,
+            broker.port,
+            identifier=identifier,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+            max_inflight_messages=1000,
+            timeout=TIMEOUT,
+        )
+        self._queues: defaultdict[str, asyncio.Queue[bytes]] = defaultdict(asyncio.Queue)
+        self.order: list[str] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Self:
+        await self._client.__aenter__()
+        self._reader = asyncio.create_task(self._read(), name="test-probe-reader")
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+        await self._client.__aexit__(None, None, None)
+
+    async def _read(self) -> None:
+        async for message in self._client.messages:
+            assert isinstance(message.payload, bytes)
+            topic = message.topic.value
+            self.order.append(topic)
+            self._queues[topic].put_nowait(message.payload)
+
+    async def subscribe(self, *topic_filters: str) -> None:
+        await self._client.subscribe([(f, 1) for f in topic_filters])
+
+    async def publish(self, topic: str, payload: Payload, *, retain: bool = False) -> None:
+        await self._client.publish(topic, encode(payload), qos=1, retain=retain)
+
+    async def next_raw(self, topic: str, timeout: float = TIMEOUT) -> bytes:
+        async with asyncio.timeout(timeout):
+            return await self._queues[topic].get()
+
+    async def next(self, topic: str, timeout: float = TIMEOUT) -> Any:
+        """The next unread message on ``topic``, decoded from JSON."""
+        return json.loads(await self.next_raw(topic, timeout))
+
+    async def next_where(
+        self, topic: str, predicate: Callable[[Any], bool], timeout: float = TIMEOUT
+    ) -> Any:
+        """Skip ``topic``'s messages until one satisfies ``predicate``."""
+        async with asyncio.timeout(timeout):
+            while True:
+                value = await self.next(topic, timeout=timeout)
+                if predicate(value):
+                    return value
+
+    def drain(self, topic: str) -> None:
+        """Forget what has arrived on ``topic`` so far."""
+        queue = self._queues[topic]
+        while not queue.empty():
+            queue.get_nowait()
