@@ -1,0 +1,169 @@
+"""The daemon as a process: status, signals, kill -9, broker outages, exit codes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.client import ApiClient, connect
+from gateway.config import parse_config
+from tests.broker import Broker
+from tests.conftest import ConfigFactory, site_dict
+from tests.harness import running_site, wait_for_json
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write_config(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+class Daemon:
+    def __init__(self, config_file: Path, log_file: Path) -> None:
+        self.config_file = config_file
+        self.log_file = log_file
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_file.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "gateway", "run", "-c", str(self.config_file)],
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def signal(self, sig: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=20)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def daemon(broker: Broker, tmp_path: Path) -> Iterator[Daemon]:
+    config_file = write_config(tmp_path / "lockgate.yaml", site_dict(broker, tmp_path))
+    instance = Daemon(config_file, tmp_path / "daemon.log")
+    yield instance
+    instance.stop()
+
+
+async def status_of(api: ApiClient, prefix: str) -> asyncio.Queue[Any]:
+    return await api.subscribe(f"{prefix}/status")
+
+
+def is_state(state: str) -> Any:
+    return lambda s: s["state"] == state
+
+
+async def test_status_online_then_offline_on_sigterm(
+    daemon: Daemon, broker: Broker, tmp_path: Path
+) -> None:
+    config = parse_config(site_dict(broker, tmp_path), base_dir=tmp_path)
+    async with connect(config.mqtt, config.prefix) as api:
+        status = await status_of(api, config.prefix)
+        daemon.start()
+        online = await wait_for_json(status, is_state("online"), timeout=20)
+        assert online["version"]
+        assert (await api.call("devices/list"))["ok"] is True
+        assert await asyncio.to_thread(daemon.signal, signal.SIGTERM) == 0
+        await wait_for_json(status, is_state("offline"), timeout=10)
+    log = daemon.log_file.read_text()
+    assert "gateway.stopped" in log
+    assert "Traceback" not in log
+
+
+async def test_will_publishes_offline_on_kill_9(
+    daemon: Daemon, broker: Broker, tmp_path: Path
+) -> None:
+    config = parse_config(site_dict(broker, tmp_path), base_dir=tmp_path)
+    async with connect(config.mqtt, config.prefix) as api:
+        status = await status_of(api, config.prefix)
+        daemon.start()
+        await wait_for_json(status, is_state("online"), timeout=20)
+        assert await asyncio.to_thread(daemon.signal, signal.SIGKILL) == -signal.SIGKILL
+        await wait_for_json(status, is_state("offline"), timeout=10)
+        # Restarted, it comes back online with what it had.
+        daemon.start()
+        await wait_for_json(status, is_state("online"), timeout=20)
+        assert (await api.call("devices/get", device_id="front_door"))["ok"] is True
+
+
+async def test_api_answers_again_after_broker_restart(
+    make_config: ConfigFactory, broker: Broker
+) -> None:
+    config = make_config()
+    async with running_site(config) as site:
+        assert (await site.api.call("devices/list"))["ok"] is True
+        connections = site.gateway.session.connections
+        broker.kill()
+        broker.start()
+        # The gateway reconnects on its own; a new client gets answers again.
+        async with asyncio.timeout(15):
+            while site.gateway.session.connections == connections:
+                await asyncio.sleep(0.02)
+        async with connect(config.mqtt, config.prefix) as api:
+            reply = await api.call("devices/update", device_id="front_door", is_managed=False)
+            assert reply["ok"] is True
+            # The retained status and device objects are back on the fresh broker.
+            status = await api.subscribe(f"{config.prefix}/status")
+            await wait_for_json(status, is_state("online"))
+            devices = await api.subscribe(f"{config.prefix}/devices/front_door")
+            await wait_for_json(devices, lambda d: d["is_managed"] is False)
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_config_accepts_the_example() -> None:
+    result = run_cli("check-config", "-c", str(ROOT / "config" / "lockgate.yaml"))
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_bad_config_exits_2_with_every_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "mqtt: {port: 99999}\n"
+        "timing: {command_timeout: soon}\n"
+        "devices:\n"
+        "  - {device_id: front_door, driver: zigbe2mqtt}\n"
+        "  - {device_id: front_door, driver: native}\n"
+    )
+    for command in ("check-config", "run"):
+        result = run_cli(command, "-c", str(bad))
+        assert result.returncode == 2
+        lines = result.stderr.splitlines()
+        assert any(line.startswith("mqtt.port:") for line in lines)
+        assert any(line.startswith("timing.command_timeout:") for line in lines)
+        assert any(
+            line.startswith("devices[0].driver: unknown driver 'zigbe2mqtt'") for line in lines
+        )
+        assert any(line.startswith("devices[1].device_id: duplicate") for line in lines)
+
+
+def test_missing_config_file_exits_2(tmp_path: Path) -> None:
+    result = run_cli("check-config", "-c", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2
+    assert "nope.yaml" in result.stderr
