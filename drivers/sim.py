@@ -275,8 +275,8 @@ class SimulatedLock(abc.ABC):
         }
 
     def submit(self, command: SimCommand) -> None:
-        """Queue a command heard from the gateway; an offline lock hears nothing."""
-        if self.online:
+        """Queue a command heard from the gateway; an offline or silent lock drops it."""
+        if self.online and not self.faults.silent:
             self._queue.put_nowait(command)
 
     # -- running ----------------------------------------------------------------------------

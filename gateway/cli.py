@@ -10,8 +10,12 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from drivers.sim import run_simulator
+from gateway.client import connect
 from gateway.config import Config, ConfigError, load_config
+from gateway.demo import run_demo
 from gateway.logs import configure_logging, get_logger
+from gateway.service import Gateway
 
 DEFAULT_CONFIG = "/etc/lockgate/lockgate.yaml"
 EXIT_CONFIG = 2
@@ -43,8 +47,6 @@ def _run_until_signal(main: Callable[[asyncio.Event], Any]) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gateway.service import Gateway
-
     config = _load(args.config)
     configure_logging(args.log_level or config.log_level)
     _run_until_signal(lambda stop: Gateway(config).run(stop))
@@ -58,8 +60,6 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    from drivers.sim import run_simulator
-
     config = _load(args.config)
     configure_logging(args.log_level or config.log_level)
 
@@ -74,8 +74,6 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from gateway.demo import run_demo
-
     config = _load(args.config)
     configure_logging(args.log_level or "warning")
     return asyncio.run(run_demo(config))
@@ -99,8 +97,6 @@ def parse_params(items: Sequence[str]) -> dict[str, Any]:
 
 
 def cmd_call(args: argparse.Namespace) -> int:
-    from gateway.client import connect
-
     config = _load(args.config)
     params = parse_params(args.params)
 
@@ -118,8 +114,6 @@ def cmd_call(args: argparse.Namespace) -> int:
 
 
 def cmd_events(args: argparse.Namespace) -> int:
-    from gateway.client import connect
-
     config = _load(args.config)
 
     async def main(stop: asyncio.Event) -> None:
@@ -128,9 +122,7 @@ def cmd_events(args: argparse.Namespace) -> int:
             while not stop.is_set():
                 getter = asyncio.ensure_future(queue.get())
                 stopper = asyncio.ensure_future(stop.wait())
-                done, _ = await asyncio.wait(
-                    {getter, stopper}, return_when=asyncio.FIRST_COMPLETED
-                )
+                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
                 stopper.cancel()
                 if getter in done:
                     payload = getter.result().payload

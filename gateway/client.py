@@ -45,7 +45,10 @@ class ApiClient:
         properties.CorrelationData = correlation
         try:
             await self._client.publish(
-                f"{self.prefix}/api/{endpoint}", payload, qos=1, properties=properties,
+                f"{self.prefix}/api/{endpoint}",
+                payload,
+                qos=1,
+                properties=properties,
                 timeout=timeout,
             )
             async with asyncio.timeout(timeout):

@@ -247,13 +247,17 @@ _D = TypeVar("_D")
 
 _DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?", re.ASCII)
 _SECONDS_PER_UNIT: Final[Mapping[str | None, float]] = MappingProxyType(
-    {"ms": 0.001, "s": 1.0, None: 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+    {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}  # "ms" is divided, see below
 )
 _DURATION_HINT = "use e.g. 500ms, 10s, 5m, 1h, 2d or a number of seconds"
 
 
 def parse_duration(value: object) -> float:
-    """Seconds from ``500ms``, ``10s``, ``5m``, ``1h``, ``2d`` or a plain number of seconds."""
+    """Seconds from ``500ms``, ``10s``, ``5m``, ``1h``, ``2d`` or a plain number of seconds.
+
+    Raises ValueError, with a message fit to follow ``key.path: ``, for anything else and for
+    negative or infinite durations.
+    """
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise _Invalid(f"must be a duration ({_DURATION_HINT})")
     if isinstance(value, str):

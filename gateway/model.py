@@ -131,6 +131,7 @@ class Device:
     backup_codes_available: int = 0
     active_backup_codes: int = 0
     problems: list[Problem] = field(default_factory=list)
+    pool_short_since: datetime | None = None  # internal: since when the pool is below size
 
     def to_json(self) -> Json:
         errors, warnings = split_problems(self.problems)
@@ -155,9 +156,15 @@ class Device:
                 "code_constraints": [
                     {"constraint_type": "numeric_only"},
                     *(
-                        [{"constraint_type": "code_length", "min_length": lengths[0],
-                          "max_length": lengths[1]}]
-                        if lengths else []
+                        [
+                            {
+                                "constraint_type": "code_length",
+                                "min_length": lengths[0],
+                                "max_length": lengths[1],
+                            }
+                        ]
+                        if lengths
+                        else []
                     ),
                 ],
             },

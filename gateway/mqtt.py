@@ -248,7 +248,10 @@ class MqttSession:
             await client.subscribe([(f, 1) for f in batch], timeout=self._op_timeout)
         if self._birth is not None:
             await client.publish(
-                self._birth.topic, self._birth.payload, qos=1, retain=True,
+                self._birth.topic,
+                self._birth.payload,
+                qos=1,
+                retain=True,
                 timeout=self._op_timeout,
             )
         self.connections += 1

@@ -52,8 +52,7 @@ class Outbox:
         sent = 0
         while True:
             rows = await self._store.fetchall(
-                "SELECT seq, event_type, body FROM events WHERE published = 0"
-                " ORDER BY seq LIMIT ?",
+                "SELECT seq, event_type, body FROM events WHERE published = 0 ORDER BY seq LIMIT ?",
                 (BATCH,),
             )
             if not rows:

@@ -1,24 +1,64 @@
-"""One worker per lock: observe what the lock reports, record it, and make it match the store.
+"""One worker per lock: observe what the lock reports, compare with the store, act, record.
 
 Workers are level-triggered: a wake-up (API change, lock report, timer, reconnect) only says
-"look again"; each pass compares the whole desired state with the whole observed state. Locks
-never wait on each other: each worker owns its lock's command stream alone.
+"look again"; each pass compares the whole desired state with the whole observed state through
+the pure planner in ``rules.slots`` and sends at most one command. Locks never wait on each
+other: each worker owns its lock's command stream alone.
+
+Crash safety comes from the order of things: the slot a code goes to and the attempt are
+committed *before* the command is sent, and nothing is believed until the lock reports it.
+After a ``kill -9`` the next pass finds the code already in its slot (verified, no second
+write) or not (written again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from drivers.base import Driver, SlotTable
+from drivers.base import CommandFailed, CommandTimedOut, Driver, SlotTable
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.logs import get_logger, log_context
+from gateway.model import AccessCode, BackupState, CodeStatus, Device, EventType
+from gateway.rules import pool as pool_rules
+from gateway.rules.codes import CodeRuleViolation, generate_code
+from gateway.rules.schedule import (
+    Window,
+    belongs_on_lock,
+    earliest,
+    has_ended,
+    next_boundary,
+    retry_delay,
+)
+from gateway.rules.slots import Action, Clear, CodeView, Plan, Write, plan
 from gateway.store import Store, Tx
+from gateway.store import codes as code_store
 from gateway.store import devices as device_store
-from gateway.store.observed import record_table
+from gateway.store.observed import load_table, record_table
+from gateway.store.problems import set_problem
 
 log = get_logger("gateway.reconciler")
+
+#: After an unexpected error in a pass, wait this long (real time) before the next one.
+PASS_ERROR_PAUSE = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """Read the whole table back: after an unknown outcome, on (re)connect, on resync."""
+
+
+Command = Write | Clear | Read
+
+
+@dataclass(slots=True)
+class Step:
+    command: Command | None = None
+    deadline: datetime | None = None
 
 
 class LockWorker:
@@ -27,11 +67,20 @@ class LockWorker:
         self.device_id = driver.device_id
         self._store = store
         self._clock = clock
-        self._config = config
+        self._timing = config.timing
+        self._pool = config.backup_pool
+        self._program_ahead = timedelta(seconds=config.timing.program_ahead)
         self._wake = asyncio.Event()
         self._recorded_online: bool | None = None
         self._recorded_table: SlotTable | None = None
+        self._read_due = True  # read the lock back once it is reachable
+        self._last_read: datetime | None = None
+        self._read_failures = 0
+        self._read_not_before: datetime | None = None
+        self._table_after_read: SlotTable | None = None
+        self._last_command = 0.0
         self.passes = 0
+        self.commands = 0
 
     def wake(self) -> None:
         self._wake.set()
@@ -39,33 +88,425 @@ class LockWorker:
     async def run(self) -> None:
         with log_context(device_id=self.device_id):
             await self.driver.start(self.wake)
-            self._wake.set()
             while True:
-                await self._wake.wait()
                 self._wake.clear()
+                step = Step()
                 try:
-                    await self.reconcile_once()
+                    await self._record_observation()
+                    step = await self._pass()
+                    self.passes += 1
+                    if step.command is not None:
+                        await self._execute(step.command)
+                        continue
                 except Exception:  # one bad pass must not stop this lock for good
                     log.exception("reconciler.pass_failed")
-                self.passes += 1
+                    await asyncio.sleep(PASS_ERROR_PAUSE)
+                await self._idle(step.deadline)
 
-    async def reconcile_once(self) -> None:
-        await self._record_observation()
+    async def _idle(self, deadline: datetime | None) -> None:
+        """Sleep until woken or until the clock reaches ``deadline``."""
+        if self._wake.is_set():
+            return
+        waits: set[asyncio.Future[object]] = {asyncio.ensure_future(self._wake.wait())}
+        if deadline is not None:
+            waits.add(asyncio.ensure_future(self._clock.sleep_until(deadline)))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+
+    # -- observation --------------------------------------------------------------------------
 
     async def _record_observation(self) -> None:
         online = self.driver.online
         table = self.driver.table
+        if online and not self._recorded_online:
+            self._read_due = True
         if online == self._recorded_online and table == self._recorded_table:
             return
         async with self._store.transaction() as tx:
-            await self._record(tx, online, table)
+            await device_store.set_online(tx, self.device_id, online)
+            if table is not None and table != self._recorded_table:
+                await device_store.set_shape(tx, self.device_id, table.capacity, table.code_lengths)
+                await record_table(tx, self.device_id, table)
         self._recorded_online, self._recorded_table = online, table
 
-    async def _record(self, tx: Tx, online: bool, table: SlotTable | None) -> None:
-        await device_store.set_online(tx, self.device_id, online)
-        if table is not None and table != self._recorded_table:
-            await device_store.set_shape(tx, self.device_id, table.capacity, table.code_lengths)
-            await record_table(tx, self.device_id, table)
+    # -- one pass -----------------------------------------------------------------------------
+
+    async def _pass(self) -> Step:
+        async with self._store.transaction() as tx:
+            device = await device_store.get_device(tx, self.device_id)
+            if device is None:
+                return Step()
+            return await _Pass(self, tx, device).run()
+
+    # -- acting -------------------------------------------------------------------------------
+
+    async def _execute(self, command: Command) -> None:
+        await self._pace()
+        self.commands += 1
+        try:
+            if isinstance(command, Read):
+                await self._read()
+            elif isinstance(command, Write):
+                log.info("reconciler.write", slot=command.slot, access_code_id=command.code_id)
+                await self.driver.set_code(command.slot, command.pin)
+            else:
+                log.info("reconciler.clear", slot=command.slot, access_code_id=command.code_id)
+                await self.driver.clear_slot(command.slot)
+        except CommandTimedOut:
+            log.warning("reconciler.no_answer", command=type(command).__name__)
+            # The outcome is unknown: look, never assume.
+            self._read_due = True
+        except CommandFailed as exc:
+            log.warning("reconciler.refused", command=type(command).__name__, reason=exc.reason)
+
+    async def _read(self) -> None:
+        try:
+            await self.driver.read()
+        except CommandFailed:
+            self._read_due = True
+            self._read_failures += 1
+            self._read_not_before = self._clock.now() + retry_delay(self._read_failures)
+            raise
+        self._read_due = False
+        self._read_failures = 0
+        self._read_not_before = None
+        self._last_read = self._clock.now()
+        self._table_after_read = self.driver.table
+
+    async def _pace(self) -> None:
+        """Keep ``min_command_interval`` between two commands to this lock."""
+        loop = asyncio.get_running_loop()
+        wait = self._last_command + self._timing.min_command_interval - loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._last_command = loop.time()
+
+
+class _Pass:
+    """One look at one lock, inside one transaction: record truths, pick the next command."""
+
+    def __init__(self, worker: LockWorker, tx: Tx, device: Device) -> None:
+        self.w = worker
+        self.tx = tx
+        self.device = device
+        self.now = tx.now
+        self.deadlines: list[datetime | None] = []
+
+    async def run(self) -> Step:
+        w, tx, device = self.w, self.tx, self.device
+        codes = await code_store.codes_of_device(tx, device.device_id)
+        if device.is_managed and device.pool_enabled:
+            codes += await self._fill_pool(codes)
+        if not device.is_managed:
+            # Hands off: only what unmanaging asked to remove (the backup codes) is touched.
+            codes = [c for c in codes if c.deleting]
+        retry = await code_store.retry_state(tx, device.device_id)
+        table = w.driver.table
+        reachable = w.driver.online and table is not None
+        result = plan(self._views(codes), table) if reachable and table is not None else None
+
+        for code in codes:
+            attempts, _, since = retry[code.access_code_id]
+            await self._judge(code, result, attempts, since)
+        command: Command | None = None
+        if w.driver.online and (w._read_due or table is None):
+            # Fresh truth first: at start, on reconnect, after an unknown outcome.
+            command = self._read_if_allowed()
+        elif result is not None:
+            command = await self._choose(codes, result, retry)
+            if command is None and result.needs_read and table != w._table_after_read:
+                command = self._read_if_allowed()
+        if command is None and w.driver.online and self._resync_due():
+            command = self._read_if_allowed()
+        await self._pool_health(result)
+        return Step(command, earliest(self.deadlines))
+
+    def _read_if_allowed(self) -> Read | None:
+        not_before = self.w._read_not_before
+        if not_before is not None and not_before > self.now:
+            self.deadlines.append(not_before)
+            return None
+        return Read()
+
+    # -- desired state ------------------------------------------------------------------------
+
+    def _wanted(self, code: AccessCode) -> bool:
+        if code.deleting or not self.device.is_managed:
+            return False
+        return belongs_on_lock(
+            Window(code.starts_at, code.ends_at), self.now, self.w._program_ahead
+        )
+
+    def _views(self, codes: list[AccessCode]) -> list[CodeView]:
+        return [
+            CodeView(
+                code_id=c.access_code_id,
+                pin=c.code,
+                slot=c.slot,
+                status=c.status,
+                wanted=self._wanted(c),
+                pooled_backup=c.backup_state is BackupState.POOLED,
+                is_backup=c.is_backup,
+                allow_external=c.allow_external_modification,
+                order=index,
+            )
+            for index, c in enumerate(codes)
+        ]
+
+    async def _fill_pool(self, codes: list[AccessCode]) -> list[AccessCode]:
+        pooled = [c for c in codes if c.backup_state is BackupState.POOLED and not c.deleting]
+        missing = self.device.pool_size - len(pooled)
+        if missing <= 0:
+            return []
+        taken = {c.code for c in codes} | {
+            v
+            for v in (await load_table(self.tx, self.device.device_id)).values()
+            if isinstance(v, str)
+        }
+        created = []
+        for _ in range(missing):
+            try:
+                pin = generate_code(code_lengths=self.device.code_lengths, taken=taken)
+            except CodeRuleViolation:
+                break
+            taken.add(pin)
+            created.append(
+                await code_store.insert_code(
+                    self.tx,
+                    device_id=self.device.device_id,
+                    name=pool_rules.backup_name(secrets.token_hex(2)),
+                    code=pin,
+                    starts_at=None,
+                    ends_at=None,
+                    backup=True,
+                )
+            )
+        return created
+
+    # -- truths -------------------------------------------------------------------------------
+
+    async def _judge(
+        self, code: AccessCode, result: Plan | None, attempts: int, since: datetime
+    ) -> None:
+        """Record what is true of ``code`` now: status, problems, events."""
+        tx, cid = self.tx, code.access_code_id
+        wanted = self._wanted(code)
+        window = Window(code.starts_at, code.ends_at)
+        self.deadlines.append(next_boundary(window, self.now, self.w._program_ahead))
+        if result is not None and cid in result.verified:
+            await self._now_set(code)
+        elif result is not None and cid in result.gone:
+            await self._now_off(code)
+        elif (
+            code.slot is not None
+            and (result is None or code.slot in result.unreadable)
+            and (wanted and code.status is CodeStatus.SET)
+        ):
+            pass  # on the lock as far as anyone knows; nothing to say until it can be read
+        elif not wanted and code.slot is None:
+            if code.deleting or has_ended(window, self.now):
+                await code_store.forget(tx, code)
+                return
+            await code_store.set_status(tx, code, CodeStatus.UNSET)
+        elif not wanted:
+            await code_store.set_status(tx, code, CodeStatus.REMOVING)
+        elif result is not None and cid in result.no_space:
+            await code_store.set_status(tx, code, CodeStatus.UNSET)
+        else:
+            await code_store.set_status(tx, code, CodeStatus.SETTING)
+
+        if result is not None:
+            await self._problem(code, "duplicate_code_on_device", cid in result.duplicates)
+            await self._problem(
+                code,
+                "no_space_for_access_code_on_device",
+                cid in result.no_space and not code.is_backup,
+            )
+            if cid in result.external:
+                key = (
+                    "external_modification_in_effect"
+                    if code.allow_external_modification
+                    else "conflicting_external_modification"
+                )
+                if await self._problem(code, key, True):
+                    await tx.emit(EventType.CODE_MODIFIED_EXTERNALLY, code.device_id, cid)
+            elif cid in result.verified:
+                await self._problem(code, "external_modification_in_effect", False)
+        await self._progress_problems(code, attempts, since)
+
+    async def _now_set(self, code: AccessCode) -> None:
+        tx = self.tx
+        if await code_store.set_status(tx, code, CodeStatus.SET):
+            await tx.emit(EventType.CODE_SET, code.device_id, code.access_code_id, code=code.code)
+        await code_store.record_attempt(tx, code, failed=False, retry_at=None)
+        for key in (
+            "failed_to_set_on_device",
+            "conflicting_external_modification",
+            "delay_in_setting_on_device",
+        ):
+            await self._problem(code, key, False)
+
+    async def _now_off(self, code: AccessCode) -> None:
+        """The lock no longer holds ``code`` (or its slot holds somebody else's PIN)."""
+        tx = self.tx
+        was_on = code.status in (CodeStatus.SET, CodeStatus.REMOVING)
+        await code_store.set_slot(tx, code, None)
+        if was_on:
+            await tx.emit(EventType.CODE_REMOVED, code.device_id, code.access_code_id)
+        await code_store.record_attempt(tx, code, failed=False, retry_at=None)
+        if code.deleting or has_ended(Window(code.starts_at, code.ends_at), self.now):
+            await code_store.forget(tx, code)
+            return
+        await code_store.set_status(tx, code, CodeStatus.UNSET)
+        for key in ("failed_to_remove_from_device", "delay_in_removing_from_device"):
+            await self._problem(code, key, False)
+
+    async def _progress_problems(self, code: AccessCode, attempts: int, since: datetime) -> None:
+        """Failures after ``max_attempts``, an offline lock, and slowness, per status."""
+        if code.status is CodeStatus.SETTING:
+            failed = attempts >= self.w._timing.max_attempts or not self.w.driver.online
+            if await self._problem(code, "failed_to_set_on_device", failed) and failed:
+                await self.tx.emit(
+                    EventType.CODE_FAILED_TO_SET,
+                    code.device_id,
+                    code.access_code_id,
+                    errors=[
+                        {
+                            "error_code": "failed_to_set_on_device",
+                            "message": "The code could not be programmed on the lock.",
+                        }
+                    ],
+                )
+            await self._delay(
+                code, since, "delay_in_setting_on_device", EventType.CODE_DELAY_SETTING
+            )
+        elif code.status is CodeStatus.REMOVING:
+            failed = attempts >= self.w._timing.max_attempts
+            if await self._problem(code, "failed_to_remove_from_device", failed) and failed:
+                await self.tx.emit(
+                    EventType.CODE_FAILED_TO_REMOVE, code.device_id, code.access_code_id
+                )
+            await self._delay(
+                code, since, "delay_in_removing_from_device", EventType.CODE_DELAY_REMOVING
+            )
+        else:
+            await self._problem(code, "failed_to_set_on_device", False)
+            await self._problem(code, "delay_in_setting_on_device", False)
+            await self._problem(code, "failed_to_remove_from_device", False)
+            await self._problem(code, "delay_in_removing_from_device", False)
+
+    async def _delay(self, code: AccessCode, since: datetime, key: str, event: EventType) -> None:
+        due = since + timedelta(seconds=self.w._timing.delay_warning_after)
+        late = self.now >= due
+        if not late:
+            self.deadlines.append(due)
+        if await self._problem(code, key, late) and late:
+            await self.tx.emit(event, code.device_id, code.access_code_id)
+
+    async def _problem(self, code: AccessCode, key: str, active: bool) -> bool:
+        """Raise or clear; True when this call changed it."""
+        return await set_problem(
+            self.tx, code.access_code_id, key, active, device_id=code.device_id
+        )
+
+    # -- the next command ---------------------------------------------------------------------
+
+    async def _choose(
+        self,
+        codes: list[AccessCode],
+        result: Plan,
+        retry: Mapping[str, tuple[int, datetime | None, datetime]],
+    ) -> Command | None:
+        by_id = {c.access_code_id: c for c in codes}
+        for action in result.actions:
+            code = by_id.get(action.code_id)
+            if code is None:
+                continue
+            _, retry_at, _ = retry[action.code_id]
+            if retry_at is not None and retry_at > self.now:
+                self.deadlines.append(retry_at)
+                continue
+            await self._commit_to(action, code, by_id)
+            return action
+        return None
+
+    async def _commit_to(
+        self, action: Action, code: AccessCode, by_id: Mapping[str, AccessCode]
+    ) -> None:
+        """Record the slot and the attempt before sending, so a crash can be resumed."""
+        tx = self.tx
+        if isinstance(action, Write):
+            if action.evicts is not None:
+                victim = by_id[action.evicts]
+                await code_store.set_slot(tx, victim, None)
+                await code_store.set_status(tx, victim, CodeStatus.UNSET)
+            await code_store.set_slot(tx, code, action.slot)
+            await code_store.set_status(tx, code, CodeStatus.SETTING)
+        else:
+            await code_store.set_status(tx, code, CodeStatus.REMOVING)
+        attempts, _, _ = (await code_store.retry_state(tx, code.device_id))[code.access_code_id]
+        max_attempts = self.w._timing.max_attempts
+        retry_at = None
+        if attempts + 1 >= max_attempts:
+            retry_at = self.now + retry_delay(attempts + 2 - max_attempts)
+        await code_store.record_attempt(tx, code, failed=True, retry_at=retry_at)
+
+    # -- device-level -------------------------------------------------------------------------
+
+    def _resync_due(self) -> bool:
+        last = self.w._last_read
+        if last is None:
+            return False
+        due = last + timedelta(seconds=self.w._timing.resync_interval)
+        self.deadlines.append(due)
+        return self.now >= due
+
+    async def _pool_health(self, result: Plan | None) -> None:
+        tx, device = self.tx, self.device
+        counts = await device_store.get_device(tx, device.device_id)
+        assert counts is not None
+        available, active = counts.backup_codes_available, counts.active_backup_codes
+        enabled = device.pool_enabled and device.is_managed
+        short = enabled and available < device.pool_size
+        since = device.pool_short_since
+        if short and since is None:
+            since = self.now
+            await device_store.set_pool_short_since(tx, device.device_id, since)
+        elif not short and since is not None:
+            since = None
+            await device_store.set_pool_short_since(tx, device.device_id, None)
+        codes = await code_store.codes_of_device(tx, device.device_id)
+        waiting = [c for c in codes if c.backup_state is BackupState.POOLED and c.slot is None]
+        fill_failed = not self.w.driver.online or (
+            result is not None and any(c.access_code_id in result.no_space for c in waiting)
+        )
+        grace = timedelta(seconds=self.w._pool.fill_grace)
+        health = pool_rules.pool_health(
+            enabled=enabled,
+            size=device.pool_size,
+            available=available,
+            short_since=since,
+            now=self.now,
+            fill_grace=grace,
+            fill_failed=fill_failed,
+        )
+        self.deadlines.append(
+            pool_rules.grace_deadline(
+                enabled=enabled,
+                size=device.pool_size,
+                available=available,
+                short_since=since,
+                fill_grace=grace,
+            )
+        )
+        did = device.device_id
+        await set_problem(tx, did, "empty_backup_access_code_pool", health.empty, device_id=did)
+        await set_problem(tx, did, "partial_backup_access_code_pool", health.partial, device_id=did)
+        many = enabled and pool_rules.many_active(active, self.w._pool.many_active_threshold)
+        await set_problem(tx, did, "many_active_backup_codes", many, device_id=did)
 
 
 class Reconciler:

@@ -16,6 +16,7 @@ import aiomqtt
 from drivers.base import Driver
 from drivers.registry import create_driver
 from gateway import __version__
+from gateway.api import access_codes as access_code_api
 from gateway.api import devices as device_api
 from gateway.api.router import Router
 from gateway.clock import Clock, SystemClock
@@ -94,21 +95,25 @@ class Gateway:
         reconciler = Reconciler(
             {i: LockWorker(drv, store, self.clock, self.config) for i, drv in drivers.items()}
         )
-        router = Router(store, self.prefix, device_api.ENDPOINTS)
+        router = Router(store, self.prefix, [*device_api.ENDPOINTS, *access_code_api.ENDPOINTS])
         self.reconciler, self.router = reconciler, router
         store.on_commit(outbox.notify)
         store.on_commit(publisher.notify)
         store.on_commit(reconciler.notify)
         session.on_connect(outbox.kick)
         session.on_connect(publisher.republish_all)
-        session.on_connect(lambda: self.notifier.status("connected to the MQTT broker"))
-        session.on_disconnect(lambda: self.notifier.status("waiting for the MQTT broker"))
+        session.on_connect(lambda: self._broker_status("connected to the MQTT broker"))
+        session.on_disconnect(lambda: self._broker_status("waiting for the MQTT broker"))
 
         try:
             async with asyncio.TaskGroup() as tg:
                 await self._start(
-                    tg=tg, router=router, outbox=outbox, publisher=publisher,
-                    reconciler=reconciler, stop=stop,
+                    tg=tg,
+                    router=router,
+                    outbox=outbox,
+                    publisher=publisher,
+                    reconciler=reconciler,
+                    stop=stop,
                 )
         except* _Stopped:
             pass
@@ -161,6 +166,9 @@ class Gateway:
             await self.session.publish(
                 f"{self.prefix}/status", status_payload("offline"), retain=True, timeout=2.0
             )
+
+    def _broker_status(self, text: str) -> None:
+        self.notifier.status(text)
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval()

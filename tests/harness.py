@@ -11,9 +11,11 @@ from typing import Any
 
 import aiomqtt
 
+from drivers.sim import SimulatedLock, Simulator
 from gateway.client import ApiClient, connect
 from gateway.clock import ManualClock
 from gateway.config import Config
+from gateway.mqtt import MqttSession
 from gateway.service import Gateway
 
 STARTUP_TIMEOUT = 10.0
@@ -70,6 +72,25 @@ async def wait_for_json(
                 return value
 
 
+@asynccontextmanager
+async def running_simulator(config: Config) -> AsyncIterator[Simulator]:
+    """The lock simulator on its own connection, as ``lockgate sim`` runs it."""
+    session = MqttSession(config.mqtt, identifier=f"sim-{config.hub_id}", backoff_ceiling=0.5)
+    simulator = Simulator(config, session)
+    async with asyncio.TaskGroup() as tg:
+        tasks = [
+            tg.create_task(session.run(), name="test-sim-mqtt"),
+            tg.create_task(simulator.run(), name="test-sim"),
+        ]
+        async with asyncio.timeout(STARTUP_TIMEOUT):
+            await simulator.ready.wait()
+        try:
+            yield simulator
+        finally:
+            for task in tasks:
+                task.cancel()
+
+
 @dataclass
 class Site:
     """A whole site in one event loop: simulated locks, the gateway, an API client."""
@@ -78,12 +99,20 @@ class Site:
     clock: ManualClock
     gateway: Gateway
     api: ApiClient
+    sim: Simulator | None
+
+    def lock(self, device_id: str) -> SimulatedLock:
+        assert self.sim is not None
+        return self.sim.lock(device_id)
 
 
 @asynccontextmanager
-async def running_site(config: Config, clock: ManualClock | None = None) -> AsyncIterator[Site]:
+async def running_site(
+    config: Config, clock: ManualClock | None = None, *, simulate: bool = True
+) -> AsyncIterator[Site]:
     clock = clock or ManualClock()
     async with AsyncExitStack() as stack:
+        sim = await stack.enter_async_context(running_simulator(config)) if simulate else None
         gateway = await stack.enter_async_context(running_gateway(config, clock))
         api = await stack.enter_async_context(api_client(config))
-        yield Site(config, clock, gateway, api)
+        yield Site(config, clock, gateway, api, sim)

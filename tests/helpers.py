@@ -34,7 +34,11 @@ def session_for(broker: Broker, identifier: str, *, op_timeout: float = 2.0) -> 
 
 @asynccontextmanager
 async def running(*jobs: tuple[str, Coroutine[Any, Any, object]]) -> AsyncIterator[None]:
-    """Run named coroutines for the duration of the block; a crash in one fails the test."""
+    """Run named coroutines for the duration of the block; a crash in one fails the test.
+
+    They are stopped one by one in the order given, so a simulator listed before its session
+    can still say goodbye over it.
+    """
     try:
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(coro, name=name) for name, coro in jobs]
@@ -43,6 +47,7 @@ async def running(*jobs: tuple[str, Coroutine[Any, Any, object]]) -> AsyncIterat
             finally:
                 for task in tasks:
                     task.cancel()
+                    await asyncio.wait([task])
     except BaseExceptionGroup as group:
         if len(group.exceptions) == 1:  # show the one failure, not a group around it
             raise group.exceptions[0] from None
@@ -91,8 +96,8 @@ class Probe:
     """A plain aiomqtt client (no lockgate code in it) that records every message per topic.
 
     ``next(topic)`` hands out a topic's messages in arrival order, each once, so a message that
-    arrived before the test started waiting is not missed. ``order`` keeps the arrival order
-    across topics, for tests about sequence.
+    arrived before the test started waiting is not missed. ``history`` keeps every message in
+    arrival order across topics, for tests about sequence and about what never came.
     """
 
     def __init__(self, broker: Broker, identifier: str = "probe") -> None:
@@ -106,7 +111,7 @@ class Probe:
             timeout=TIMEOUT,
         )
         self._queues: defaultdict[str, asyncio.Queue[bytes]] = defaultdict(asyncio.Queue)
-        self.order: list[str] = []
+        self.history: list[tuple[str, bytes]] = []
         self._reader: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Self:
@@ -123,7 +128,7 @@ class Probe:
         async for message in self._client.messages:
             assert isinstance(message.payload, bytes)
             topic = message.topic.value
-            self.order.append(topic)
+            self.history.append((topic, message.payload))
             self._queues[topic].put_nowait(message.payload)
 
     async def subscribe(self, *topic_filters: str) -> None:
@@ -149,6 +154,17 @@ class Probe:
                 value = await self.next(topic, timeout=timeout)
                 if predicate(value):
                     return value
+
+    def seen(self, topic: str) -> list[Any]:
+        """Every message that arrived on ``topic``, decoded, whether read or not."""
+        return [json.loads(payload) for t, payload in self.history if t == topic]
+
+    def last(self, topic: str) -> Any:
+        """The latest message on ``topic``, decoded; KeyError if none came."""
+        for t, payload in reversed(self.history):
+            if t == topic:
+                return json.loads(payload)
+        raise KeyError(topic)
 
     def drain(self, topic: str) -> None:
         """Forget what has arrived on ``topic`` so far."""

@@ -104,7 +104,9 @@ class Router:
                 )
             try:
                 body = json.loads(payload)
-            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            except UnicodeDecodeError:
+                raise invalid("payload", "is not valid JSON (not UTF-8)") from None
+            except json.JSONDecodeError as exc:
                 raise invalid("payload", f"is not valid JSON ({exc.msg})") from None
             if not isinstance(body, dict):
                 raise invalid("payload", "must be a JSON object")
@@ -192,9 +194,7 @@ def _safe_reply_to(body: Mapping[str, Any]) -> str | None:
 
 def _is_topic_name(topic: str) -> bool:
     return (
-        0 < len(topic) <= 1024
-        and not any(c in topic for c in "+#\0")
-        and not topic.startswith("$")
+        0 < len(topic) <= 1024 and not any(c in topic for c in "+#\0") and not topic.startswith("$")
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from datetime import datetime
 
 from gateway.clock import isoformat, parse_timestamp
 from gateway.config import BackupPoolSettings, DeviceConfig
@@ -36,15 +37,22 @@ async def sync_from_config(
             " pool_enabled = MAX(pool_enabled, excluded.pool_enabled),"
             " capacity = COALESCE(capacity, excluded.capacity),"
             " code_lengths = COALESCE(code_lengths, excluded.code_lengths)",
-            (device.device_id, device.name, device.driver, now, int(device.backup_pool.enabled),
-             size, device.slots, lengths),
+            (
+                device.device_id,
+                device.name,
+                device.driver,
+                now,
+                int(device.backup_pool.enabled),
+                size,
+                device.slots,
+                lengths,
+            ),
         )
         tx.touch(device.device_id)
     ids = [d.device_id for d in devices]
     marks = ",".join("?" * len(ids))
-    await tx.execute(
-        f"UPDATE devices SET in_config = 0 WHERE device_id NOT IN ({marks})", ids  # noqa: S608
-    )
+    sql = f"UPDATE devices SET in_config = 0 WHERE device_id NOT IN ({marks})"  # noqa: S608
+    await tx.execute(sql, ids)
 
 
 async def get_device(tx: Tx, device_id: str) -> Device | None:
@@ -83,6 +91,9 @@ def _device(row: Row, counts: Row | None, problems: list[Problem]) -> Device:
         backup_codes_available=int(counts["available"] or 0) if counts else 0,
         active_backup_codes=int(counts["active"] or 0) if counts else 0,
         problems=problems,
+        pool_short_since=parse_timestamp(row["pool_short_since"])
+        if row["pool_short_since"]
+        else None,
     )
 
 
@@ -136,3 +147,10 @@ async def set_shape(
     )
     if changed:
         tx.touch(device_id)
+
+
+async def set_pool_short_since(tx: Tx, device_id: str, since: datetime | None) -> None:
+    await tx.execute(
+        "UPDATE devices SET pool_short_since = ? WHERE device_id = ?",
+        (isoformat(since) if since else None, device_id),
+    )

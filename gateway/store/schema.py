@@ -20,7 +20,8 @@ MIGRATIONS: tuple[str, ...] = (
         pool_size     INTEGER NOT NULL DEFAULT 3,
         capacity      INTEGER,
         code_lengths  TEXT,                       -- JSON [min, max] as reported or configured
-        in_config     INTEGER NOT NULL DEFAULT 1  -- 0: removed from the YAML, kept for history
+        in_config     INTEGER NOT NULL DEFAULT 1, -- 0: removed from the YAML, kept for history
+        pool_short_since TEXT                     -- since when fewer than size backups are set
     );
 
     -- Errors and warnings currently raised, on a device or on an access code.

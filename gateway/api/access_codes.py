@@ -1,0 +1,350 @@
+"""``access_codes/*`` endpoints: desired state in, validated, committed; the lock follows later.
+
+None of these talk to a lock. A create or update is answered once it is in the database; the
+lock's worker then programs it. A pull is answered from the store alone: the backup it hands
+out is already on the lock, which is the whole point of the pool.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from gateway.api.devices import require_device
+from gateway.api.errors import ApiError, invalid
+from gateway.api.params import (
+    Field,
+    access_code_id,
+    boolean,
+    device_id,
+    digits,
+    integer,
+    list_of,
+    nullable,
+    one_of,
+    text,
+    timestamp,
+)
+from gateway.api.router import Endpoint
+from gateway.model import AccessCode, BackupState, CodeType, Device, EventType, Json
+from gateway.rules.codes import CodeRuleViolation, check_code, generate_code
+from gateway.store import Tx
+from gateway.store import codes as store
+from gateway.store import devices as device_store
+from gateway.store.observed import load_table
+from gateway.store.problems import set_problem
+
+MAX_NAME = 200
+
+
+def _rule_error(exc: CodeRuleViolation) -> ApiError:
+    return ApiError(exc.kind, exc.message)
+
+
+async def _managed_device(tx: Tx, wanted: str) -> Device:
+    device = await require_device(tx, wanted)
+    if not device.is_managed:
+        raise ApiError(
+            "device_not_managed",
+            f"device_id: device '{wanted}' is not managed; set is_managed to true first",
+        )
+    return device
+
+
+async def _require_code(tx: Tx, wanted: str) -> AccessCode:
+    code = await store.get_code(tx, wanted)
+    if code is None or code.deleting:
+        raise ApiError("access_code_not_found", f"access_code_id: no access code '{wanted}'")
+    return code
+
+
+async def _taken_pins(tx: Tx, device: Device, *, except_id: str | None = None) -> set[str]:
+    """PINs a new code may not use: other managed codes', and any already on the lock."""
+    own: str | None = None
+    if except_id is not None:
+        code = await store.get_code(tx, except_id)
+        own = code.code if code else None
+    observed = {v for v in (await load_table(tx, device.device_id)).values() if isinstance(v, str)}
+    return (await store.pins_of_device(tx, device.device_id, except_id=except_id)) | (
+        observed - {own}
+    )
+
+
+def _check_window(starts_at: datetime | None, ends_at: datetime | None, now: datetime) -> None:
+    if (starts_at is None) != (ends_at is None):
+        raise invalid("starts_at", "starts_at and ends_at must be given together, or neither")
+    if ends_at is None or starts_at is None:
+        return
+    if ends_at <= now:
+        raise invalid("ends_at", "must be in the future")
+    if ends_at <= starts_at:
+        raise invalid("ends_at", "must be after starts_at")
+
+
+async def _one(tx: Tx, code: AccessCode) -> Json:
+    return (await store.to_json(tx, [code]))[0]
+
+
+async def _fresh(tx: Tx, access_code_id: str) -> Json:
+    code = await store.get_code(tx, access_code_id)
+    assert code is not None
+    return await _one(tx, code)
+
+
+# -- endpoints --------------------------------------------------------------------------------
+
+
+async def create(tx: Tx, params: dict[str, Any]) -> Json:
+    device = await _managed_device(tx, params["device_id"])
+    starts_at, ends_at = params.get("starts_at"), params.get("ends_at")
+    _check_window(starts_at, ends_at, tx.now)
+    taken = await _taken_pins(tx, device)
+    try:
+        if "code" in params:
+            check_code(params["code"], code_lengths=device.code_lengths, taken=taken)
+            pin = params["code"]
+        else:
+            pin = generate_code(
+                code_lengths=device.code_lengths,
+                taken=taken,
+                preferred_length=params.get("preferred_code_length"),
+            )
+    except CodeRuleViolation as exc:
+        raise _rule_error(exc) from None
+    if params.get("use_backup_access_code_pool"):
+        if not device.supports_pool:
+            raise ApiError(
+                "backup_pool_not_supported",
+                f"use_backup_access_code_pool: device '{device.device_id}' cannot carry a "
+                "backup pool (it needs at least 2 slots)",
+            )
+        await device_store.enable_pool(tx, device.device_id)
+    code = await store.insert_code(
+        tx,
+        device_id=device.device_id,
+        name=params.get("name"),
+        code=pin,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        allow_external_modification=params.get("allow_external_modification", False),
+    )
+    return {"access_code": await _one(tx, code)}
+
+
+async def get(tx: Tx, params: dict[str, Any]) -> Json:
+    if "access_code_id" in params:
+        if "device_id" in params or "code" in params:
+            raise invalid("access_code_id", "give access_code_id, or device_id and code")
+        return {"access_code": await _one(tx, await _require_code(tx, params["access_code_id"]))}
+    if "device_id" not in params or "code" not in params:
+        raise invalid("access_code_id", "give access_code_id, or device_id and code")
+    await require_device(tx, params["device_id"])
+    code = await store.get_code_by_pin(tx, params["device_id"], params["code"])
+    if code is None or code.deleting:
+        raise ApiError("access_code_not_found", "code: no access code with that PIN on the device")
+    return {"access_code": await _one(tx, code)}
+
+
+async def list_codes(tx: Tx, params: dict[str, Any]) -> Json:
+    if ("device_id" in params) == ("access_code_ids" in params):
+        raise invalid("device_id", "give device_id or access_code_ids (one of them)")
+    if "device_id" in params:
+        await require_device(tx, params["device_id"])
+        codes = await store.codes_of_device(tx, params["device_id"])
+    else:
+        codes = await store.codes_by_ids(tx, params["access_code_ids"])
+    include_pool = params.get("include_backup_pool", False)
+    shown = [
+        c
+        for c in codes
+        if not c.deleting and (include_pool or c.backup_state is not BackupState.POOLED)
+    ]
+    return {"access_codes": await store.to_json(tx, shown)}
+
+
+async def update(tx: Tx, params: dict[str, Any]) -> Json:
+    code = await _require_code(tx, params["access_code_id"])
+    device = await _managed_device(tx, code.device_id)
+    changes: dict[str, Any] = {}
+    if "name" in params:
+        changes["name"] = params["name"]
+    starts_at, ends_at = code.starts_at, code.ends_at
+    if params.get("type") == CodeType.ONGOING.value:
+        if "starts_at" in params or "ends_at" in params:
+            raise invalid("type", "an ongoing code takes no starts_at or ends_at")
+        starts_at = ends_at = None
+    else:
+        starts_at = params.get("starts_at", starts_at)
+        ends_at = params.get("ends_at", ends_at)
+        if params.get("type") == CodeType.TIME_BOUND.value and ends_at is None:
+            raise invalid("type", "a time_bound code needs starts_at and ends_at")
+    if (starts_at, ends_at) != (code.starts_at, code.ends_at):
+        if code.backup_state is BackupState.POOLED:
+            raise invalid("access_code_id", "a backup code in the pool has no schedule to change")
+        _check_window(starts_at, ends_at, tx.now)
+        changes["starts_at"], changes["ends_at"] = starts_at, ends_at
+    if "code" in params and params["code"] != code.code:
+        taken = await _taken_pins(tx, device, except_id=code.access_code_id)
+        try:
+            check_code(params["code"], code_lengths=device.code_lengths, taken=taken)
+        except CodeRuleViolation as exc:
+            raise _rule_error(exc) from None
+        changes["code"] = params["code"]
+    if changes:
+        await store.update_fields(tx, code, changes)
+        if "code" in changes:
+            # A new PIN must be written: it is no longer what the lock holds.
+            fresh = await store.get_code(tx, code.access_code_id)
+            assert fresh is not None
+            await store.restart_programming(tx, fresh)
+        backup = await store.active_backup_of(tx, code)
+        if backup is not None and "ends_at" in changes:
+            # A pulled backup lives exactly as long as the code it stands in for.
+            await store.update_fields(tx, backup, {"ends_at": changes["ends_at"]})
+        await tx.emit(EventType.CODE_CHANGED, code.device_id, code.access_code_id)
+    return {"access_code": await _fresh(tx, code.access_code_id)}
+
+
+async def delete(tx: Tx, params: dict[str, Any]) -> Json:
+    code = await _require_code(tx, params["access_code_id"])
+    await _managed_device(tx, code.device_id)
+    await store.mark_deleting(tx, code)
+    if code.pulled_backup_id is not None:
+        backup = await store.get_code(tx, code.pulled_backup_id)
+        if backup is not None:
+            await store.mark_deleting(tx, backup)
+    return {}
+
+
+async def pull_backup(tx: Tx, params: dict[str, Any]) -> Json:
+    code = await _require_code(tx, params["access_code_id"])
+    if code.is_backup:
+        raise invalid("access_code_id", "is itself a backup code")
+    if code.type is not CodeType.TIME_BOUND:
+        raise ApiError(
+            "access_code_not_time_bound",
+            "access_code_id: backup codes are pulled for time_bound codes only",
+        )
+    backup = await store.active_backup_of(tx, code)
+    if backup is None:
+        backup = await store.available_backup(tx, code.device_id)
+        if backup is None:
+            raise ApiError(
+                "no_backup_access_code_available",
+                f"access_code_id: no backup code is set on device '{code.device_id}' right now",
+            )
+        await store.pull(tx, backup, code)
+        await set_problem(
+            tx, code.access_code_id, "using_backup_access_code", True, device_id=code.device_id
+        )
+        await tx.emit(
+            EventType.BACKUP_PULLED,
+            code.device_id,
+            code.access_code_id,
+            backup_access_code_id=backup.access_code_id,
+        )
+    return {
+        "access_code": await _fresh(tx, code.access_code_id),
+        "backup_access_code": await _fresh(tx, backup.access_code_id),
+    }
+
+
+async def generate(tx: Tx, params: dict[str, Any]) -> Json:
+    device = await require_device(tx, params["device_id"])
+    try:
+        pin = generate_code(code_lengths=device.code_lengths, taken=await _taken_pins(tx, device))
+    except CodeRuleViolation as exc:
+        raise _rule_error(exc) from None
+    return {"generated_code": {"device_id": device.device_id, "code": pin}}
+
+
+async def unmanaged(tx: Tx, params: dict[str, Any]) -> Json:
+    device = await require_device(tx, params["device_id"])
+    observed = await load_table(tx, device.device_id)
+    managed = {c.slot: c.code for c in await store.codes_of_device(tx, device.device_id) if c.slot}
+    found: list[Json] = [
+        {
+            "access_code_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{device.device_id}/{slot}/{v}")),
+            "device_id": device.device_id,
+            "name": None,
+            "code": v,
+            "type": CodeType.ONGOING.value,
+            "status": "set",
+            "slot": slot,
+            "is_managed": False,
+            "errors": [],
+            "warnings": [],
+        }
+        for slot, v in sorted(observed.items())
+        if isinstance(v, str) and managed.get(slot) != v
+    ]
+    return {"access_codes": found}
+
+
+_WINDOW = {"starts_at": Field(nullable(timestamp)), "ends_at": Field(nullable(timestamp))}
+
+ENDPOINTS = (
+    Endpoint(
+        "access_codes/create",
+        {
+            "device_id": Field(device_id, required=True),
+            "name": Field(nullable(text(MAX_NAME))),
+            "code": Field(digits),
+            **_WINDOW,
+            "use_backup_access_code_pool": Field(boolean),
+            "allow_external_modification": Field(boolean),
+            "preferred_code_length": Field(integer(1, 16)),
+        },
+        create,
+        writes=True,
+    ),
+    Endpoint(
+        "access_codes/get",
+        {
+            "access_code_id": Field(access_code_id),
+            "device_id": Field(device_id),
+            "code": Field(digits),
+        },
+        get,
+    ),
+    Endpoint(
+        "access_codes/list",
+        {
+            "device_id": Field(device_id),
+            "access_code_ids": Field(list_of(access_code_id, 1000)),
+            "include_backup_pool": Field(boolean),
+        },
+        list_codes,
+    ),
+    Endpoint(
+        "access_codes/update",
+        {
+            "access_code_id": Field(access_code_id, required=True),
+            "name": Field(nullable(text(MAX_NAME))),
+            "code": Field(digits),
+            **_WINDOW,
+            "type": Field(one_of(CodeType.ONGOING.value, CodeType.TIME_BOUND.value)),
+        },
+        update,
+        writes=True,
+    ),
+    Endpoint(
+        "access_codes/delete",
+        {"access_code_id": Field(access_code_id, required=True)},
+        delete,
+        writes=True,
+    ),
+    Endpoint(
+        "access_codes/pull_backup_access_code",
+        {"access_code_id": Field(access_code_id, required=True)},
+        pull_backup,
+        writes=True,
+    ),
+    Endpoint(
+        "access_codes/generate_code", {"device_id": Field(device_id, required=True)}, generate
+    ),
+    Endpoint(
+        "access_codes/unmanaged/list", {"device_id": Field(device_id, required=True)}, unmanaged
+    ),
+)

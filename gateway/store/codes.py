@@ -1,0 +1,294 @@
+"""Access codes in the database: rows <-> objects, and every status change with its events."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from gateway.clock import isoformat, parse_timestamp
+from gateway.model import AccessCode, BackupState, CodeStatus, EventType, Json
+from gateway.store.db import Row, Tx
+from gateway.store.problems import clear_all, problems_of
+
+
+def _ts(value: str | None) -> datetime | None:
+    return None if value is None else parse_timestamp(value)
+
+
+def _code(row: Row) -> AccessCode:
+    return AccessCode(
+        access_code_id=row["access_code_id"],
+        device_id=row["device_id"],
+        name=row["name"],
+        code=row["code"],
+        starts_at=_ts(row["starts_at"]),
+        ends_at=_ts(row["ends_at"]),
+        status=CodeStatus(row["status"]),
+        created_at=parse_timestamp(row["created_at"]),
+        is_backup=bool(row["is_backup"]),
+        backup_state=BackupState(row["backup_state"]) if row["backup_state"] else None,
+        pulled_for=row["pulled_for"],
+        pulled_backup_id=row["pulled_backup_id"],
+        allow_external_modification=bool(row["allow_external_modification"]),
+        slot=row["slot"],
+        deleting=bool(row["deleting"]),
+    )
+
+
+async def get_code(tx: Tx, access_code_id: str) -> AccessCode | None:
+    row = await tx.fetchone(
+        "SELECT * FROM access_codes WHERE access_code_id = ?", (access_code_id,)
+    )
+    return _code(row) if row else None
+
+
+async def get_code_by_pin(tx: Tx, device_id: str, pin: str) -> AccessCode | None:
+    row = await tx.fetchone(
+        "SELECT * FROM access_codes WHERE device_id = ? AND code = ?", (device_id, pin)
+    )
+    return _code(row) if row else None
+
+
+async def codes_of_device(tx: Tx, device_id: str) -> list[AccessCode]:
+    rows = await tx.fetchall(
+        "SELECT * FROM access_codes WHERE device_id = ? ORDER BY created_at, rowid", (device_id,)
+    )
+    return [_code(r) for r in rows]
+
+
+async def codes_by_ids(tx: Tx, ids: Sequence[str]) -> list[AccessCode]:
+    if not ids:
+        return []
+    marks = ",".join("?" * len(ids))
+    rows = await tx.fetchall(
+        f"SELECT * FROM access_codes WHERE access_code_id IN ({marks})"  # noqa: S608
+        " ORDER BY created_at, rowid",
+        list(ids),
+    )
+    return [_code(r) for r in rows]
+
+
+async def pins_of_device(tx: Tx, device_id: str, *, except_id: str | None = None) -> set[str]:
+    rows = await tx.fetchall(
+        "SELECT code FROM access_codes WHERE device_id = ? AND access_code_id IS NOT ?",
+        (device_id, except_id),
+    )
+    return {r["code"] for r in rows}
+
+
+async def insert_code(
+    tx: Tx,
+    *,
+    device_id: str,
+    name: str | None,
+    code: str,
+    starts_at: datetime | None,
+    ends_at: datetime | None,
+    allow_external_modification: bool = False,
+    backup: bool = False,
+) -> AccessCode:
+    """A new managed code, ``unset`` until its lock worker takes it up."""
+    access_code_id = str(uuid.uuid4())
+    now = isoformat(tx.now)
+    await tx.execute(
+        "INSERT INTO access_codes (access_code_id, device_id, name, code, starts_at, ends_at,"
+        " status, created_at, is_backup, backup_state, allow_external_modification,"
+        " status_since) VALUES (?, ?, ?, ?, ?, ?, 'unset', ?, ?, ?, ?, ?)",
+        (
+            access_code_id,
+            device_id,
+            name,
+            code,
+            isoformat(starts_at) if starts_at else None,
+            isoformat(ends_at) if ends_at else None,
+            now,
+            int(backup),
+            BackupState.POOLED.value if backup else None,
+            int(allow_external_modification),
+            now,
+        ),
+    )
+    tx.reconcile(device_id)
+    created = await get_code(tx, access_code_id)
+    assert created is not None
+    if not backup:
+        await tx.emit(EventType.CODE_CREATED, device_id, access_code_id)
+    return created
+
+
+async def update_fields(tx: Tx, code: AccessCode, changes: dict[str, Any]) -> None:
+    """Apply changed columns (already validated); the worker re-plans the lock afterwards."""
+    if not changes:
+        return
+    columns = ", ".join(f"{name} = ?" for name in changes)
+    values = [isoformat(v) if isinstance(v, datetime) else v for v in changes.values()]
+    await tx.execute(
+        f"UPDATE access_codes SET {columns} WHERE access_code_id = ?",  # noqa: S608 (names fixed)
+        [*values, code.access_code_id],
+    )
+    tx.reconcile(code.device_id)
+
+
+async def set_status(tx: Tx, code: AccessCode, status: CodeStatus) -> bool:
+    if code.status is status:
+        return False
+    await tx.execute(
+        "UPDATE access_codes SET status = ?, status_since = ? WHERE access_code_id = ?",
+        (status.value, isoformat(tx.now), code.access_code_id),
+    )
+    code.status = status
+    tx.touch(code.device_id)
+    return True
+
+
+async def set_slot(tx: Tx, code: AccessCode, slot: int | None) -> None:
+    if code.slot == slot:
+        return
+    await tx.execute(
+        "UPDATE access_codes SET slot = ? WHERE access_code_id = ?", (slot, code.access_code_id)
+    )
+    code.slot = slot
+
+
+async def mark_deleting(tx: Tx, code: AccessCode) -> None:
+    """Deletion is a desire: the row goes once the lock no longer holds the code."""
+    await tx.execute(
+        "UPDATE access_codes SET deleting = 1 WHERE access_code_id = ?", (code.access_code_id,)
+    )
+    code.deleting = True
+    tx.reconcile(code.device_id)
+
+
+async def forget(tx: Tx, code: AccessCode) -> None:
+    """Drop a code that is off its lock for good; its history stays in the events."""
+    await clear_all(tx, code.access_code_id, device_id=code.device_id)
+    await tx.execute(
+        "UPDATE access_codes SET pulled_backup_id = NULL WHERE pulled_backup_id = ?",
+        (code.access_code_id,),
+    )
+    await tx.execute("DELETE FROM access_codes WHERE access_code_id = ?", (code.access_code_id,))
+    tx.touch(code.device_id)
+    if not code.is_backup or code.backup_state is BackupState.PULLED:
+        await tx.emit(EventType.CODE_DELETED, code.device_id, code.access_code_id)
+
+
+async def record_attempt(
+    tx: Tx, code: AccessCode, *, failed: bool, retry_at: datetime | None
+) -> int:
+    """Count a failed command (or reset the count); returns the failures so far."""
+    if not failed:
+        await tx.execute(
+            "UPDATE access_codes SET attempts = 0, retry_at = NULL WHERE access_code_id = ?",
+            (code.access_code_id,),
+        )
+        return 0
+    await tx.execute(
+        "UPDATE access_codes SET attempts = attempts + 1, retry_at = ? WHERE access_code_id = ?",
+        (isoformat(retry_at) if retry_at else None, code.access_code_id),
+    )
+    row = await tx.fetchone(
+        "SELECT attempts FROM access_codes WHERE access_code_id = ?", (code.access_code_id,)
+    )
+    return int(row["attempts"]) if row else 0
+
+
+async def retry_state(tx: Tx, device_id: str) -> dict[str, tuple[int, datetime | None, datetime]]:
+    """Per code: failures so far, when it may be tried again, since when in its status."""
+    rows = await tx.fetchall(
+        "SELECT access_code_id, attempts, retry_at, status_since FROM access_codes"
+        " WHERE device_id = ?",
+        (device_id,),
+    )
+    return {
+        r["access_code_id"]: (r["attempts"], _ts(r["retry_at"]), parse_timestamp(r["status_since"]))
+        for r in rows
+    }
+
+
+async def to_json(tx: Tx, codes: Sequence[AccessCode]) -> list[Json]:
+    """Public objects: each code's own problems plus its device's, and backup availability."""
+    if not codes:
+        return []
+    device_ids = sorted({c.device_id for c in codes})
+    problems = await problems_of(tx, [c.access_code_id for c in codes] + device_ids)
+    available = await _pool_available(tx, device_ids)
+    active_backups = await _active_backups(tx, [c.access_code_id for c in codes])
+    result = []
+    for code in codes:
+        code.problems = problems[code.access_code_id]
+        result.append(
+            code.to_json(
+                device_problems=problems[code.device_id],
+                backup_available=available.get(code.device_id, False)
+                or code.access_code_id in active_backups,
+            )
+        )
+    return result
+
+
+async def _pool_available(tx: Tx, device_ids: Sequence[str]) -> dict[str, bool]:
+    marks = ",".join("?" * len(device_ids))
+    rows = await tx.fetchall(
+        "SELECT device_id, COUNT(*) AS n FROM access_codes"  # noqa: S608 (marks only)
+        f" WHERE device_id IN ({marks}) AND backup_state = 'pooled' AND status = 'set'"
+        " AND NOT deleting GROUP BY device_id",
+        list(device_ids),
+    )
+    return {r["device_id"]: r["n"] > 0 for r in rows}
+
+
+async def _active_backups(tx: Tx, code_ids: Sequence[str]) -> set[str]:
+    """Originals (among ``code_ids``) whose pulled backup has not ended."""
+    marks = ",".join("?" * len(code_ids))
+    rows = await tx.fetchall(
+        "SELECT pulled_for FROM access_codes"  # noqa: S608 (marks only)
+        f" WHERE pulled_for IN ({marks}) AND backup_state = 'pulled' AND NOT deleting",
+        list(code_ids),
+    )
+    return {r["pulled_for"] for r in rows}
+
+
+async def restart_programming(tx: Tx, code: AccessCode) -> None:
+    """A changed PIN is not on the lock yet: back to ``setting`` with a fresh attempt count."""
+    await record_attempt(tx, code, failed=False, retry_at=None)
+    if code.slot is not None:
+        await set_status(tx, code, CodeStatus.SETTING)
+
+
+async def active_backup_of(tx: Tx, code: AccessCode) -> AccessCode | None:
+    """The pulled backup handed out for ``code``, while it has not ended."""
+    if code.pulled_backup_id is None:
+        return None
+    backup = await get_code(tx, code.pulled_backup_id)
+    return None if backup is None or backup.deleting else backup
+
+
+async def available_backup(tx: Tx, device_id: str) -> AccessCode | None:
+    """A pooled backup the lock already holds, lowest slot first."""
+    row = await tx.fetchone(
+        "SELECT * FROM access_codes WHERE device_id = ? AND backup_state = 'pooled'"
+        " AND status = 'set' AND NOT deleting ORDER BY slot LIMIT 1",
+        (device_id,),
+    )
+    return _code(row) if row else None
+
+
+async def pull(tx: Tx, backup: AccessCode, original: AccessCode) -> None:
+    """Hand ``backup`` out for ``original``: out of the pool, ending when the original ends."""
+    await tx.execute(
+        "UPDATE access_codes SET backup_state = 'pulled', pulled_for = ?, starts_at = ?,"
+        " ends_at = ? WHERE access_code_id = ?",
+        (
+            original.access_code_id,
+            isoformat(tx.now),
+            isoformat(original.ends_at) if original.ends_at else None,
+            backup.access_code_id,
+        ),
+    )
+    await tx.execute(
+        "UPDATE access_codes SET pulled_backup_id = ? WHERE access_code_id = ?",
+        (backup.access_code_id, original.access_code_id),
+    )
+    tx.reconcile(original.device_id)
