@@ -75,7 +75,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    configure_logging(args.log_level or "warning")
+    configure_logging(args.log_level or "error")
     return asyncio.run(run_demo(config))
 
 

@@ -56,6 +56,10 @@ class ApiClient:
         finally:
             self._pending.pop(correlation, None)
 
+    async def publish(self, topic: str, payload: Any, timeout: float = 10.0) -> None:
+        """A plain QoS 1 publish, e.g. to the simulator's control topic."""
+        await self._client.publish(topic, encode(payload), qos=1, timeout=timeout)
+
     async def subscribe(self, topic_filter: str) -> asyncio.Queue[aiomqtt.Message]:
         """Collect every message on ``topic_filter`` (retained ones included) in a queue."""
         queue: asyncio.Queue[aiomqtt.Message] = asyncio.Queue()

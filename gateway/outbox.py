@@ -27,13 +27,16 @@ class Outbox:
         self._wake = asyncio.Event()
         self._wake.set()  # publish what an earlier run left behind
         self.published = 0
+        #: Set while every stored event has been published (tests await it).
+        self.drained = asyncio.Event()
 
     def notify(self, tx: Tx) -> None:
         """Store commit listener: new events are waiting."""
         if tx.events:
-            self._wake.set()
+            self.kick()
 
     def kick(self) -> None:
+        self.drained.clear()
         self._wake.set()
 
     async def run(self) -> None:
@@ -56,6 +59,8 @@ class Outbox:
                 (BATCH,),
             )
             if not rows:
+                if not self._wake.is_set():
+                    self.drained.set()
                 return sent
             if not self._session.is_connected:
                 raise NotConnected("broker")

@@ -26,14 +26,18 @@ class DevicePublisher:
         self._all = True
         self._wake = asyncio.Event()
         self._wake.set()
+        #: Set while every device object is published as it stands (tests await it).
+        self.drained = asyncio.Event()
 
     def notify(self, tx: Tx) -> None:
         if tx.devices_touched:
             self._dirty |= tx.devices_touched
+            self.drained.clear()
             self._wake.set()
 
     def republish_all(self) -> None:
         self._all = True
+        self.drained.clear()
         self._wake.set()
 
     async def run(self) -> None:
@@ -45,6 +49,8 @@ class DevicePublisher:
             dirty, self._dirty = self._dirty, set()
             try:
                 await self._publish(everything, dirty)
+                if not self._wake.is_set():
+                    self.drained.set()
             except (NotConnected, TimeoutError) as exc:
                 log.info("publisher.waiting_for_broker", reason=str(exc))
                 self._all = self._all or everything

@@ -81,9 +81,12 @@ class LockWorker:
         self._last_command = 0.0
         self.passes = 0
         self.commands = 0
+        #: Set while the worker has nothing to do until its next deadline (tests await it).
+        self.settled = asyncio.Event()
 
     def wake(self) -> None:
         self._wake.set()
+        self.settled.clear()
 
     async def run(self) -> None:
         with log_context(device_id=self.device_id):
@@ -107,6 +110,7 @@ class LockWorker:
         """Sleep until woken or until the clock reaches ``deadline``."""
         if self._wake.is_set():
             return
+        self.settled.set()
         waits: set[asyncio.Future[object]] = {asyncio.ensure_future(self._wake.wait())}
         if deadline is not None:
             waits.add(asyncio.ensure_future(self._clock.sleep_until(deadline)))

@@ -70,6 +70,8 @@ class Gateway:
         self.store: Store | None = None
         self.reconciler: Reconciler | None = None
         self.router: Router | None = None
+        self.outbox: Outbox | None = None
+        self.publisher: DevicePublisher | None = None
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set (or the task is cancelled)."""
@@ -97,6 +99,7 @@ class Gateway:
         )
         router = Router(store, self.prefix, [*device_api.ENDPOINTS, *access_code_api.ENDPOINTS])
         self.reconciler, self.router = reconciler, router
+        self.outbox, self.publisher = outbox, publisher
         store.on_commit(outbox.notify)
         store.on_commit(publisher.notify)
         store.on_commit(reconciler.notify)
@@ -166,6 +169,15 @@ class Gateway:
             await self.session.publish(
                 f"{self.prefix}/status", status_payload("offline"), retain=True, timeout=2.0
             )
+
+    async def settled(self) -> None:
+        """Wait until every lock worker is idle and every event and device object is out."""
+        assert self.reconciler and self.outbox and self.publisher
+        events = [w.settled for w in self.reconciler.workers.values()]
+        events += [self.outbox.drained, self.publisher.drained]
+        while not all(e.is_set() for e in events):
+            for event in events:
+                await event.wait()
 
     def _broker_status(self, text: str) -> None:
         self.notifier.status(text)

@@ -105,6 +105,18 @@ class Site:
         assert self.sim is not None
         return self.sim.lock(device_id)
 
+    async def settled(self, timeout: float = 10.0) -> None:
+        """Until the gateway has nothing left to do: workers idle, events and objects out."""
+        async with asyncio.timeout(timeout):
+            await self.gateway.settled()
+
+    async def advance(self, seconds: float) -> None:
+        """Move the site's clock and let the gateway catch up."""
+        self.clock.advance(seconds)
+        assert self.gateway.reconciler is not None
+        self.gateway.reconciler.wake_all()  # workers look again now, not a few loop turns later
+        await self.settled()
+
 
 @asynccontextmanager
 async def running_site(
@@ -115,4 +127,6 @@ async def running_site(
         sim = await stack.enter_async_context(running_simulator(config)) if simulate else None
         gateway = await stack.enter_async_context(running_gateway(config, clock))
         api = await stack.enter_async_context(api_client(config))
-        yield Site(config, clock, gateway, api, sim)
+        site = Site(config, clock, gateway, api, sim)
+        await site.settled()
+        yield site
