@@ -52,7 +52,7 @@ class Broker:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 10.0) -> None:
-        self._proc = subprocess.Popen(
+        self._proc = subprocess.Popen(  # noqa: S603 (our own binary and config)
             [mosquitto_binary(), "-c", str(self.conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -62,8 +62,9 @@ class Broker:
             if self._proc.poll() is not None:
                 err = self._proc.stderr.read().decode() if self._proc.stderr else ""
                 raise RuntimeError(f"mosquitto exited at start: {err}")
-            with contextlib.suppress(OSError), socket.create_connection(
-                (self.host, self.port), timeout=0.2
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection((self.host, self.port), timeout=0.2),
             ):
                 return
             time.sleep(0.005)  # polling the port, not waiting for time to pass

@@ -64,25 +64,32 @@ class Demo:
         await self.settle()
 
     async def device(self) -> Json:
-        return (await self.call("devices/get", device_id=LOCK))["device"]
+        device: Json = (await self.call("devices/get", device_id=LOCK))["device"]
+        return device
 
     async def code(self, access_code_id: str) -> Json:
-        return (await self.call("access_codes/get", access_code_id=access_code_id))["access_code"]
+        reply = await self.call("access_codes/get", access_code_id=access_code_id)
+        code: Json = reply["access_code"]
+        return code
 
     async def keypad(self, pin: str) -> Json:
+        """A person types ``pin`` at the simulated keypad; the lock says whether it opens."""
         control = f"{self.config.simulator.control_topic}/{LOCK}"
         answers = await self.api.subscribe(f"{control}/keypad")
         await self.api.publish(f"{control}/set", {"enter": pin})
         async with asyncio.timeout(STEP_TIMEOUT):
-            message = await answers.get()
-        import json
-
-        payload = message.payload
-        result: Json = json.loads(payload if isinstance(payload, bytes) else b"{}")
-        return result
+            return _json(await answers.get())
 
     async def fault(self, **switches: Any) -> None:
-        await self.api.publish(f"{self.config.simulator.control_topic}/{LOCK}/set", switches)
+        """Switch a simulator fault through its control topic, and wait until it is on."""
+        control = f"{self.config.simulator.control_topic}/{LOCK}"
+        states = await self.api.subscribe(f"{control}/state")
+        await self.api.publish(f"{control}/set", switches)
+        async with asyncio.timeout(STEP_TIMEOUT):
+            while True:
+                faults = _json(await states.get()).get("faults", {})
+                if all(faults.get(k) == v for k, v in switches.items()):
+                    return
 
     async def play(self) -> None:
         say("\n1. The front door carries a pool of backup codes, programmed ahead of need.")

@@ -18,6 +18,7 @@ from drivers.registry import create_driver
 from gateway import __version__
 from gateway.api import access_codes as access_code_api
 from gateway.api import devices as device_api
+from gateway.api import events as event_api
 from gateway.api.router import Router
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
@@ -97,7 +98,8 @@ class Gateway:
         reconciler = Reconciler(
             {i: LockWorker(drv, store, self.clock, self.config) for i, drv in drivers.items()}
         )
-        router = Router(store, self.prefix, [*device_api.ENDPOINTS, *access_code_api.ENDPOINTS])
+        endpoints = [*device_api.ENDPOINTS, *access_code_api.ENDPOINTS, *event_api.ENDPOINTS]
+        router = Router(store, self.prefix, endpoints)
         self.reconciler, self.router = reconciler, router
         self.outbox, self.publisher = outbox, publisher
         store.on_commit(outbox.notify)
@@ -172,7 +174,9 @@ class Gateway:
 
     async def settled(self) -> None:
         """Wait until every lock worker is idle and every event and device object is out."""
-        assert self.reconciler and self.outbox and self.publisher
+        assert self.reconciler is not None
+        assert self.outbox is not None
+        assert self.publisher is not None
         events = [w.settled for w in self.reconciler.workers.values()]
         events += [self.outbox.drained, self.publisher.drained]
         while not all(e.is_set() for e in events):
