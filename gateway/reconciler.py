@@ -444,7 +444,10 @@ class _Pass:
         tx = self.tx
         if isinstance(action, Write):
             if action.evicts is not None:
+                # Ordinary codes come first: the backup's slot is overwritten in one command.
                 victim = by_id[action.evicts]
+                if victim.status is CodeStatus.SET:
+                    await tx.emit(EventType.CODE_REMOVED, victim.device_id, victim.access_code_id)
                 await code_store.set_slot(tx, victim, None)
                 await code_store.set_status(tx, victim, CodeStatus.UNSET)
             await code_store.set_slot(tx, code, action.slot)

@@ -9,6 +9,7 @@ from gateway.api.params import Field, boolean, device_id
 from gateway.api.router import Endpoint
 from gateway.model import Device, Json
 from gateway.store import Tx
+from gateway.store import codes as code_store
 from gateway.store import devices as store
 
 
@@ -42,7 +43,12 @@ async def update_device(tx: Tx, params: dict[str, Any]) -> Json:
             "backup pool (it needs at least 2 slots)",
         )
     if "is_managed" in params:
-        await store.set_managed(tx, device.device_id, params["is_managed"])
+        changed = await store.set_managed(tx, device.device_id, params["is_managed"])
+        if changed and not params["is_managed"]:
+            # Backup codes exist only for a managed pool: they leave the lock with management.
+            for code in await code_store.codes_of_device(tx, device.device_id):
+                if code.is_backup:
+                    await code_store.mark_deleting(tx, code)
     if enable is True:
         await store.enable_pool(tx, device.device_id)
     return {"device": (await require_device(tx, device.device_id)).to_json()}

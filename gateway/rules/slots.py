@@ -79,7 +79,10 @@ def plan(codes: Sequence[CodeView], table: SlotTable) -> Plan:
             value is Unreadable.OCCUPIED and code.status is not CodeStatus.UNSET
         )
         if code.wanted and code.pin in foreign.values():
+            # Writing it would put one PIN in two slots (most locks refuse it anyway).
             result.duplicates.add(code.code_id)
+            if not holds_it:
+                continue
         if code.wanted and holds_it:
             result.verified.add(code.code_id)
         elif code.wanted:

@@ -10,7 +10,7 @@ from typing import Any
 from gateway.clock import isoformat, parse_timestamp
 from gateway.model import AccessCode, BackupState, CodeStatus, EventType, Json
 from gateway.store.db import Row, Tx
-from gateway.store.problems import clear_all, problems_of
+from gateway.store.problems import clear_all, problems_of, set_problem
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -170,6 +170,11 @@ async def forget(tx: Tx, code: AccessCode) -> None:
     )
     await tx.execute("DELETE FROM access_codes WHERE access_code_id = ?", (code.access_code_id,))
     tx.touch(code.device_id)
+    if code.pulled_for is not None:
+        # The code it stood in for is no longer using a backup.
+        await set_problem(
+            tx, code.pulled_for, "using_backup_access_code", False, device_id=code.device_id
+        )
     if not code.is_backup or code.backup_state is BackupState.PULLED:
         await tx.emit(EventType.CODE_DELETED, code.device_id, code.access_code_id)
 

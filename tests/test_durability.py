@@ -1,0 +1,157 @@
+"""kill -9 in the middle of a burst of creates: nothing acknowledged is lost, nothing doubled.
+
+The gateway runs as a real process (so it can really be killed); the simulated locks run in the
+test's loop on their own connection and count every command they receive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from gateway.client import ApiClient, connect
+from gateway.config import parse_config
+from tests.broker import Broker
+from tests.conftest import site_dict
+from tests.harness import running_simulator
+from tests.test_service import Daemon, write_config
+
+LOCKS = ("front_door", "back_door")
+CODES_PER_LOCK = 12
+UNMANAGED = {"30": "9999"}
+
+
+def site(broker: Broker, tmp_path: Path) -> dict[str, Any]:
+    return site_dict(
+        broker,
+        tmp_path,
+        devices=[
+            {"device_id": lock, "driver": "native", "slots": 30, "code_lengths": [4, 8]}
+            for lock in LOCKS
+        ],
+        simulator={
+            "latency": "5ms",
+            "locks": {"front_door": {"initial_codes": UNMANAGED}},
+        },
+        timing={"command_timeout": "2s"},
+    )
+
+
+async def create_all(
+    api: ApiClient, requests: list[dict[str, Any]], acked: dict[str, str], stop_after: int | None
+) -> None:
+    """Send creates one by one; record acknowledged ones; stop once ``stop_after`` are acked."""
+    for request in requests:
+        if stop_after is not None and len(acked) >= stop_after:
+            return
+        try:
+            reply = await api.call("access_codes/create", timeout=3.0, **request)
+        except TimeoutError:
+            return  # the gateway died under us
+        assert reply["ok"], reply
+        acked[request["idempotency_key"]] = reply["access_code"]["access_code_id"]
+
+
+@pytest.mark.parametrize("kill_after", [1, 7, 18])
+async def test_kill_9_during_a_burst_loses_nothing_and_doubles_nothing(
+    broker: Broker, tmp_path: Path, kill_after: int
+) -> None:
+    data = site(broker, tmp_path)
+    config = parse_config(data, base_dir=tmp_path)
+    daemon = Daemon(write_config(tmp_path / "lockgate.yaml", data), tmp_path / "daemon.log")
+    requests = [
+        {
+            "device_id": lock,
+            "name": f"Guest {lock} {i}",
+            "code": f"{5 + LOCKS.index(lock)}{i:03d}",
+            "idempotency_key": str(uuid.uuid4()),
+        }
+        for lock in LOCKS
+        for i in range(CODES_PER_LOCK)
+    ]
+    requests.sort(key=lambda r: r["idempotency_key"])  # interleave the two locks
+    acked: dict[str, str] = {}
+    writes: Counter[tuple[str, int, str]] = Counter()
+    try:
+        async with running_simulator(config) as sim, connect(config.mqtt, config.prefix) as api:
+            commands = await api.subscribe("locks/+/command")
+            status = await api.subscribe(f"{config.prefix}/status")
+            daemon.start()
+            await _wait_state(status, "online")
+            await create_all(api, requests, acked, stop_after=kill_after)
+            assert daemon.proc is not None
+            daemon.proc.send_signal(signal.SIGKILL)
+            daemon.proc.wait(timeout=10)
+            await _wait_state(status, "offline")
+            daemon.start()
+            await _wait_state(status, "online")
+            # The client retries everything it has not seen acknowledged (and, being careful,
+            # everything else too): idempotency keys make that safe.
+            before = dict(acked)
+            await create_all(api, requests, acked, stop_after=None)
+            assert {k: acked[k] for k in before} == before  # same codes, not new ones
+            await _until_all_set(api, acked)
+            _collect(commands, writes)
+
+            managed = {}
+            for lock in LOCKS:
+                reply = await api.call("access_codes/list", device_id=lock)
+                for code in reply["access_codes"]:
+                    managed[code["access_code_id"]] = (lock, code["code"], code["slot"])
+            assert set(managed) == set(acked.values())
+            for lock in LOCKS:
+                slots = sim.lock(lock).slots
+                desired = {code for (d, code, _) in managed.values() if d == lock}
+                on_lock = Counter(slots.values())
+                # Every managed code is on its lock exactly once, in the slot the gateway says.
+                for d, code, slot in managed.values():
+                    if d == lock:
+                        assert slots.get(slot) == code
+                assert all(on_lock[c] == 1 for c in desired)
+                # Nothing else is on the lock but what was there before the gateway.
+                extra = set(slots.values()) - desired
+                assert extra == (set(UNMANAGED.values()) if lock == "front_door" else set())
+        # No slot was written twice with the same code.
+        doubled = {k: n for k, n in writes.items() if n > 1}
+        assert not doubled, doubled
+    finally:
+        daemon.stop()
+
+
+async def _wait_state(queue: asyncio.Queue[aiomqtt.Message], state: str) -> None:
+    async with asyncio.timeout(30):
+        while True:
+            message = await queue.get()
+            assert isinstance(message.payload, bytes)
+            if json.loads(message.payload)["state"] == state:
+                return
+
+
+async def _until_all_set(api: ApiClient, acked: dict[str, str]) -> None:
+    """Poll the API (the daemon is another process: there is no in-process event to await)."""
+    ids = list(acked.values())
+    async with asyncio.timeout(60):
+        while True:
+            reply = await api.call("access_codes/list", access_code_ids=ids)
+            if all(c["status"] == "set" for c in reply["access_codes"]):
+                return
+            await asyncio.sleep(0.05)
+
+
+def _collect(
+    commands: asyncio.Queue[aiomqtt.Message], writes: Counter[tuple[str, int, str]]
+) -> None:
+    while not commands.empty():
+        message = commands.get_nowait()
+        assert isinstance(message.payload, bytes)
+        body = json.loads(message.payload)
+        if body.get("op") == "set":
+            writes[(message.topic.value, body["slot"], body["code"])] += 1
