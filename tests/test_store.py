@@ -73,10 +73,14 @@ async def test_a_failed_transaction_leaves_nothing_behind(tmp_path: Path) -> Non
     committed: list[int] = []
     store.on_commit(lambda tx: committed.append(len(tx.events)))
     try:
-        with pytest.raises(RuntimeError):
+
+        async def failing_change() -> None:
             async with store.transaction() as tx:
                 await tx.emit(EventType.DEVICE_CONNECTED, "front_door")
                 raise RuntimeError("boom")
+
+        with pytest.raises(RuntimeError):
+            await failing_change()
         assert (await store.fetchone("SELECT COUNT(*) FROM events"))[0] == 0  # type: ignore[index]
         assert committed == []
         async with store.transaction() as tx:
