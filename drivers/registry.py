@@ -2,21 +2,53 @@
 
 from __future__ import annotations
 
-from drivers.base import Driver
+from drivers.base import CommandFailed, Driver, SlotTable, WakeCallback
 from drivers.native.driver import create_driver as create_native
 from gateway.config import DeviceConfig, Timing
+from gateway.logs import get_logger
 from gateway.mqtt import MqttSession
+
+log = get_logger("drivers.registry")
 
 FACTORIES = {
     "native": create_native,
 }
 
 
+class UnavailableDriver:
+    """A device whose protocol this build cannot speak yet: reported offline, never crashing.
+
+    The configuration may name every driver of the contract; a device on one that is not built
+    shows ``device_disconnected`` and keeps its codes queued, instead of stopping the daemon.
+    """
+
+    def __init__(self, device: DeviceConfig) -> None:
+        self.device_id = device.device_id
+        self.driver = device.driver
+
+    @property
+    def online(self) -> bool:
+        return False
+
+    @property
+    def table(self) -> SlotTable | None:
+        return None
+
+    async def start(self, wake: WakeCallback) -> None:
+        log.error("driver.unavailable", device_id=self.device_id, driver=self.driver)
+
+    async def set_code(self, slot: int, code: str) -> None:
+        raise CommandFailed("offline", f"driver {self.driver} is not available")
+
+    async def clear_slot(self, slot: int) -> None:
+        raise CommandFailed("offline", f"driver {self.driver} is not available")
+
+    async def read(self) -> SlotTable:
+        raise CommandFailed("offline", f"driver {self.driver} is not available")
+
+
 def create_driver(device: DeviceConfig, session: MqttSession, timing: Timing) -> Driver:
-    try:
-        factory = FACTORIES[device.driver]
-    except KeyError:
-        raise NotImplementedError(
-            f"driver '{device.driver}' of device '{device.device_id}' is not available yet"
-        ) from None
+    factory = FACTORIES.get(device.driver)
+    if factory is None:
+        return UnavailableDriver(device)
     return factory(device, session, timing)

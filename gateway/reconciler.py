@@ -14,6 +14,7 @@ write) or not (written again).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ from drivers.base import CommandFailed, CommandTimedOut, Driver, SlotTable
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.logs import get_logger, log_context
-from gateway.model import AccessCode, BackupState, CodeStatus, Device, EventType
+from gateway.model import PROBLEMS, AccessCode, BackupState, CodeStatus, Device, EventType
 from gateway.rules import pool as pool_rules
 from gateway.rules.codes import CodeRuleViolation, generate_code
 from gateway.rules.schedule import (
@@ -91,6 +92,11 @@ class LockWorker:
     async def run(self) -> None:
         with log_context(device_id=self.device_id):
             await self.driver.start(self.wake)
+            # The lock's retained reports arrive right after subscribing: judge it on them,
+            # not as "offline" in the instant before they come.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._timing.command_timeout):
+                    await self._wake.wait()
             while True:
                 self._wake.clear()
                 step = Step()
@@ -225,7 +231,7 @@ class _Pass:
                 command = self._read_if_allowed()
         if command is None and w.driver.online and self._resync_due():
             command = self._read_if_allowed()
-        await self._pool_health(result)
+        await self._pool_health(result, retry)
         return Step(command, earliest(self.deadlines))
 
     def _read_if_allowed(self) -> Read | None:
@@ -324,11 +330,7 @@ class _Pass:
 
         if result is not None:
             await self._problem(code, "duplicate_code_on_device", cid in result.duplicates)
-            await self._problem(
-                code,
-                "no_space_for_access_code_on_device",
-                cid in result.no_space and not code.is_backup,
-            )
+            await self._problem(code, "no_space_for_access_code_on_device", cid in result.no_space)
             if cid in result.external:
                 key = (
                     "external_modification_in_effect"
@@ -471,7 +473,9 @@ class _Pass:
         self.deadlines.append(due)
         return self.now >= due
 
-    async def _pool_health(self, result: Plan | None) -> None:
+    async def _pool_health(
+        self, result: Plan | None, retry: Mapping[str, tuple[int, datetime | None, datetime]]
+    ) -> None:
         tx, device = self.tx, self.device
         counts = await device_store.get_device(tx, device.device_id)
         assert counts is not None
@@ -485,10 +489,23 @@ class _Pass:
         elif not short and since is not None:
             since = None
             await device_store.set_pool_short_since(tx, device.device_id, None)
-        codes = await code_store.codes_of_device(tx, device.device_id)
-        waiting = [c for c in codes if c.backup_state is BackupState.POOLED and c.slot is None]
-        fill_failed = not self.w.driver.online or (
-            result is not None and any(c.access_code_id in result.no_space for c in waiting)
+        pooled = [
+            c
+            for c in await code_store.codes_of_device(tx, device.device_id)
+            if c.backup_state is BackupState.POOLED and not c.deleting
+        ]
+        cause = pool_rules.fill_failure(
+            online=self.w.driver.online,
+            no_space=result is not None
+            and any(c.access_code_id in result.no_space for c in pooled),
+            in_flight=sum(
+                1 for c in pooled if c.slot is not None and c.status is not CodeStatus.SET
+            ),
+            failed=any(
+                retry.get(c.access_code_id, (0, None, self.now))[0] >= self.w._timing.max_attempts
+                for c in pooled
+                if c.status is not CodeStatus.SET
+            ),
         )
         grace = timedelta(seconds=self.w._pool.fill_grace)
         health = pool_rules.pool_health(
@@ -498,7 +515,7 @@ class _Pass:
             short_since=since,
             now=self.now,
             fill_grace=grace,
-            fill_failed=fill_failed,
+            fill_failed=cause is not None,
         )
         self.deadlines.append(
             pool_rules.grace_deadline(
@@ -510,8 +527,13 @@ class _Pass:
             )
         )
         did = device.device_id
-        await set_problem(tx, did, "empty_backup_access_code_pool", health.empty, device_id=did)
-        await set_problem(tx, did, "partial_backup_access_code_pool", health.partial, device_id=did)
+        reason = cause or "filling it is taking longer than fill_grace"
+        for key, active_now in (
+            ("empty_backup_access_code_pool", health.empty),
+            ("partial_backup_access_code_pool", health.partial),
+        ):
+            message = f"{PROBLEMS[key].message.rstrip('.')}: {reason}."
+            await set_problem(tx, did, key, active_now, device_id=did, message=message)
         many = enabled and pool_rules.many_active(active, self.w._pool.many_active_threshold)
         await set_problem(tx, did, "many_active_backup_codes", many, device_id=did)
 

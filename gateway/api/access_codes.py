@@ -219,6 +219,7 @@ async def delete(tx: Tx, params: dict[str, Any]) -> Json:
 
 async def pull_backup(tx: Tx, params: dict[str, Any]) -> Json:
     code = await _require_code(tx, params["access_code_id"])
+    await _managed_device(tx, code.device_id)
     if code.is_backup:
         raise invalid("access_code_id", "is itself a backup code")
     if code.type is not CodeType.TIME_BOUND:

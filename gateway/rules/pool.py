@@ -42,6 +42,21 @@ def pool_health(
     return PoolHealth(empty=available == 0, partial=available > 0)
 
 
+def fill_failure(*, online: bool, no_space: bool, in_flight: int, failed: bool) -> str | None:
+    """Why filling the pool has failed (the cause users see next to the pool problem), or None.
+
+    No free slot counts as a failure only once nothing else is being placed: while backups are
+    still being written the pool is filling, not failing.
+    """
+    if not online:
+        return "the lock is offline"
+    if failed:
+        return "programming backup codes on the lock keeps failing"
+    if no_space and in_flight == 0:
+        return "the lock has no free slot for backup codes"
+    return None
+
+
 def grace_deadline(
     *,
     enabled: bool,

@@ -24,11 +24,22 @@ async def set_problem(
     """Make problem ``code`` on ``owner_id`` raised or cleared; True when that changed it."""
     spec = PROBLEMS[code]
     if active:
+        text = message or spec.message
         changed = await tx.execute(
             "INSERT OR IGNORE INTO problems (owner_id, owner_kind, code, kind, message, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
-            (owner_id, spec.on, code, spec.kind.value, message or spec.message, isoformat(tx.now)),
+            (owner_id, spec.on, code, spec.kind.value, text, isoformat(tx.now)),
         )
+        # Still raised, perhaps for another reason now: keep the sentence current.
+        if (
+            not changed
+            and message is not None
+            and await tx.execute(
+                "UPDATE problems SET message = ? WHERE owner_id = ? AND code = ? AND message != ?",
+                (text, owner_id, code, text),
+            )
+        ):
+            tx.touch(device_id)
     else:
         changed = await tx.execute(
             "DELETE FROM problems WHERE owner_id = ? AND code = ?", (owner_id, code)
