@@ -316,6 +316,8 @@ class _Pass:
             and (wanted and code.status is CodeStatus.SET)
         ):
             pass  # on the lock as far as anyone knows; nothing to say until it can be read
+        elif result is not None and cid in result.external and code.allow_external_modification:
+            pass  # changed at the keypad, and allowed to be: the gateway leaves it as it is
         elif not wanted and code.slot is None:
             if code.deleting or has_ended(window, self.now):
                 await code_store.forget(tx, code)

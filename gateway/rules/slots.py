@@ -122,6 +122,8 @@ def plan(codes: Sequence[CodeView], table: SlotTable) -> Plan:
         elif not code.is_backup and evictable:
             victim = evictable.pop(0)
             assert victim.slot is not None
+            # The victim's own pending write (if it was still being programmed) is void now.
+            writes = [w for w in writes if w.code_id != victim.code_id]
             writes.append(Write(code.code_id, victim.slot, code.pin, evicts=victim.code_id))
         else:
             result.no_space.add(code.code_id)
