@@ -14,6 +14,7 @@ from gateway.rules.pool import (
     MIN_SLOTS_FOR_POOL,
     PoolHealth,
     backup_name,
+    fill_failure,
     grace_deadline,
     many_active,
     pool_health,
@@ -208,3 +209,26 @@ def test_backup_name(token: str, name: str) -> None:
 def test_backup_names_as_the_gateway_makes_them() -> None:
     for _ in range(50):
         assert re.fullmatch(r"Backup [0-9a-f]{4}", backup_name(secrets.token_hex(2)))
+
+
+@pytest.mark.parametrize(
+    ("online", "no_space", "in_flight", "failed", "expected"),
+    [
+        (True, False, 0, False, None),
+        (False, False, 0, False, "offline"),
+        (False, True, 0, True, "offline"),  # offline is the cause that explains the rest
+        (True, False, 0, True, "failing"),
+        (True, True, 0, False, "no free slot"),
+        (True, True, 2, False, None),  # still placing backups: filling, not failing
+        (True, False, 3, False, None),
+    ],
+)
+def test_fill_failure_names_its_cause(
+    online: bool, no_space: bool, in_flight: int, failed: bool, expected: str | None
+) -> None:
+    cause = fill_failure(online=online, no_space=no_space, in_flight=in_flight, failed=failed)
+    if expected is None:
+        assert cause is None
+    else:
+        assert cause is not None
+        assert expected in cause
