@@ -119,6 +119,7 @@ def cmd_events(args: argparse.Namespace) -> int:
     async def main(stop: asyncio.Event) -> None:
         async with connect(config.mqtt, config.prefix) as api:
             queue = await api.subscribe(f"{config.prefix}/events/#")
+            print(f"listening on {config.prefix}/events/#", file=sys.stderr, flush=True)
             while not stop.is_set():
                 getter = asyncio.ensure_future(queue.get())
                 stopper = asyncio.ensure_future(stop.wait())

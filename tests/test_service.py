@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import sys
@@ -167,3 +168,78 @@ def test_missing_config_file_exits_2(tmp_path: Path) -> None:
     result = run_cli("check-config", "-c", str(tmp_path / "nope.yaml"))
     assert result.returncode == 2
     assert "nope.yaml" in result.stderr
+
+
+async def _cli(*args: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_call_and_events_commands(
+    make_config: ConfigFactory, broker: Broker, tmp_path: Path
+) -> None:
+    data = site_dict(broker, tmp_path)
+    config_file = write_config(tmp_path / "cli.yaml", data)
+    async with running_site(make_config()) as site:
+        events = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "gateway",
+            "events",
+            "-c",
+            str(config_file),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert events.stderr is not None
+            async with asyncio.timeout(30):
+                assert b"listening" in await events.stderr.readline()
+            rc, out, _ = await _cli(
+                "call", "-c", str(config_file), "devices/get", "device_id=front_door"
+            )
+            assert rc == 0
+            assert json.loads(out)["device"]["device_id"] == "front_door"
+            # key=value is a string (leading zeros kept), key:=json is JSON.
+            rc, out, _ = await _cli(
+                "call",
+                "-c",
+                str(config_file),
+                "access_codes/create",
+                "device_id=front_door",
+                "code=0427",
+                "allow_external_modification:=true",
+            )
+            assert rc == 0, out
+            created = json.loads(out)["access_code"]
+            assert created["code"] == "0427"
+            assert created["is_external_modification_allowed"] is True
+            # A refusal prints the reply and exits 1.
+            rc, out, _ = await _cli("call", "-c", str(config_file), "devices/get", "device_id=nope")
+            assert rc == 1
+            assert json.loads(out)["error"]["type"] == "device_not_found"
+            # `lockgate events` printed the created code's events as JSON lines.
+            assert events.stdout is not None
+            async with asyncio.timeout(10):
+                while True:
+                    line = json.loads(await events.stdout.readline())
+                    if line["event_type"] == "access_code.created":
+                        assert line["access_code_id"] == created["access_code_id"]
+                        break
+            await site.settled()
+        finally:
+            events.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(10):
+                assert await events.wait() == 0

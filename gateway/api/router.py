@@ -83,6 +83,8 @@ class Router:
         except (NotConnected, TimeoutError) as exc:
             # The client retries with its idempotency key; the change itself is committed.
             log.warning("api.reply_lost", topic=reply.topic, reason=str(exc))
+        except Exception:  # a reply that cannot be sent must never take the daemon down
+            log.exception("api.reply_failed", topic=reply.topic)
 
     async def handle(
         self,
