@@ -44,6 +44,8 @@ __all__ = [
 
 log = get_logger("drivers.sim")
 
+#: Locks announcing at once after a connect.
+ANNOUNCE_CONCURRENCY: Final = 100
 #: Bounds the shutdown announcement so a dead broker cannot hold the process open.
 SHUTDOWN_TIMEOUT: Final = 5.0
 
@@ -152,6 +154,18 @@ class SimCommand:
     code: str | None = None
     token: str | None = None
     refused: str | None = None
+
+
+def _raise_if_cancelled() -> None:
+    """Honour a cancellation that was swallowed on the way.
+
+    Python 3.11's ``asyncio.wait_for``, which aiomqtt uses to await every ack, returns the result
+    instead of raising when the cancellation races with the ack. The task still counts the
+    request, so a loop that checks here ends instead of waiting forever on its next ``get``.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 # -- control-message value checks: each returns None for a value of the wrong type ------------
@@ -291,6 +305,7 @@ class SimulatedLock(abc.ABC):
     async def run(self) -> None:
         """Process commands one at a time until cancelled."""
         while True:
+            _raise_if_cancelled()
             command = await self._queue.get()
             if self.faults.latency > 0:
                 await asyncio.sleep(self.faults.latency)
@@ -482,7 +497,14 @@ class Simulator:
         self._spawn(self._announce_all(), "sim-announce")
 
     async def _announce_all(self) -> None:
-        await asyncio.gather(*(_quietly(lock.announce()) for lock in self._locks.values()))
+        # Bounded: aiomqtt's per-publish bookkeeping grows with the publishes in flight.
+        gate = asyncio.Semaphore(ANNOUNCE_CONCURRENCY)
+
+        async def announce(lock: SimulatedLock) -> None:
+            async with gate:
+                await _quietly(lock.announce())
+
+        await asyncio.gather(*(announce(lock) for lock in self._locks.values()))
         log.info("sim.announced", locks=len(self._locks))
         self.ready.set()
 

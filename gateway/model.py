@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from gateway.clock import isoformat
+from gateway.rules.codes import DEFAULT_CODE_LENGTHS
 
 Json = dict[str, Any]
 
@@ -135,7 +136,7 @@ class Device:
 
     def to_json(self) -> Json:
         errors, warnings = split_problems(self.problems)
-        lengths = list(self.code_lengths) if self.code_lengths else None
+        lengths = self.code_lengths or DEFAULT_CODE_LENGTHS
         return {
             "device_id": self.device_id,
             "name": self.name,
@@ -152,7 +153,7 @@ class Device:
                 "backup_codes_available": self.backup_codes_available,
                 "active_backup_codes": self.active_backup_codes,
                 "max_active_codes_supported": self.capacity,
-                "supported_code_lengths": _length_range(self.code_lengths),
+                "supported_code_lengths": _length_range(lengths),
                 "code_constraints": [
                     {"constraint_type": "numeric_only"},
                     *(
@@ -171,9 +172,7 @@ class Device:
         }
 
 
-def _length_range(lengths: tuple[int, int] | None) -> list[int]:
-    if lengths is None:
-        return []
+def _length_range(lengths: tuple[int, int]) -> list[int]:
     return list(range(lengths[0], lengths[1] + 1))
 
 
@@ -201,7 +200,10 @@ class AccessCode:
         return CodeType.ONGOING if self.ends_at is None else CodeType.TIME_BOUND
 
     def to_json(self, *, device_problems: list[Problem], backup_available: bool) -> Json:
-        errors, warnings = split_problems([*self.problems, *device_problems])
+        # A code carries its device's errors (a lock offline concerns every code on it), but
+        # not the device's warnings, which are about the lock and its pool.
+        device_errors = [p for p in device_problems if p.kind is ProblemKind.ERROR]
+        errors, warnings = split_problems([*self.problems, *device_errors])
         return {
             "access_code_id": self.access_code_id,
             "device_id": self.device_id,

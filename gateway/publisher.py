@@ -12,7 +12,7 @@ import asyncio
 from gateway.logs import get_logger
 from gateway.mqtt import MqttSession, NotConnected
 from gateway.store import Store, Tx
-from gateway.store.devices import get_device, list_devices
+from gateway.store.devices import get_device, list_devices, removed_device_ids
 
 log = get_logger("gateway.publisher")
 
@@ -58,9 +58,11 @@ class DevicePublisher:
                 self._wake.set()
 
     async def _publish(self, everything: bool, dirty: set[str]) -> None:
+        removed: list[str] = []
         async with self._store.reading() as tx:
             if everything:
                 devices = await list_devices(tx)
+                removed = await removed_device_ids(tx)
             else:
                 devices = [d for i in sorted(dirty) if (d := await get_device(tx, i))]
         await asyncio.gather(
@@ -69,5 +71,10 @@ class DevicePublisher:
                     f"{self._prefix}/devices/{d.device_id}", d.to_json(), qos=1, retain=True
                 )
                 for d in devices
-            )
+            ),
+            # An empty retained message deletes the one a removed device left behind.
+            *(
+                self._session.publish(f"{self._prefix}/devices/{i}", b"", qos=1, retain=True)
+                for i in removed
+            ),
         )

@@ -469,7 +469,7 @@ class _Pass:
 
     def _resync_due(self) -> bool:
         last = self.w._last_read
-        if last is None:
+        if last is None or self.w._timing.resync_interval <= 0:  # 0: no periodic read-back
             return False
         due = last + timedelta(seconds=self.w._timing.resync_interval)
         self.deadlines.append(due)

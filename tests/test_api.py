@@ -16,12 +16,8 @@ from tests.conftest import ConfigFactory
 from tests.harness import next_json, running_site, wait_for_json
 
 
-def next_conversion(
-    events: asyncio.Queue[aiomqtt.Message], timeout: float = 5.0
-) -> Any:
-    return wait_for_json(
-        events, lambda e: e["event_type"].startswith("device.converted_"), timeout
-    )
+def next_conversion(events: asyncio.Queue[aiomqtt.Message], timeout: float = 5.0) -> Any:
+    return wait_for_json(events, lambda e: e["event_type"].startswith("device.converted_"), timeout)
 
 
 async def test_devices_list_and_get(make_config: ConfigFactory) -> None:
@@ -48,10 +44,18 @@ async def test_devices_list_and_get(make_config: ConfigFactory) -> None:
         ("devices/get", {"device_id": 5}, "invalid_input", "device_id"),
         ("devices/get", {}, "invalid_input", "device_id"),
         ("devices/get", {"device_id": "front_door", "colour": 1}, "invalid_input", "colour"),
-        ("devices/update", {"device_id": "front_door", "is_managed": "no"}, "invalid_input",
-         "is_managed"),
-        ("devices/update", {"device_id": "front_door", "is_managed": 0}, "invalid_input",
-         "is_managed"),
+        (
+            "devices/update",
+            {"device_id": "front_door", "is_managed": "no"},
+            "invalid_input",
+            "is_managed",
+        ),
+        (
+            "devices/update",
+            {"device_id": "front_door", "is_managed": 0},
+            "invalid_input",
+            "is_managed",
+        ),
         ("devices/frobnicate", {}, "unknown_endpoint", "devices/frobnicate"),
         ("nothing", {}, "unknown_endpoint", "nothing"),
         ("devices/list", {"idempotency_key": 7}, "invalid_input", "idempotency_key"),
@@ -192,7 +196,9 @@ async def test_idempotent_concurrent_redelivery(make_config: ConfigFactory) -> N
         replies = await asyncio.gather(
             *(
                 site.api.call(
-                    "devices/update", device_id="back_door", is_managed=False,
+                    "devices/update",
+                    device_id="back_door",
+                    is_managed=False,
                     idempotency_key="same",
                 )
                 for _ in range(5)
@@ -227,8 +233,12 @@ async def test_device_object_is_retained_and_republished(make_config: ConfigFact
 async def test_pool_cannot_be_disabled_and_needs_support(make_config: ConfigFactory) -> None:
     config = make_config(
         devices=[
-            {"device_id": "front_door", "driver": "native", "slots": 10,
-             "backup_pool": {"enabled": True}},
+            {
+                "device_id": "front_door",
+                "driver": "native",
+                "slots": 10,
+                "backup_pool": {"enabled": True},
+            },
             {"device_id": "tiny", "driver": "native", "slots": 1},
             {"device_id": "plain", "driver": "native", "slots": 10},
         ]
@@ -252,3 +262,42 @@ async def test_pool_cannot_be_disabled_and_needs_support(make_config: ConfigFact
             "devices/update", device_id="plain", backup_access_code_pool_enabled=False
         )
         assert reply["error"]["type"] == "backup_pool_cannot_be_disabled"
+
+
+async def test_oversized_request_is_refused_to_reply_to_too(make_config: ConfigFactory) -> None:
+    config = make_config()
+    async with running_site(config) as site:
+        replies = await site.api.subscribe("it/big/#")
+        body = {
+            "device_id": "front_door",
+            "is_managed": False,
+            "reply_to": "it/big/1",
+            "request_id": "big-1",
+            "name": "x" * MAX_REQUEST_BYTES,
+        }
+        client = build_client(config.mqtt, identifier="big-plain-client")
+        async with client:
+            await client.publish(f"{config.prefix}/api/devices/update", json.dumps(body), qos=1)
+            reply = await next_json(replies)
+        assert reply["ok"] is False
+        assert reply["request_id"] == "big-1"
+        assert reply["error"]["type"] == "payload_too_large"
+        device = (await site.api.call("devices/get", device_id="front_door"))["device"]
+        assert device["is_managed"] is True  # refused means not executed
+
+
+async def test_a_device_removed_from_the_config_disappears(make_config: ConfigFactory) -> None:
+    async with running_site(make_config()):
+        pass
+    config = make_config(devices=[{"device_id": "front_door", "driver": "native"}])
+    async with running_site(config) as site:
+        listed = (await site.api.call("devices/list"))["devices"]
+        assert [d["device_id"] for d in listed] == ["front_door"]
+        reply = await site.api.call("devices/get", device_id="back_door")
+        assert reply["error"]["type"] == "device_not_found"
+        # Its retained object is withdrawn: a new subscriber sees only front_door.
+        retained = await site.api.subscribe(f"{config.prefix}/devices/+")
+        first = await next_json(retained)
+        assert first["device_id"] == "front_door"
+        with pytest.raises(TimeoutError):
+            await next_json(retained, timeout=0.3)

@@ -167,15 +167,18 @@ class NativeDriver:
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._pending[command_id] = future
         timeout = self._timing.command_timeout
+        deadline = asyncio.get_running_loop().time() + timeout
         log.debug("native.command", device_id=self.device_id, op=op, slot=slot, id=command_id)
         try:
-            async with asyncio.timeout(timeout):
-                try:
-                    await self._session.publish(
-                        self.topics.command, command_payload(command_id, op, slot, code)
-                    )
-                except NotConnected as exc:
-                    raise CommandFailed("not_connected", str(exc)) from None
+            # The publish is bounded by its own timeout, not by an enclosing asyncio.timeout:
+            # Python 3.11's wait_for inside aiomqtt can swallow that timeout's cancellation when
+            # it races with the ack, and the command would then wait for its answer forever.
+            try:
+                payload = command_payload(command_id, op, slot, code)
+                await self._session.publish(self.topics.command, payload, timeout=timeout)
+            except NotConnected as exc:
+                raise CommandFailed("not_connected", str(exc)) from None
+            async with asyncio.timeout_at(deadline):
                 result = await future
         except TimeoutError:
             raise CommandTimedOut(f"{op}: no answer within {timeout:g}s") from None

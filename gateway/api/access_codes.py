@@ -52,9 +52,10 @@ async def _managed_device(tx: Tx, wanted: str) -> Device:
     return device
 
 
-async def _require_code(tx: Tx, wanted: str) -> AccessCode:
+async def _require_code(tx: Tx, wanted: str, *, removing_ok: bool = False) -> AccessCode:
+    """The code, if it exists; one being removed after a delete counts only for reads."""
     code = await store.get_code(tx, wanted)
-    if code is None or code.deleting:
+    if code is None or (code.deleting and not removing_ok):
         raise ApiError("access_code_not_found", f"access_code_id: no access code '{wanted}'")
     return code
 
@@ -136,14 +137,15 @@ async def get(tx: Tx, params: dict[str, Any]) -> Json:
     if "access_code_id" in params:
         if "device_id" in params or "code" in params:
             raise invalid("access_code_id", "give access_code_id, or device_id and code")
-        return {"access_code": await _one(tx, await _require_code(tx, params["access_code_id"]))}
+        code = await _require_code(tx, params["access_code_id"], removing_ok=True)
+        return {"access_code": await _one(tx, code)}
     if "device_id" not in params or "code" not in params:
         raise invalid("access_code_id", "give access_code_id, or device_id and code")
     await require_device(tx, params["device_id"])
-    code = await store.get_code_by_pin(tx, params["device_id"], params["code"])
-    if code is None or code.deleting:
+    found = await store.get_code_by_pin(tx, params["device_id"], params["code"])
+    if found is None:
         raise ApiError("access_code_not_found", "code: no access code with that PIN on the device")
-    return {"access_code": await _one(tx, code)}
+    return {"access_code": await _one(tx, found)}
 
 
 async def list_codes(tx: Tx, params: dict[str, Any]) -> Json:
@@ -155,11 +157,7 @@ async def list_codes(tx: Tx, params: dict[str, Any]) -> Json:
     else:
         codes = await store.codes_by_ids(tx, params["access_code_ids"])
     include_pool = params.get("include_backup_pool", False)
-    shown = [
-        c
-        for c in codes
-        if not c.deleting and (include_pool or c.backup_state is not BackupState.POOLED)
-    ]
+    shown = [c for c in codes if include_pool or c.backup_state is not BackupState.POOLED]
     return {"access_codes": await store.to_json(tx, shown)}
 
 
@@ -207,13 +205,11 @@ async def update(tx: Tx, params: dict[str, Any]) -> Json:
 
 
 async def delete(tx: Tx, params: dict[str, Any]) -> Json:
-    code = await _require_code(tx, params["access_code_id"])
+    code = await _require_code(tx, params["access_code_id"], removing_ok=True)
     await _managed_device(tx, code.device_id)
-    await store.mark_deleting(tx, code)
-    if code.pulled_backup_id is not None:
-        backup = await store.get_code(tx, code.pulled_backup_id)
-        if backup is not None:
-            await store.mark_deleting(tx, backup)
+    for doomed in (code, await store.active_backup_of(tx, code)):
+        if doomed is not None and not doomed.deleting:
+            await store.remove(tx, doomed)
     return {}
 
 

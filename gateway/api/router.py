@@ -28,6 +28,8 @@ from gateway.store import Store, Tx
 log = get_logger("gateway.api")
 
 MAX_REQUEST_BYTES = 64 * 1024
+#: Larger requests cannot even be read for their reply address (Response Topic still works).
+MAX_PARSED_FOR_REFUSAL = 1024 * 1024
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 MAX_KEY_LENGTH = 256
 #: Requests served at once; more wait their turn instead of piling up work.
@@ -100,6 +102,8 @@ class Router:
         request_id: Any = None
         try:
             if len(payload) > MAX_REQUEST_BYTES:
+                body = _envelope_of_oversized(payload)
+                request_id = body.get("request_id")
                 raise ApiError(
                     "payload_too_large",
                     f"request is {len(payload)} bytes; the limit is {MAX_REQUEST_BYTES}",
@@ -123,7 +127,7 @@ class Router:
                 result = await self._run(endpoint, body)
             reply_body: Json = {"ok": True, "request_id": request_id, **result}
         except ApiError as exc:
-            if exc.type != "payload_too_large" and reply_to is None and isinstance(body, dict):
+            if reply_to is None and isinstance(body, dict):
                 reply_to = _safe_reply_to(body)
             reply_body = _error(request_id, exc)
             log.info("api.refused", endpoint=topic, error=exc.type, message=exc.message)
@@ -167,6 +171,20 @@ class Router:
                     (key, endpoint.name, json.dumps(result), isoformat(tx.now)),
                 )
             return result
+
+
+def _envelope_of_oversized(payload: bytes) -> dict[str, Any]:
+    """Only to address the refusal: an oversized request is parsed for its ``reply_to`` and
+    ``request_id`` when it is not absurdly large, and never executed."""
+    if len(payload) > MAX_PARSED_FOR_REFUSAL:
+        return {}
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return {}
+    if not isinstance(body, dict):
+        return {}
+    return {k: body[k] for k in ("reply_to", "request_id") if k in body}
 
 
 def _error(request_id: Any, exc: ApiError) -> Json:

@@ -10,8 +10,12 @@ MIN_SLOTS_FOR_POOL = 2
 
 
 def supports_pool(capacity: int | None) -> bool:
-    """Every driver here programs codes, so support comes down to the slot count."""
-    return capacity is not None and capacity >= MIN_SLOTS_FOR_POOL
+    """Every driver here programs codes, so support comes down to the slot count.
+
+    A lock that has not reported its slot count yet is given the benefit of the doubt: the
+    pool then simply fills as far as the lock turns out to allow.
+    """
+    return capacity is None or capacity >= MIN_SLOTS_FOR_POOL
 
 
 @dataclass(frozen=True, slots=True)

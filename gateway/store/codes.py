@@ -161,6 +161,15 @@ async def mark_deleting(tx: Tx, code: AccessCode) -> None:
     tx.reconcile(code.device_id)
 
 
+async def remove(tx: Tx, code: AccessCode) -> None:
+    """Delete: gone at once when the lock never got it, else ``removing`` until it is cleared."""
+    await mark_deleting(tx, code)
+    if code.slot is None:
+        await forget(tx, code)
+    else:
+        await set_status(tx, code, CodeStatus.REMOVING)
+
+
 async def forget(tx: Tx, code: AccessCode) -> None:
     """Drop a code that is off its lock for good; its history stays in the events."""
     await clear_all(tx, code.access_code_id, device_id=code.device_id)

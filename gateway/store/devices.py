@@ -35,8 +35,8 @@ async def sync_from_config(
             " ON CONFLICT (device_id) DO UPDATE SET name = excluded.name,"
             " driver = excluded.driver, pool_size = excluded.pool_size, in_config = 1,"
             " pool_enabled = MAX(pool_enabled, excluded.pool_enabled),"
-            " capacity = COALESCE(capacity, excluded.capacity),"
-            " code_lengths = COALESCE(code_lengths, excluded.code_lengths)",
+            " capacity = COALESCE(excluded.capacity, capacity),"
+            " code_lengths = COALESCE(excluded.code_lengths, code_lengths)",
             (
                 device.device_id,
                 device.name,
@@ -58,6 +58,12 @@ async def sync_from_config(
 async def get_device(tx: Tx, device_id: str) -> Device | None:
     found = await _load(tx, "WHERE device_id = ? AND in_config", (device_id,))
     return found[0] if found else None
+
+
+async def removed_device_ids(tx: Tx) -> list[str]:
+    """Devices taken out of the YAML: their retained objects must be withdrawn."""
+    rows = await tx.fetchall("SELECT device_id FROM devices WHERE NOT in_config")
+    return [r["device_id"] for r in rows]
 
 
 async def list_devices(tx: Tx) -> list[Device]:
