@@ -167,8 +167,8 @@ class LockWorker:
                 await self.driver.clear_slot(command.slot)
         except CommandTimedOut:
             log.warning("reconciler.no_answer", command=type(command).__name__)
-            # The outcome is unknown: look, never assume.
-            self._read_due = True
+            if not isinstance(command, Read):
+                self._read_due = True  # the outcome is unknown: look, never assume
         except CommandFailed as exc:
             log.warning("reconciler.refused", command=type(command).__name__, reason=exc.reason)
 
@@ -176,7 +176,9 @@ class LockWorker:
         try:
             await self.driver.read()
         except CommandFailed:
-            self._read_due = True
+            # Not answering reads either: go on with what was last seen. Unverified writes are
+            # then retried and counted, so the code fails visibly instead of waiting forever.
+            self._read_due = False
             self._read_failures += 1
             self._read_not_before = self._clock.now() + retry_delay(self._read_failures)
             raise
@@ -306,10 +308,12 @@ class _Pass:
         wanted = self._wanted(code)
         window = Window(code.starts_at, code.ends_at)
         self.deadlines.append(next_boundary(window, self.now, self.w._program_ahead))
+        status_before = code.status
         if result is not None and cid in result.verified:
             await self._now_set(code)
         elif result is not None and cid in result.gone:
-            await self._now_off(code)
+            if await self._now_off(code):
+                return  # gone for good: nothing more is said about it
         elif (
             code.slot is not None
             and (result is None or code.slot in result.unreadable)
@@ -343,6 +347,8 @@ class _Pass:
                     await tx.emit(EventType.CODE_MODIFIED_EXTERNALLY, code.device_id, cid)
             elif cid in result.verified:
                 await self._problem(code, "external_modification_in_effect", False)
+        if code.status is not status_before:
+            since = self.now  # delays are measured from entering the status, not before it
         await self._progress_problems(code, attempts, since)
 
     async def _now_set(self, code: AccessCode) -> None:
@@ -357,20 +363,24 @@ class _Pass:
         ):
             await self._problem(code, key, False)
 
-    async def _now_off(self, code: AccessCode) -> None:
-        """The lock no longer holds ``code`` (or its slot holds somebody else's PIN)."""
+    async def _now_off(self, code: AccessCode) -> bool:
+        """The lock no longer holds ``code`` (or its slot holds somebody else's PIN).
+
+        Returns True when the code is gone for good (deleted or ended)."""
         tx = self.tx
         was_on = code.status in (CodeStatus.SET, CodeStatus.REMOVING)
         await code_store.set_slot(tx, code, None)
+        tx.reconcile(code.device_id)  # a slot came free: a waiting code may take it next pass
         if was_on:
             await tx.emit(EventType.CODE_REMOVED, code.device_id, code.access_code_id)
         await code_store.record_attempt(tx, code, failed=False, retry_at=None)
         if code.deleting or has_ended(Window(code.starts_at, code.ends_at), self.now):
             await code_store.forget(tx, code)
-            return
+            return True
         await code_store.set_status(tx, code, CodeStatus.UNSET)
         for key in ("failed_to_remove_from_device", "delay_in_removing_from_device"):
             await self._problem(code, key, False)
+        return False
 
     async def _progress_problems(self, code: AccessCode, attempts: int, since: datetime) -> None:
         """Failures after ``max_attempts``, an offline lock, and slowness, per status."""

@@ -17,7 +17,7 @@ _COUNTS = """
     SELECT device_id,
            SUM(backup_state = 'pooled' AND status = 'set' AND NOT deleting) AS available,
            SUM(backup_state = 'pulled' AND NOT deleting) AS active
-      FROM access_codes WHERE is_backup GROUP BY device_id
+      FROM access_codes WHERE is_backup {only} GROUP BY device_id
 """
 
 
@@ -74,7 +74,11 @@ async def _load(tx: Tx, where: str, params: tuple[str, ...]) -> list[Device]:
     rows = await tx.fetchall(f"SELECT * FROM devices {where}", params)  # noqa: S608
     if not rows:
         return []
-    counts = {r["device_id"]: r for r in await tx.fetchall(_COUNTS)}
+    args: tuple[str, ...] = ()
+    sql = _COUNTS.format(only="")
+    if len(rows) == 1:  # one device (every lock worker pass): count only its codes
+        sql, args = _COUNTS.format(only="AND device_id = ?"), (rows[0]["device_id"],)
+    counts = {r["device_id"]: r for r in await tx.fetchall(sql, args)}
     problems = await problems_of(tx, [r["device_id"] for r in rows])
     return [_device(row, counts.get(row["device_id"]), problems[row["device_id"]]) for row in rows]
 
