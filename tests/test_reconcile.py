@@ -17,7 +17,6 @@ from datetime import timedelta
 from typing import Any
 
 import aiomqtt
-import pytest
 
 from drivers.base import SlotTable
 from gateway.clock import isoformat
