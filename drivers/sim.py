@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import importlib
 import json
 import math
 from collections.abc import Callable, Coroutine, Mapping
@@ -30,6 +31,7 @@ from gateway.logs import get_logger
 from gateway.mqtt import MqttSession, NotConnected, Retained
 
 __all__ = [
+    "BUILTIN_SIMULATORS",
     "CONTROL_KEYS",
     "ControlTopics",
     "Faults",
@@ -418,6 +420,9 @@ class SimulatedLock(abc.ABC):
 # -- registry -------------------------------------------------------------------------------
 
 _registry: dict[str, type[SimulatedLock]] = {}
+#: Modules whose simulated lock classes register themselves on import. A driver package with a
+#: simulator adds its module here.
+BUILTIN_SIMULATORS: Final = ("drivers.native.simulator",)
 
 
 def register_simulated_lock(cls: type[SimulatedLock]) -> type[SimulatedLock]:
@@ -427,10 +432,9 @@ def register_simulated_lock(cls: type[SimulatedLock]) -> type[SimulatedLock]:
 
 
 def simulated_lock_class(driver: str) -> type[SimulatedLock] | None:
-    if not _registry:
-        # Imported here, not at the top: the driver packages subclass SimulatedLock from this
-        # module, so importing them first would be circular.
-        import drivers.native.simulator  # noqa: F401, PLC0415
+    # Imported on use, not at the top: those modules subclass SimulatedLock from this one.
+    for module in BUILTIN_SIMULATORS:
+        importlib.import_module(module)
     return _registry.get(driver)
 
 

@@ -88,7 +88,7 @@ def build_client(
     if session_expiry is not None:
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = session_expiry
-    return aiomqtt.Client(
+    client = aiomqtt.Client(
         settings.host,
         settings.port,
         username=settings.username,
@@ -104,6 +104,9 @@ def build_client(
         tls_params=_tls_params(settings),
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
     )
+    # aiomqtt warns (and recounts) on every call past 10 pending acks: we mean to have many.
+    client.pending_calls_threshold = MAX_INFLIGHT
+    return client
 
 
 class MqttSession:
@@ -189,6 +192,8 @@ class MqttSession:
         if correlation_data is not None:
             properties = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
             properties.CorrelationData = correlation_data
+        task = asyncio.current_task()
+        cancelling = task.cancelling() if task else 0
         try:
             await client.publish(
                 topic,
@@ -200,6 +205,10 @@ class MqttSession:
             )
         except aiomqtt.MqttError as exc:
             raise NotConnected(f"{topic}: {exc}") from exc
+        if task is not None and task.cancelling() > cancelling:
+            # Python 3.11's wait_for (inside aiomqtt) can swallow a cancellation that lands
+            # together with the ack; honour it here so no task hangs at shutdown.
+            raise asyncio.CancelledError
 
     # -- the connection loop ----------------------------------------------------------------
 

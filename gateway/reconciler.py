@@ -225,9 +225,10 @@ class _Pass:
             await self._judge(code, result, attempts, since)
         command: Command | None = None
         if w.driver.online and (w._read_due or table is None):
-            # Fresh truth first: at start, on reconnect, after an unknown outcome.
+            # Fresh truth first: at start, on reconnect, after an unknown outcome. A lock whose
+            # reads keep failing (backoff) is not waited for: its writes go on being counted.
             command = self._read_if_allowed()
-        elif result is not None:
+        if command is None and result is not None:
             command = await self._choose(codes, result, retry)
             if command is None and result.needs_read and table != w._table_after_read:
                 command = self._read_if_allowed()

@@ -148,7 +148,10 @@ async def test_create_time_bound_normalises_the_window(make_config: ConfigFactor
         assert code["is_external_modification_allowed"] is True
         # A window that already started is fine as long as it has not ended.
         started = await create(
-            site, device_id="front_door", code="5174", starts_at=at(site, -3600),
+            site,
+            device_id="front_door",
+            code="5174",
+            starts_at=at(site, -3600),
             ends_at=at(site, 60),
         )
         assert started["type"] == "time_bound"
@@ -186,8 +189,11 @@ async def test_get_by_id_and_by_device_and_pin(make_config: ConfigFactory) -> No
         error = await refused(site, "access_codes/get")
         assert error["type"] == "invalid_input"
         error = await refused(
-            site, "access_codes/get", access_code_id=code["access_code_id"],
-            device_id="front_door", code="7351",
+            site,
+            "access_codes/get",
+            access_code_id=code["access_code_id"],
+            device_id="front_door",
+            code="7351",
         )
         assert error["type"] == "invalid_input"
 
@@ -207,8 +213,11 @@ async def test_list_by_device_and_by_ids(make_config: ConfigFactory) -> None:
 
         reply = await site.api.call(
             "access_codes/list",
-            access_code_ids=[elsewhere["access_code_id"], first["access_code_id"],
-                             str(uuid.uuid4())],
+            access_code_ids=[
+                elsewhere["access_code_id"],
+                first["access_code_id"],
+                str(uuid.uuid4()),
+            ],
         )
         assert reply["ok"] is True
         assert {c["access_code_id"] for c in reply["access_codes"]} == {
@@ -222,7 +231,9 @@ async def test_list_by_device_and_by_ids(make_config: ConfigFactory) -> None:
         assert error["type"] == "invalid_input"
         assert "device_id" in error["message"]
         error = await refused(
-            site, "access_codes/list", device_id="front_door",
+            site,
+            "access_codes/list",
+            device_id="front_door",
             access_code_ids=[first["access_code_id"]],
         )
         assert error["type"] == "invalid_input"
@@ -256,18 +267,23 @@ async def test_update_name_window_and_type(make_config: ConfigFactory) -> None:
         )
         updated = reply["access_code"]
         assert (updated["type"], updated["starts_at"], updated["ends_at"]) == (
-            "time_bound", starts, ends,
+            "time_bound",
+            starts,
+            ends,
         )
         # Only one end of the window: the other is kept.
         later = at(site, 9000)
         reply = await site.api.call("access_codes/update", access_code_id=cid, ends_at=later)
         assert (reply["access_code"]["starts_at"], reply["access_code"]["ends_at"]) == (
-            starts, later,
+            starts,
+            later,
         )
         reply = await site.api.call("access_codes/update", access_code_id=cid, type="ongoing")
         updated = reply["access_code"]
         assert (updated["type"], updated["starts_at"], updated["ends_at"]) == (
-            "ongoing", None, None,
+            "ongoing",
+            None,
+            None,
         )
         got = (await site.api.call("access_codes/get", access_code_id=cid))["access_code"]
         assert got["type"] == "ongoing"
@@ -296,8 +312,10 @@ async def test_update_refusals(make_config: ConfigFactory) -> None:
         wrong = []
         for params, error_type, field in cases:
             reply = await site.api.call("access_codes/update", access_code_id=cid, **params)
-            if reply["ok"] or reply["error"]["type"] != error_type or (
-                field not in reply["error"]["message"]
+            if (
+                reply["ok"]
+                or reply["error"]["type"] != error_type
+                or (field not in reply["error"]["message"])
             ):
                 wrong.append((params, reply))
         assert wrong == []
@@ -373,14 +391,16 @@ async def test_create_refusals_name_the_field_and_change_nothing(
         cases: list[tuple[dict[str, Any], str, str]] = [
             ({"starts_at": at(site, 60)}, "invalid_input", "ends_at"),
             ({"ends_at": at(site, 60)}, "invalid_input", "starts_at"),
-            ({"starts_at": at(site, -120), "ends_at": at(site, -60)}, "invalid_input",
-             "ends_at"),
+            ({"starts_at": at(site, -120), "ends_at": at(site, -60)}, "invalid_input", "ends_at"),
             ({"starts_at": at(site, -120), "ends_at": at(site, 0)}, "invalid_input", "ends_at"),
             ({"starts_at": at(site, 120), "ends_at": at(site, 60)}, "invalid_input", "ends_at"),
             ({"starts_at": at(site, 60), "ends_at": at(site, 60)}, "invalid_input", "ends_at"),
             ({"starts_at": "tomorrow", "ends_at": at(site, 60)}, "invalid_input", "starts_at"),
-            ({"starts_at": "2030-01-02T12:00:00", "ends_at": "2030-01-03T12:00:00Z"},
-             "invalid_input", "starts_at"),
+            (
+                {"starts_at": "2030-01-02T12:00:00", "ends_at": "2030-01-03T12:00:00Z"},
+                "invalid_input",
+                "starts_at",
+            ),
             ({"starts_at": 1893499200, "ends_at": at(site, 60)}, "invalid_input", "starts_at"),
             ({"code": "12a4"}, "invalid_input", "code"),
             ({"code": " 1234"}, "invalid_input", "code"),
@@ -397,16 +417,21 @@ async def test_create_refusals_name_the_field_and_change_nothing(
             ({"preferred_code_length": "6"}, "invalid_input", "preferred_code_length"),
             ({"name": 12}, "invalid_input", "name"),
             ({"name": "n" * 201}, "invalid_input", "name"),
-            ({"allow_external_modification": "yes"}, "invalid_input",
-             "allow_external_modification"),
+            (
+                {"allow_external_modification": "yes"},
+                "invalid_input",
+                "allow_external_modification",
+            ),
             ({"use_backup_access_code_pool": 1}, "invalid_input", "use_backup_access_code_pool"),
             ({"colour": "red"}, "invalid_input", "colour"),
         ]
         wrong = []
         for params, error_type, field in cases:
             reply = await site.api.call("access_codes/create", device_id="front_door", **params)
-            if reply["ok"] or reply["error"]["type"] != error_type or (
-                field not in reply["error"]["message"]
+            if (
+                reply["ok"]
+                or reply["error"]["type"] != error_type
+                or (field not in reply["error"]["message"])
             ):
                 wrong.append((params, reply))
         assert wrong == []
@@ -528,8 +553,9 @@ async def test_generate_code_fits_and_collides_with_nothing(make_config: ConfigF
         assert len(six["code"]) == 6
         eight = await create(site, device_id="front_door", preferred_code_length=8)
         assert len(eight["code"]) == 8
-        assert (await site.api.call("access_codes/get", device_id="front_door",
-                                    code=six["code"]))["ok"] is True
+        assert (await site.api.call("access_codes/get", device_id="front_door", code=six["code"]))[
+            "ok"
+        ] is True
 
 
 async def test_generated_codes_avoid_every_pin_on_the_lock(make_config: ConfigFactory) -> None:
@@ -538,10 +564,14 @@ async def test_generated_codes_avoid_every_pin_on_the_lock(make_config: ConfigFa
     assert len(free) == 70
     last, held = free[17], free[:17] + free[18:]
     config = make_config(
-        devices=[{"device_id": "front_door", "driver": "native", "slots": 80,
-                  "code_lengths": [2, 2]}],
-        simulator={"locks": {"front_door": {
-            "initial_codes": {i + 1: pin for i, pin in enumerate(held[:60])}}}},
+        devices=[
+            {"device_id": "front_door", "driver": "native", "slots": 80, "code_lengths": [2, 2]}
+        ],
+        simulator={
+            "locks": {
+                "front_door": {"initial_codes": {i + 1: pin for i, pin in enumerate(held[:60])}}
+            }
+        },
     )
     async with running_site(config) as site:
         # The other 9 as managed codes (they land on the lock too).
@@ -612,7 +642,9 @@ async def test_idempotent_create_makes_one_code(make_config: ConfigFactory) -> N
         concurrent = await asyncio.gather(
             *(
                 site.api.call(
-                    "access_codes/create", device_id="back_door", name="Eve",
+                    "access_codes/create",
+                    device_id="back_door",
+                    name="Eve",
                     idempotency_key="k-2",
                 )
                 for _ in range(4)
@@ -653,6 +685,7 @@ async def test_idempotent_update_and_delete(make_config: ConfigFactory) -> None:
         assert deleted["ok"] is True
         await site.settled()
         # The code is gone, but a redelivered delete gets the first (successful) reply.
-        assert await site.api.call(
-            "access_codes/delete", access_code_id=cid, idempotency_key="d-1"
-        ) == deleted
+        assert (
+            await site.api.call("access_codes/delete", access_code_id=cid, idempotency_key="d-1")
+            == deleted
+        )

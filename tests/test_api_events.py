@@ -189,8 +189,11 @@ async def test_after_event_id_ignores_the_filters_for_its_anchor(site: Site) -> 
         {"access_code_id": CODE_A, "event_types": ["access_code.changed"]},
         {"device_id": "back_door", "access_code_id": CODE_B},
         {"device_id": "back_door", "access_code_id": CODE_A},
-        {"device_id": "front_door", "access_code_id": CODE_A,
-         "event_types": ["access_code.created", "access_code.set_on_device"]},
+        {
+            "device_id": "front_door",
+            "access_code_id": CODE_A,
+            "event_types": ["access_code.created", "access_code.set_on_device"],
+        },
     ],
 )
 async def test_filters_alone_and_combined(site: Site, filters: dict[str, Any]) -> None:
@@ -212,9 +215,9 @@ async def test_filters_alone_and_combined(site: Site, filters: dict[str, Any]) -
     assert ids(by_since) == ids(expected)
     # The same through small pages.
     paged = await site.ok(since=isoformat(start), limit=1, **filters)
-    while paged and (page := await site.ok(
-        after_event_id=paged[-1]["event_id"], limit=1, **filters
-    )):
+    while paged and (
+        page := await site.ok(after_event_id=paged[-1]["event_id"], limit=1, **filters)
+    ):
         paged += page
     assert ids(paged) == ids(expected)
 
@@ -314,8 +317,13 @@ async def test_store_raises_lookup_error_for_an_unknown_anchor(site: Site) -> No
     async with site.store.reading() as tx:
         with pytest.raises(LookupError):
             await list_events(
-                tx, since=None, after_event_id=str(uuid.uuid4()), device_id=None,
-                access_code_id=None, event_types=None, limit=10,
+                tx,
+                since=None,
+                after_event_id=str(uuid.uuid4()),
+                device_id=None,
+                access_code_id=None,
+                event_types=None,
+                limit=10,
             )
 
 

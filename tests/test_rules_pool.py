@@ -181,10 +181,12 @@ def test_the_grace_deadline_is_when_pool_health_turns(available: int) -> None:
 
 @pytest.mark.parametrize(
     ("capacity", "supported"),
-    [(None, False), (0, False), (1, False), (2, True), (3, True), (30, True), (250, True)],
+    [(None, True), (0, False), (1, False), (2, True), (3, True), (30, True), (250, True)],
 )
 def test_supports_pool(capacity: int | None, supported: bool) -> None:
-    """A pool needs at least two slots: one for a backup, one for the code it backs up."""
+    """A pool needs at least two slots: one for a backup, one for the code it backs up.
+
+    A lock that has not reported its slot count yet (None) gets the benefit of the doubt."""
     assert supports_pool(capacity) is supported
     assert MIN_SLOTS_FOR_POOL == 2
 

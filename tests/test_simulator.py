@@ -13,10 +13,18 @@ from typing import Any
 
 import pytest
 
+import drivers.sim
 from drivers.base import SlotTable
 from drivers.native.driver import NativeDriver, create_driver
 from drivers.native.protocol import Topics, command_payload
-from drivers.sim import ControlTopics, Simulator, run_simulator
+from drivers.sim import (
+    ControlTopics,
+    SimCommand,
+    SimulatedLock,
+    Simulator,
+    register_simulated_lock,
+    run_simulator,
+)
 from gateway.config import Config
 from tests.broker import Broker
 from tests.conftest import ConfigFactory
@@ -417,10 +425,45 @@ async def test_a_thousand_locks_on_one_connection(
         ]
         for driver in drivers:
             await driver.start(wakes)
+        waiting = list(drivers)
+
+        def all_online() -> bool:  # amortised O(1) per wake: a thousand wakes come
+            while waiting and waiting[-1].online:
+                waiting.pop()
+            return not waiting
+
         async with running(("test-gateway-mqtt", session.run())):
-            await wakes.until(lambda: all(d.online for d in drivers))
+            await wakes.until(all_online)
             tables = await asyncio.gather(*(d.read() for d in drivers))
     finished = loop.time()
     assert all(isinstance(t, SlotTable) and t.capacity == 30 for t in tables)
     print(f"1000 locks: up {announced - started:.2f}s, all read {finished - announced:.2f}s")
     assert finished - started < 10
+
+
+async def test_a_driver_package_can_add_its_simulated_lock(
+    make_config: ConfigFactory, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class QuietLock(SimulatedLock):
+        driver = "zigbee2mqtt"
+
+        async def subscribe(self) -> None:
+            pass
+
+        async def publish_availability(self) -> None:
+            pass
+
+        async def publish_table(self) -> None:
+            pass
+
+        async def answer(self, command: SimCommand, error: str | None) -> None:
+            pass
+
+    monkeypatch.setattr(drivers.sim, "_registry", dict(drivers.sim._registry))
+    register_simulated_lock(QuietLock)
+    config = make_config(
+        devices=[{"device_id": "z", "name": "Z", "driver": "zigbee2mqtt", "slots": 10}]
+    )
+    sim = Simulator(config, session_for(broker, "unused"))
+    assert isinstance(sim.lock("z"), QuietLock)
+    assert sim.lock("z").capacity == 10

@@ -123,7 +123,8 @@ class NativeDriver:
 
     def _table_from(self, report: SlotReport) -> SlotTable:
         """The lock's own capacity and lengths first; the config's where the lock is silent."""
-        capacity = report.capacity or self._fallback_capacity or max(report.slots, default=0)
+        highest = max(report.slots, default=0)
+        capacity = report.capacity or max(self._fallback_capacity or 0, highest)
         return SlotTable(
             capacity=capacity,
             code_lengths=report.code_lengths or self._fallback_code_lengths,

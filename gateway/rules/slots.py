@@ -122,8 +122,9 @@ def plan(codes: Sequence[CodeView], table: SlotTable) -> Plan:
         elif not code.is_backup and evictable:
             victim = evictable.pop(0)
             assert victim.slot is not None
-            # The victim's own pending write (if it was still being programmed) is void now.
+            # The victim's own pending write or clear is void now: its slot is taken over.
             writes = [w for w in writes if w.code_id != victim.code_id]
+            clears = [c for c in clears if c.code_id != victim.code_id]
             writes.append(Write(code.code_id, victim.slot, code.pin, evicts=victim.code_id))
         else:
             result.no_space.add(code.code_id)
