@@ -25,7 +25,6 @@ from bench.common import (
     SIM_LATENCY,
     Latency,
     Result,
-    Site,
     bench_main,
     concurrent,
     new_result,
@@ -33,6 +32,7 @@ from bench.common import (
     private_site,
     sequential,
 )
+from gateway.site import Site
 
 IN_FLIGHT = 64
 CODES_PER_LOCK = 10

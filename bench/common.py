@@ -22,7 +22,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import (
     AsyncIterator,
@@ -33,20 +32,18 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from drivers.sim import Simulator
-from gateway.broker import Broker, mosquitto_binary
-from gateway.client import ApiClient, connect
-from gateway.clock import Clock, SystemClock
+from gateway import site
+from gateway.broker import mosquitto_binary
+from gateway.clock import SystemClock
 from gateway.config import Config, parse_config
 from gateway.logs import configure_logging
 from gateway.model import Json
-from gateway.mqtt import MqttSession
-from gateway.service import Gateway
+from gateway.site import Site
 
 #: Start-up and shutdown of one component; a benchmark's own phases take their own limits.
 STARTUP_TIMEOUT = 60.0
@@ -58,125 +55,27 @@ SIM_LATENCY = "20ms"
 # The site
 
 
-@dataclass
-class Site:
-    """A whole site in one event loop: simulated locks, the gateway, an API client."""
-
-    config: Config
-    gateway: Gateway
-    simulator: Simulator
-    api: ApiClient
-
-    async def call(self, endpoint: str, timeout: float = 30.0, **params: Any) -> Json:
-        """One API request; a refusal is an error, since every benchmark request should succeed."""
-        reply = await self.api.call(endpoint, timeout=timeout, **params)
-        if not reply.get("ok"):
-            raise BenchError(f"{endpoint} failed: {reply.get('error')}")
-        return reply
-
-    async def settled(self, timeout: float = 120.0) -> None:
-        """Until the gateway has nothing left to do: workers idle, events and objects out."""
-        async with asyncio.timeout(timeout):
-            await self.gateway.settled()
-
-
 class BenchError(Exception):
     """A benchmark could not measure what it set out to (a refused request, a timeout)."""
 
 
-@asynccontextmanager
-async def running_simulator(config: Config) -> AsyncIterator[Simulator]:
-    """Every simulated lock of ``config`` on one MQTT connection, announced and answering."""
-    session = MqttSession(config.mqtt, identifier=f"lockgate-sim-{config.hub_id}")
-    simulator = Simulator(config, session)
-    async with asyncio.TaskGroup() as tg:
-        tasks = [
-            tg.create_task(session.run(), name="sim-mqtt"),
-            tg.create_task(simulator.run(), name="sim"),
-        ]
-        try:
-            async with asyncio.timeout(STARTUP_TIMEOUT):
-                await simulator.ready.wait()
-            yield simulator
-        finally:
-            for task in tasks:
-                task.cancel()
-
-
-@asynccontextmanager
-async def running_gateway(config: Config, clock: Clock | None = None) -> AsyncIterator[Gateway]:
-    """The gateway, started (database open, API subscribed, broker connected) but maybe not
-    settled: the locks' first reads may still be under way."""
-    gateway = Gateway(config, clock=clock or SystemClock())
-    stop = asyncio.Event()
-    task = asyncio.create_task(gateway.run(stop), name="gateway")
-    try:
-        async with asyncio.timeout(STARTUP_TIMEOUT):
-            ready = asyncio.ensure_future(gateway.ready.wait())
-            await asyncio.wait({ready, task}, return_when=asyncio.FIRST_COMPLETED)
-            ready.cancel()
-            if task.done():
-                task.result()  # raise what stopped it
-            await gateway.session.wait_connected()
-        yield gateway
-    finally:
-        stop.set()
-        async with asyncio.timeout(STARTUP_TIMEOUT):
-            (outcome,) = await asyncio.gather(task, return_exceptions=True)
-    # Only reached when the benchmark itself went well: then a failed gateway fails it too.
-    if isinstance(outcome, BaseException):
-        raise BenchError("the gateway stopped with an error") from outcome
-
-
-@asynccontextmanager
-async def running_site(
-    config: Config, clock: Clock | None = None, *, settle: bool = True
-) -> AsyncIterator[Site]:
-    """Simulator first (so the gateway finds every lock announced), then gateway and client.
-
-    ``settle``: wait until the gateway has read every lock once before handing the site over.
-    """
-    async with AsyncExitStack() as stack:
-        simulator = await stack.enter_async_context(running_simulator(config))
-        gateway = await stack.enter_async_context(running_gateway(config, clock))
-        api = await stack.enter_async_context(connect(config.mqtt, config.prefix))
-        site = Site(config, gateway, simulator, api)
-        if settle:
-            await site.settled(STARTUP_TIMEOUT)
-        yield site
-
-
-def site_config(workdir: Path, broker: Broker, raw: Mapping[str, Any]) -> Config:
-    """A config for a benchmark: ``raw`` as it would be written in YAML, pointed at the private
-    broker and a database in ``workdir``."""
-    data: dict[str, Any] = {
-        "hub_id": "bench",
-        **raw,
-        "mqtt": {**raw.get("mqtt", {}), "host": broker.host, "port": broker.port},
-        "database": str(workdir / "lockgate.db"),
-    }
-    return parse_config(data, base_dir=workdir)
+def bench_config(raw: Mapping[str, Any]) -> Config:
+    """``raw`` as it would be written in YAML; broker and database are replaced by private ones."""
+    return parse_config({"hub_id": "bench", **raw}, base_dir=Path.cwd())
 
 
 @contextlib.contextmanager
 def private_config(raw: Mapping[str, Any]) -> Iterator[Config]:
     """A config for ``raw`` on its own mosquitto and a fresh database, both gone afterwards."""
-    with tempfile.TemporaryDirectory(prefix="lockgate-bench-") as tmp:
-        workdir = Path(tmp)
-        broker = Broker(workdir)
-        broker.start()
-        try:
-            yield site_config(workdir, broker, raw)
-        finally:
-            broker.stop()
+    with site.private_config(bench_config(raw)) as config:
+        yield config
 
 
 @asynccontextmanager
 async def private_site(raw: Mapping[str, Any], *, settle: bool = True) -> AsyncIterator[Site]:
-    """A whole site (see :func:`running_site`) on a private broker and database."""
-    with private_config(raw) as config:
-        async with running_site(config, settle=settle) as site:
-            yield site
+    """The site ``lockgate demo`` runs, on the real clock, a private broker and database."""
+    async with site.private_site(bench_config(raw), SystemClock(), settle=settle) as running:
+        yield running
 
 
 # --------------------------------------------------------------------------------------------

@@ -27,11 +27,10 @@ from bench.common import (
     now,
     private_config,
     rss_mib,
-    running_gateway,
-    running_simulator,
     wait_until,
 )
 from gateway.client import connect
+from gateway.site import running_gateway, running_simulator
 from gateway.store import Store
 
 IN_FLIGHT = 64

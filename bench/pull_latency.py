@@ -20,13 +20,13 @@ from bench.common import (
     BenchError,
     Latency,
     Result,
-    Site,
     bench_main,
     new_result,
     now,
     private_site,
 )
 from gateway.clock import isoformat
+from gateway.site import Site
 
 POOL_SIZE = 3
 LOCK = "pool_lock"

@@ -8,25 +8,16 @@ moves forward, so a guest's stay takes seconds.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
-import tempfile
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import aiomqtt
 
-from drivers.sim import Simulator
-from gateway.broker import Broker
-from gateway.client import ApiClient, connect
 from gateway.clock import ManualClock, isoformat
 from gateway.config import Config
 from gateway.model import Json
-from gateway.mqtt import MqttSession
-from gateway.service import Gateway
+from gateway.site import Site, private_site
 
 STEP_TIMEOUT = 30.0
 LOCK = "front_door"
@@ -41,27 +32,22 @@ def show(label: str, value: Any) -> None:
 
 
 class Demo:
-    def __init__(self, config: Config, gateway: Gateway, api: ApiClient, clock: ManualClock):
-        self.config = config
-        self.gateway = gateway
-        self.api = api
-        self.clock = clock
+    """The story, told through the same MQTT API any client would use."""
+
+    def __init__(self, site: Site) -> None:
+        self.site = site
+        self.config = site.config
+        self.api = site.api
+        self.clock = site.manual_clock
 
     async def call(self, endpoint: str, **params: Any) -> Json:
-        reply = await self.api.call(endpoint, **params)
-        if not reply.get("ok"):
-            raise RuntimeError(f"{endpoint} failed: {reply.get('error')}")
-        return reply
+        return await self.site.call(endpoint, **params)
 
     async def settle(self) -> None:
-        async with asyncio.timeout(STEP_TIMEOUT):
-            await self.gateway.settled()
+        await self.site.settled(STEP_TIMEOUT)
 
     async def advance(self, delta: timedelta) -> None:
-        self.clock.advance(delta.total_seconds())
-        assert self.gateway.reconciler is not None
-        self.gateway.reconciler.wake_all()
-        await self.settle()
+        await self.site.advance(delta.total_seconds())
 
     async def device(self) -> Json:
         device: Json = (await self.call("devices/get", device_id=LOCK))["device"]
@@ -165,49 +151,12 @@ def _json(message: aiomqtt.Message) -> Json:
     return value if isinstance(value, dict) else {}
 
 
-@asynccontextmanager
-async def _site(config: Config, clock: ManualClock) -> AsyncIterator[tuple[Gateway, ApiClient]]:
-    session = MqttSession(config.mqtt, identifier=f"lockgate-sim-{config.hub_id}")
-    simulator = Simulator(config, session)
-    gateway = Gateway(config, clock=clock)
-    stop = asyncio.Event()
-    async with asyncio.TaskGroup() as tg:
-        tasks = [
-            tg.create_task(session.run(), name="demo-sim-mqtt"),
-            tg.create_task(simulator.run(), name="demo-sim"),
-        ]
-        gateway_task = tg.create_task(gateway.run(stop), name="demo-gateway")
-        async with asyncio.timeout(STEP_TIMEOUT):
-            await simulator.ready.wait()
-            await gateway.ready.wait()
-            await gateway.session.wait_connected()
-        try:
-            async with connect(config.mqtt, config.prefix) as api:
-                yield gateway, api
-        finally:
-            stop.set()
-            await gateway_task
-            for task in tasks:
-                task.cancel()
-
-
 async def run_demo(config: Config) -> int:
-    with tempfile.TemporaryDirectory(prefix="lockgate-demo-") as workdir:
-        broker = Broker(Path(workdir))
-        broker.start()
-        try:
-            config = dataclasses.replace(
-                config,
-                mqtt=dataclasses.replace(config.mqtt, host=broker.host, port=broker.port),
-                database=Path(workdir) / "lockgate.db",
-            )
-            say(
-                f"lockgate demo: private broker on {broker.host}:{broker.port}, "
-                f"database in {workdir}"
-            )
-            clock = ManualClock()
-            async with _site(config, clock) as (gateway, api):
-                await Demo(config, gateway, api, clock).play()
-        finally:
-            broker.stop()
+    clock = ManualClock()
+    async with private_site(config, clock, settle=False) as site:
+        say(
+            f"lockgate demo: private broker on {site.config.mqtt.host}:{site.config.mqtt.port}, "
+            f"database {site.config.database}"
+        )
+        await Demo(site).play()
     return 0

@@ -286,7 +286,7 @@ async def test_a_window_in_one_jump(make_config: ConfigFactory) -> None:
         )
         cid = code["access_code_id"]
         await site.settled()
-        site.clock.advance(600)
+        site.manual_clock.advance(600)
         await site.advance(0)
         assert await gone(site, cid)
         await barrier(site)
@@ -1251,7 +1251,7 @@ async def test_events_complete_and_in_order_across_a_broker_restart(
             assert reply is not None
             assert reply.body["ok"] is True
             made_offline = reply.body["access_code"]["access_code_id"]
-            site.clock.advance(30)
+            site.manual_clock.advance(30)
             site.gateway.reconciler.wake_all()
             await asyncio.gather(*(w.settled.wait() for w in workers.values()))
             unpublished = await store.fetchall(
