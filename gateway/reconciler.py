@@ -40,7 +40,7 @@ from gateway.store import Store, Tx
 from gateway.store import codes as code_store
 from gateway.store import devices as device_store
 from gateway.store.observed import load_table, record_table
-from gateway.store.problems import set_problem
+from gateway.store.problems import raised_problems, set_problem
 
 log = get_logger("gateway.reconciler")
 
@@ -206,15 +206,20 @@ class _Pass:
         self.device = device
         self.now = tx.now
         self.deadlines: list[datetime | None] = []
+        self.raised: set[tuple[str, str]] = set()  # (owner, problem) raised, as of now
+        self.codes: list[AccessCode] = []  # this pass's codes, kept current as it goes
+        self.forgotten: set[str] = set()
 
     async def run(self) -> Step:
         w, tx, device = self.w, self.tx, self.device
+        self.raised = await raised_problems(tx, device.device_id)
         codes = await code_store.codes_of_device(tx, device.device_id)
         if device.is_managed and device.pool_enabled:
             codes += await self._fill_pool(codes)
         if not device.is_managed:
             # Hands off: only what unmanaging asked to remove (the backup codes) is touched.
             codes = [c for c in codes if c.deleting]
+        self.codes = codes
         retry = await code_store.retry_state(tx, device.device_id)
         table = w.driver.table
         reachable = w.driver.online and table is not None
@@ -311,9 +316,9 @@ class _Pass:
         self.deadlines.append(next_boundary(window, self.now, self.w._program_ahead))
         status_before = code.status
         if result is not None and cid in result.verified:
-            await self._now_set(code)
+            await self._now_set(code, attempts)
         elif result is not None and cid in result.gone:
-            if await self._now_off(code):
+            if await self._now_off(code, attempts):
                 return  # gone for good: nothing more is said about it
         elif (
             code.slot is not None
@@ -325,7 +330,7 @@ class _Pass:
             pass  # changed at the keypad, and allowed to be: the gateway leaves it as it is
         elif not wanted and code.slot is None:
             if code.deleting or has_ended(window, self.now):
-                await code_store.forget(tx, code)
+                await self._forget(code)
                 return
             await code_store.set_status(tx, code, CodeStatus.UNSET)
         elif not wanted:
@@ -352,11 +357,12 @@ class _Pass:
             since = self.now  # delays are measured from entering the status, not before it
         await self._progress_problems(code, attempts, since)
 
-    async def _now_set(self, code: AccessCode) -> None:
+    async def _now_set(self, code: AccessCode, attempts: int) -> None:
         tx = self.tx
         if await code_store.set_status(tx, code, CodeStatus.SET):
             await tx.emit(EventType.CODE_SET, code.device_id, code.access_code_id, code=code.code)
-        await code_store.record_attempt(tx, code, failed=False, retry_at=None)
+        if attempts:
+            await code_store.record_attempt(tx, code, failed=False, retry_at=None)
         for key in (
             "failed_to_set_on_device",
             "conflicting_external_modification",
@@ -364,7 +370,12 @@ class _Pass:
         ):
             await self._problem(code, key, False)
 
-    async def _now_off(self, code: AccessCode) -> bool:
+    async def _forget(self, code: AccessCode) -> None:
+        await code_store.forget(self.tx, code)
+        self.forgotten.add(code.access_code_id)
+        self.raised = {r for r in self.raised if r[0] != code.access_code_id}
+
+    async def _now_off(self, code: AccessCode, attempts: int) -> bool:
         """The lock no longer holds ``code`` (or its slot holds somebody else's PIN).
 
         Returns True when the code is gone for good (deleted or ended)."""
@@ -374,9 +385,10 @@ class _Pass:
         tx.reconcile(code.device_id)  # a slot came free: a waiting code may take it next pass
         if was_on:
             await tx.emit(EventType.CODE_REMOVED, code.device_id, code.access_code_id)
-        await code_store.record_attempt(tx, code, failed=False, retry_at=None)
+        if attempts:
+            await code_store.record_attempt(tx, code, failed=False, retry_at=None)
         if code.deleting or has_ended(Window(code.starts_at, code.ends_at), self.now):
-            await code_store.forget(tx, code)
+            await self._forget(code)
             return True
         await code_store.set_status(tx, code, CodeStatus.UNSET)
         for key in ("failed_to_remove_from_device", "delay_in_removing_from_device"):
@@ -427,9 +439,22 @@ class _Pass:
 
     async def _problem(self, code: AccessCode, key: str, active: bool) -> bool:
         """Raise or clear; True when this call changed it."""
-        return await set_problem(
-            self.tx, code.access_code_id, key, active, device_id=code.device_id
+        return await self._set_problem(code.access_code_id, key, active)
+
+    async def _set_problem(
+        self, owner_id: str, key: str, active: bool, message: str | None = None
+    ) -> bool:
+        """``set_problem``, skipping the statement when nothing would change (most passes)."""
+        if ((owner_id, key) in self.raised) == active and message is None:
+            return False
+        changed = await set_problem(
+            self.tx, owner_id, key, active, device_id=self.device.device_id, message=message
         )
+        if active:
+            self.raised.add((owner_id, key))
+        else:
+            self.raised.discard((owner_id, key))
+        return changed
 
     # -- the next command ---------------------------------------------------------------------
 
@@ -490,9 +515,10 @@ class _Pass:
         self, result: Plan | None, retry: Mapping[str, tuple[int, datetime | None, datetime]]
     ) -> None:
         tx, device = self.tx, self.device
-        counts = await device_store.get_device(tx, device.device_id)
-        assert counts is not None
-        available, active = counts.backup_codes_available, counts.active_backup_codes
+        live = [c for c in self.codes if c.access_code_id not in self.forgotten and not c.deleting]
+        pooled = [c for c in live if c.backup_state is BackupState.POOLED]
+        available = sum(1 for c in pooled if c.status is CodeStatus.SET)
+        active = sum(1 for c in live if c.backup_state is BackupState.PULLED)
         enabled = device.pool_enabled and device.is_managed
         short = enabled and available < device.pool_size
         since = device.pool_short_since
@@ -502,11 +528,6 @@ class _Pass:
         elif not short and since is not None:
             since = None
             await device_store.set_pool_short_since(tx, device.device_id, None)
-        pooled = [
-            c
-            for c in await code_store.codes_of_device(tx, device.device_id)
-            if c.backup_state is BackupState.POOLED and not c.deleting
-        ]
         cause = pool_rules.fill_failure(
             online=self.w.driver.online,
             no_space=result is not None
@@ -545,10 +566,10 @@ class _Pass:
             ("empty_backup_access_code_pool", health.empty),
             ("partial_backup_access_code_pool", health.partial),
         ):
-            message = f"{PROBLEMS[key].message.rstrip('.')}: {reason}."
-            await set_problem(tx, did, key, active_now, device_id=did, message=message)
+            message = f"{PROBLEMS[key].message.rstrip('.')}: {reason}." if active_now else None
+            await self._set_problem(did, key, active_now, message)
         many = enabled and pool_rules.many_active(active, self.w._pool.many_active_threshold)
-        await set_problem(tx, did, "many_active_backup_codes", many, device_id=did)
+        await self._set_problem(did, "many_active_backup_codes", many)
 
 
 class Reconciler:

@@ -45,23 +45,22 @@ class Tx:
         self.devices_touched: set[str] = set()
         self.devices_to_reconcile: set[str] = set()
 
+    # Each await is a round trip to aiosqlite's thread (~60 µs): one per statement, not three.
+
     async def execute(self, sql: str, params: Params = ()) -> int:
-        """Run one statement; returns the number of rows it changed."""
+        """Run one write statement; returns the number of rows it changed."""
         cursor = await self.conn.execute(sql, params)
-        count = cursor.rowcount
-        await cursor.close()
-        return count
+        return cursor.rowcount  # a finished DML cursor holds nothing: no close round trip
 
     async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
         await self.conn.executemany(sql, rows)
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        async with self.conn.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+        return list(await self.conn.execute_fetchall(sql, params))
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        async with self.conn.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
 
     def touch(self, device_id: str) -> None:
         """Mark a device whose public object changes with this transaction."""
@@ -102,7 +101,6 @@ class Tx:
             ),
         )
         seq = cursor.lastrowid or 0
-        await cursor.close()
         stored = Event(**{**_event_fields(event), "seq": seq})
         self.events.append(stored)
         if device_id is not None:

@@ -81,3 +81,13 @@ async def clear_all(tx: Tx, owner_id: str, *, device_id: str) -> None:
     rows = await tx.fetchall("SELECT code FROM problems WHERE owner_id = ?", (owner_id,))
     for row in rows:
         await set_problem(tx, owner_id, row["code"], False, device_id=device_id)
+
+
+async def raised_problems(tx: Tx, device_id: str) -> set[tuple[str, str]]:
+    """Every (owner, problem) raised on a device and its codes, in one query."""
+    rows = await tx.fetchall(
+        "SELECT owner_id, code FROM problems WHERE owner_id = ? OR owner_id IN"
+        " (SELECT access_code_id FROM access_codes WHERE device_id = ?)",
+        (device_id, device_id),
+    )
+    return {(r["owner_id"], r["code"]) for r in rows}
