@@ -130,6 +130,10 @@ class Store:
         self.clock = clock
         self.path = path
         self._write_lock = asyncio.Lock()
+        # Reads go through a second connection: under WAL they see the last commit without
+        # waiting for the writer, so API reads are not queued behind lock-worker passes.
+        self._reader: aiosqlite.Connection | None = None
+        self._read_lock = asyncio.Lock()
         self._listeners: list[CommitListener] = []
 
     @classmethod
@@ -145,19 +149,18 @@ class Store:
         store = cls(conn, clock, path)
         try:
             await store._prepare()
+            if str(path) != ":memory:":
+                reader = await aiosqlite.connect(str(path), isolation_level=None)
+                reader.row_factory = sqlite3.Row
+                await _configure(reader, "PRAGMA query_only=ON")
+                store._reader = reader
         except BaseException:
             await conn.close()
             raise
         return store
 
     async def _prepare(self) -> None:
-        for pragma in (
-            "PRAGMA journal_mode=WAL",
-            "PRAGMA synchronous=FULL",
-            "PRAGMA foreign_keys=ON",
-            "PRAGMA busy_timeout=5000",
-        ):
-            await self._conn.execute(pragma)
+        await _configure(self._conn)
         row = await self._fetchone_raw("PRAGMA quick_check")
         if row is None or row[0] != "ok":
             raise StoreError(f"database {self.path} failed its integrity check: {row and row[0]}")
@@ -189,6 +192,8 @@ class Store:
             return await cursor.fetchone()
 
     async def close(self) -> None:
+        if self._reader is not None:
+            await self._reader.close()
         await self._conn.close()
 
     def on_commit(self, listener: CommitListener) -> None:
@@ -216,9 +221,18 @@ class Store:
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[Tx]:
-        """A consistent read: waits for any open write transaction, so it never sees half of one."""
-        async with self._write_lock:
-            yield Tx(self._conn, self.clock)
+        """A consistent snapshot of the last commit; never sees half of a write transaction."""
+        reader = self._reader
+        if reader is None:  # in-memory database: one connection, so wait for the writer
+            async with self._write_lock:
+                yield Tx(self._conn, self.clock)
+            return
+        async with self._read_lock:
+            await reader.execute("BEGIN")
+            try:
+                yield Tx(reader, self.clock)
+            finally:
+                await asyncio.shield(reader.execute("COMMIT"))
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         async with self.reading() as tx:
@@ -227,6 +241,18 @@ class Store:
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         async with self.reading() as tx:
             return await tx.fetchone(sql, params)
+
+
+async def _configure(conn: aiosqlite.Connection, *extra: str) -> None:
+    """Per-connection settings (WAL itself is stored in the file)."""
+    for pragma in (
+        "PRAGMA journal_mode=WAL",
+        "PRAGMA synchronous=FULL",
+        "PRAGMA foreign_keys=ON",
+        "PRAGMA busy_timeout=5000",
+        *extra,
+    ):
+        await conn.execute(pragma)
 
 
 def _create_private(path: Path) -> None:
