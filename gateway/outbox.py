@@ -12,6 +12,7 @@ import json
 
 from gateway.logs import get_logger
 from gateway.mqtt import MqttSession, NotConnected
+from gateway.pump import Pump
 from gateway.store import Store, Tx
 
 log = get_logger("gateway.outbox")
@@ -19,36 +20,20 @@ log = get_logger("gateway.outbox")
 BATCH = 200
 
 
-class Outbox:
+class Outbox(Pump):
     def __init__(self, store: Store, session: MqttSession, prefix: str) -> None:
+        super().__init__(session)
         self._store = store
-        self._session = session
         self._prefix = prefix
-        self._wake = asyncio.Event()
-        self._wake.set()  # publish what an earlier run left behind
         self.published = 0
-        #: Set while every stored event has been published (tests await it).
-        self.drained = asyncio.Event()
 
     def notify(self, tx: Tx) -> None:
         """Store commit listener: new events are waiting."""
         if tx.events:
             self.kick()
 
-    def kick(self) -> None:
-        self.drained.clear()
-        self._wake.set()
-
-    async def run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self.flush()
-            except (NotConnected, TimeoutError) as exc:
-                log.info("outbox.waiting_for_broker", reason=str(exc))
-                await self._session.wait_connected()
-                self._wake.set()
+    async def catch_up(self) -> None:
+        await self.flush()
 
     async def flush(self) -> int:
         """Publish every unpublished event in order; returns how many went out."""
@@ -59,8 +44,6 @@ class Outbox:
                 (BATCH,),
             )
             if not rows:
-                if not self._wake.is_set():
-                    self.drained.set()
                 return sent
             if not self._session.is_connected:
                 raise NotConnected("broker")

@@ -10,52 +10,42 @@ from __future__ import annotations
 import asyncio
 
 from gateway.logs import get_logger
-from gateway.mqtt import MqttSession, NotConnected
+from gateway.mqtt import MqttSession
+from gateway.pump import Pump
 from gateway.store import Store, Tx
 from gateway.store.devices import get_device, list_devices, removed_device_ids
 
 log = get_logger("gateway.publisher")
 
 
-class DevicePublisher:
+class DevicePublisher(Pump):
     def __init__(self, store: Store, session: MqttSession, prefix: str) -> None:
+        super().__init__(session)
         self._store = store
-        self._session = session
         self._prefix = prefix
         self._dirty: set[str] = set()
         self._all = True
-        self._wake = asyncio.Event()
-        self._wake.set()
-        #: Set while every device object is published as it stands (tests await it).
-        self.drained = asyncio.Event()
 
     def notify(self, tx: Tx) -> None:
+        """Store commit listener: these devices' public objects changed."""
         if tx.devices_touched:
             self._dirty |= tx.devices_touched
-            self.drained.clear()
-            self._wake.set()
+            self.kick()
 
     def republish_all(self) -> None:
         self._all = True
-        self.drained.clear()
-        self._wake.set()
+        self.kick()
 
-    async def run(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            await self._session.wait_connected()
-            everything, self._all = self._all, False
-            dirty, self._dirty = self._dirty, set()
-            try:
-                await self._publish(everything, dirty)
-                if not self._wake.is_set():
-                    self.drained.set()
-            except (NotConnected, TimeoutError) as exc:
-                log.info("publisher.waiting_for_broker", reason=str(exc))
-                self._all = self._all or everything
-                self._dirty |= dirty
-                self._wake.set()
+    async def catch_up(self) -> None:
+        everything, self._all = self._all, False
+        dirty, self._dirty = self._dirty, set()
+        try:
+            await self._publish(everything, dirty)
+        except BaseException:
+            # Not out yet: keep them for the next round.
+            self._all = self._all or everything
+            self._dirty |= dirty
+            raise
 
     async def _publish(self, everything: bool, dirty: set[str]) -> None:
         removed: list[str] = []

@@ -11,13 +11,13 @@ from typing import Any
 
 from gateway.api.errors import ApiError, invalid
 from gateway.api.params import (
-    UUID_PATTERN,
     Field,
     access_code_id,
     device_id,
     integer,
     list_of,
     timestamp,
+    uuid_of,
 )
 from gateway.api.router import Endpoint
 from gateway.model import EventType, Json
@@ -31,10 +31,7 @@ EVENT_TYPES = frozenset(t.value for t in EventType)
 MAX_ECHO = 100
 
 
-def event_id(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not UUID_PATTERN.fullmatch(value.lower()):
-        raise invalid(name, "must be an event id (a uuid)")
-    return value.lower()
+event_id = uuid_of("an event id")
 
 
 def event_type(name: str, value: Any) -> str:

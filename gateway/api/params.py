@@ -38,10 +38,18 @@ def device_id(name: str, value: Any) -> str:
     return value
 
 
-def access_code_id(name: str, value: Any) -> str:
-    if not isinstance(value, str) or not UUID_PATTERN.fullmatch(value.lower()):
-        raise invalid(name, "must be an access code id (a uuid)")
-    return value.lower()
+def uuid_of(what: str) -> Parser:
+    """A parser for ids that are uuids, naming what kind of id was expected."""
+
+    def parse(name: str, value: Any) -> str:
+        if not isinstance(value, str) or not UUID_PATTERN.fullmatch(value.lower()):
+            raise invalid(name, f"must be {what} (a uuid)")
+        return value.lower()
+
+    return parse
+
+
+access_code_id = uuid_of("an access code id")
 
 
 def boolean(name: str, value: Any) -> bool:

@@ -1,0 +1,47 @@
+"""The shape shared by the outbox and the device publisher: catch up whenever kicked.
+
+Kicks coalesce (ten commits while a publish is under way cause one more round, not ten), a
+broker outage parks the pump until the session is back, and ``drained`` tells tests (and the
+shutdown) when everything is out.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+
+from gateway.logs import get_logger
+from gateway.mqtt import MqttSession, NotConnected
+
+log = get_logger("gateway.pump")
+
+
+class Pump(abc.ABC):
+    def __init__(self, session: MqttSession) -> None:
+        self._session = session
+        self._wake = asyncio.Event()
+        self._wake.set()  # catch up with what an earlier run left behind
+        #: Set while there is nothing left to send.
+        self.drained = asyncio.Event()
+
+    def kick(self) -> None:
+        self.drained.clear()
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            await self._session.wait_connected()
+            try:
+                await self.catch_up()
+            except (NotConnected, TimeoutError) as exc:
+                log.info("pump.waiting_for_broker", pump=type(self).__name__, reason=str(exc))
+                self._wake.set()
+                continue
+            if not self._wake.is_set():
+                self.drained.set()
+
+    @abc.abstractmethod
+    async def catch_up(self) -> None:
+        """Send everything pending; raise NotConnected/TimeoutError to be retried later."""
