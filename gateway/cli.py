@@ -16,6 +16,7 @@ from gateway.config import Config, ConfigError, load_config
 from gateway.demo import run_demo
 from gateway.logs import configure_logging, get_logger
 from gateway.service import Gateway
+from gateway.store import StoreError
 
 DEFAULT_CONFIG = "/etc/lockgate/lockgate.yaml"
 EXIT_CONFIG = 2
@@ -49,7 +50,11 @@ def _run_until_signal(main: Callable[[asyncio.Event], Any]) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     configure_logging(args.log_level or config.log_level)
-    _run_until_signal(lambda stop: Gateway(config).run(stop))
+    try:
+        _run_until_signal(lambda stop: Gateway(config).run(stop))
+    except StoreError as exc:
+        print(f"lockgate: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

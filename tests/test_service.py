@@ -243,3 +243,14 @@ async def test_call_and_events_commands(
             events.send_signal(signal.SIGTERM)
             async with asyncio.timeout(10):
                 assert await events.wait() == 0
+
+
+def test_an_unusable_database_is_a_clear_error(tmp_path: Path, broker: Broker) -> None:
+    data = site_dict(broker, tmp_path)
+    bad = tmp_path / "corrupt.db"
+    bad.write_bytes(b"not a database at all" * 200)
+    data["database"] = str(bad)
+    result = run_cli("run", "-c", str(write_config(tmp_path / "lockgate.yaml", data)))
+    assert result.returncode == 1
+    assert "corrupt.db" in result.stderr
+    assert "Traceback" not in result.stderr

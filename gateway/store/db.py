@@ -154,8 +154,11 @@ class Store:
                 reader.row_factory = sqlite3.Row
                 await _configure(reader, "PRAGMA query_only=ON")
                 store._reader = reader
+        except sqlite3.Error as exc:
+            await store.close()
+            raise StoreError(f"cannot use database {path}: {exc}") from exc
         except BaseException:
-            await conn.close()
+            await store.close()
             raise
         return store
 
