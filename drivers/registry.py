@@ -47,6 +47,11 @@ class UnavailableDriver:
         raise CommandFailed("offline", f"driver {self.driver} is not available")
 
 
+def can_program(driver: str) -> bool:
+    """Whether this build has a working driver of that name (see UnavailableDriver)."""
+    return driver in FACTORIES
+
+
 def create_driver(device: DeviceConfig, session: MqttSession, timing: Timing) -> Driver:
     factory = FACTORIES.get(device.driver)
     if factory is None:

@@ -193,6 +193,7 @@ class AccessCode:
     allow_external_modification: bool = False
     slot: int | None = None
     deleting: bool = False
+    on_lock: bool = False  # internal: seen on the lock (so its removal is worth an event)
     problems: list[Problem] = field(default_factory=list)
 
     @property

@@ -57,7 +57,8 @@ def encode(payload: Payload) -> bytes:
 
 
 def backoff_delay(attempt: int, *, base: float, ceiling: float) -> float:
-    """Full-jitter exponential backoff, so that many hubs do not reconnect in lockstep."""
+    """Exponential backoff with jitter (half to all of the bound), so hubs do not reconnect in
+    lockstep after a broker restart."""
     bound = min(ceiling, base * (2 ** min(attempt, 20)))
     return random.uniform(bound / 2, bound)
 

@@ -361,6 +361,7 @@ class _Pass:
         tx = self.tx
         if await code_store.set_status(tx, code, CodeStatus.SET):
             await tx.emit(EventType.CODE_SET, code.device_id, code.access_code_id, code=code.code)
+        await code_store.set_on_lock(tx, code, True)
         if attempts:
             await code_store.record_attempt(tx, code, failed=False, retry_at=None)
         for key in (
@@ -380,8 +381,9 @@ class _Pass:
 
         Returns True when the code is gone for good (deleted or ended)."""
         tx = self.tx
-        was_on = code.status in (CodeStatus.SET, CodeStatus.REMOVING)
+        was_on = code.on_lock
         await code_store.set_slot(tx, code, None)
+        await code_store.set_on_lock(tx, code, False)
         tx.reconcile(code.device_id)  # a slot came free: a waiting code may take it next pass
         if was_on:
             await tx.emit(EventType.CODE_REMOVED, code.device_id, code.access_code_id)
@@ -398,7 +400,12 @@ class _Pass:
     async def _progress_problems(self, code: AccessCode, attempts: int, since: datetime) -> None:
         """Failures after ``max_attempts``, an offline lock, and slowness, per status."""
         if code.status is CodeStatus.SETTING:
-            failed = attempts >= self.w._timing.max_attempts or not self.w.driver.online
+            # Once raised it stays until the code is finally set (contract section 7).
+            failed = (
+                attempts >= self.w._timing.max_attempts
+                or not self.w.driver.online
+                or (code.access_code_id, "failed_to_set_on_device") in self.raised
+            )
             if await self._problem(code, "failed_to_set_on_device", failed) and failed:
                 await self.tx.emit(
                     EventType.CODE_FAILED_TO_SET,
@@ -486,9 +493,10 @@ class _Pass:
             if action.evicts is not None:
                 # Ordinary codes come first: the backup's slot is overwritten in one command.
                 victim = by_id[action.evicts]
-                if victim.status is CodeStatus.SET:
+                if victim.on_lock:
                     await tx.emit(EventType.CODE_REMOVED, victim.device_id, victim.access_code_id)
                 await code_store.set_slot(tx, victim, None)
+                await code_store.set_on_lock(tx, victim, False)
                 await code_store.set_status(tx, victim, CodeStatus.UNSET)
             await code_store.set_slot(tx, code, action.slot)
             await code_store.set_status(tx, code, CodeStatus.SETTING)

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import aiomqtt
 
 from drivers.base import Driver
-from drivers.registry import create_driver
+from drivers.registry import can_program, create_driver
 from gateway import __version__
 from gateway.api import access_codes as access_code_api
 from gateway.api import devices as device_api
@@ -81,7 +81,9 @@ class Gateway:
         self.store = store
         try:
             async with store.transaction() as tx:
-                await sync_from_config(tx, self.config.all_devices, self.config.backup_pool)
+                await sync_from_config(
+                    tx, self.config.all_devices, self.config.backup_pool, can_program
+                )
             await self._serve(store, stop)
         finally:
             await store.close()

@@ -34,6 +34,7 @@ def _code(row: Row) -> AccessCode:
         allow_external_modification=bool(row["allow_external_modification"]),
         slot=row["slot"],
         deleting=bool(row["deleting"]),
+        on_lock=bool(row["on_lock"]),
     )
 
 
@@ -143,6 +144,16 @@ async def set_status(tx: Tx, code: AccessCode, status: CodeStatus) -> bool:
     return True
 
 
+async def set_on_lock(tx: Tx, code: AccessCode, on_lock: bool) -> None:
+    if code.on_lock == on_lock:
+        return
+    await tx.execute(
+        "UPDATE access_codes SET on_lock = ? WHERE access_code_id = ?",
+        (int(on_lock), code.access_code_id),
+    )
+    code.on_lock = on_lock
+
+
 async def set_slot(tx: Tx, code: AccessCode, slot: int | None) -> None:
     if code.slot == slot:
         return
@@ -167,6 +178,7 @@ async def remove(tx: Tx, code: AccessCode) -> None:
     if code.slot is None:
         await forget(tx, code)
     else:
+        # Possibly written already (outcome unknown): removing until the lock is seen without it.
         await set_status(tx, code, CodeStatus.REMOVING)
 
 

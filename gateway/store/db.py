@@ -1,8 +1,9 @@
-"""SQLite through one aiosqlite connection: one writer, short ``BEGIN IMMEDIATE`` transactions.
+"""SQLite through aiosqlite: one writer with short ``BEGIN IMMEDIATE`` transactions, and one
+read-only connection whose WAL snapshots never wait for the writer.
 
-Why one connection: aiosqlite runs every statement on one worker thread, so a second connection
-would only add lock contention. Why ``synchronous=FULL``: a success reply promises the change is
-durable, also across power loss (practice.md). No network I/O ever happens inside a transaction.
+Why one writer: SQLite serialises writers anyway; one connection makes that explicit and cheap.
+Why ``synchronous=FULL``: a success reply promises the change is durable, also across power loss
+(practice.md). No network I/O ever happens inside a transaction.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from gateway.clock import isoformat, parse_timestamp
@@ -22,18 +22,25 @@ _COUNTS = """
 
 
 async def sync_from_config(
-    tx: Tx, devices: Sequence[DeviceConfig], pool: BackupPoolSettings
+    tx: Tx,
+    devices: Sequence[DeviceConfig],
+    pool: BackupPoolSettings,
+    programmable: Callable[[str], bool] = lambda driver: True,
 ) -> None:
-    """Make the devices table follow the YAML; a pool enabled once is never disabled here."""
+    """Make the devices table follow the YAML; a pool enabled once is never disabled here.
+
+    ``programmable(driver)`` says whether this build can program codes through that driver."""
     now = isoformat(tx.now)
     for device in devices:
         lengths = json.dumps(list(device.code_lengths)) if device.code_lengths else None
         size = device.backup_pool.size or pool.size
         await tx.execute(
             "INSERT INTO devices (device_id, name, driver, created_at, pool_enabled, pool_size,"
-            " capacity, code_lengths, in_config) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)"
+            " capacity, code_lengths, in_config, programmable)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?)"
             " ON CONFLICT (device_id) DO UPDATE SET name = excluded.name,"
             " driver = excluded.driver, pool_size = excluded.pool_size, in_config = 1,"
+            " programmable = excluded.programmable,"
             " pool_enabled = MAX(pool_enabled, excluded.pool_enabled),"
             " capacity = COALESCE(excluded.capacity, capacity),"
             " code_lengths = COALESCE(excluded.code_lengths, code_lengths)",
@@ -46,6 +53,7 @@ async def sync_from_config(
                 size,
                 device.slots,
                 lengths,
+                int(programmable(device.driver)),
             ),
         )
         tx.touch(device.device_id)
@@ -97,7 +105,7 @@ def _device(row: Row, counts: Row | None, problems: list[Problem]) -> Device:
         pool_size=row["pool_size"],
         capacity=capacity,
         code_lengths=(lengths[0], lengths[1]) if lengths else None,
-        supports_pool=supports_pool(capacity),
+        supports_pool=bool(row["programmable"]) and supports_pool(capacity),
         backup_codes_available=int(counts["available"] or 0) if counts else 0,
         active_backup_codes=int(counts["active"] or 0) if counts else 0,
         problems=problems,

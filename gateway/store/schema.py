@@ -21,6 +21,7 @@ MIGRATIONS: tuple[str, ...] = (
         capacity      INTEGER,
         code_lengths  TEXT,                       -- JSON [min, max] as reported or configured
         in_config     INTEGER NOT NULL DEFAULT 1, -- 0: removed from the YAML, kept for history
+        programmable  INTEGER NOT NULL DEFAULT 1, -- 0: its driver cannot program codes (yet)
         pool_short_since TEXT                     -- since when fewer than size backups are set
     );
 
@@ -51,6 +52,7 @@ MIGRATIONS: tuple[str, ...] = (
         allow_external_modification INTEGER NOT NULL DEFAULT 0,
         slot            INTEGER,  -- the slot it occupies or is being written to
         deleting        INTEGER NOT NULL DEFAULT 0,
+        on_lock         INTEGER NOT NULL DEFAULT 0,  -- verified on the lock since last cleared
         status_since    TEXT NOT NULL,
         attempts        INTEGER NOT NULL DEFAULT 0,
         retry_at        TEXT
