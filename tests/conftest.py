@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ import pytest
 from gateway.config import Config, parse_config
 from gateway.logs import configure_logging
 from tests.broker import Broker
+from tests.helpers import Probe
 
 configure_logging("warning", json=True)
 
@@ -47,6 +48,18 @@ def site_dict(broker: Broker, tmp_path: Path, **overrides: Any) -> dict[str, Any
         else:
             data[key] = value
     return data
+
+
+def codes_on_lock(codes: Mapping[Any, str], device_id: str = "front_door") -> dict[str, Any]:
+    """``simulator`` settings for a lock that starts with ``codes`` (slot: PIN) in its slots."""
+    return {"locks": {device_id: {"initial_codes": codes}}}
+
+
+@pytest.fixture
+async def probe(broker: Broker) -> AsyncIterator[Probe]:
+    """A plain MQTT client on the test's broker, recording what it subscribes to."""
+    async with Probe(broker) as instance:
+        yield instance
 
 
 @pytest.fixture

@@ -9,15 +9,12 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from datetime import timedelta
 from typing import Any
-
-import aiomqtt
 
 from gateway.clock import isoformat
 from gateway.model import Json
-from tests.conftest import ConfigFactory
-from tests.harness import Site, payload_json, running_site
+from tests.conftest import ConfigFactory, codes_on_lock
+from tests.harness import Recorder, Site, at, barrier, create, get_code, new_code, running_site
 
 ACCESS_CODE_KEYS = {
     "access_code_id",
@@ -48,18 +45,6 @@ TRIVIAL_TWO_DIGIT = {f"{a}{a}" for a in range(10)} | {
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def at(site: Site, seconds: float) -> str:
-    """An ISO 8601 timestamp ``seconds`` from the site's clock."""
-    return isoformat(site.clock.now() + timedelta(seconds=seconds))
-
-
-async def create(site: Site, **params: Any) -> Json:
-    reply = await site.api.call("access_codes/create", **params)
-    assert reply["ok"] is True, reply
-    code: Json = reply["access_code"]
-    return code
-
-
 async def refused(site: Site, endpoint: str, **params: Any) -> Json:
     reply = await site.api.call(endpoint, **params)
     assert reply["ok"] is False, reply
@@ -76,18 +61,23 @@ async def codes_of(site: Site, device_id: str) -> list[Json]:
     return codes
 
 
-async def barrier(site: Site) -> None:
-    """Everything the gateway published so far has reached our client: settle, then one round
-    trip through the gateway (its reply is queued behind what it published before)."""
-    await site.settled()
-    assert (await site.api.call("devices/list"))["ok"] is True
+#: A refusal to expect: the request's parameters, the error type, a field its message names.
+Refusal = tuple[dict[str, Any], str, str]
 
 
-def drain(queue: asyncio.Queue[aiomqtt.Message]) -> list[Any]:
-    found = []
-    while not queue.empty():
-        found.append(payload_json(queue.get_nowait()))
-    return found
+async def misjudged(site: Site, endpoint: str, cases: list[Refusal], **fixed: Any) -> list[Any]:
+    """The ``cases`` that ``endpoint`` (called with ``fixed`` too) did not refuse as expected,
+    each with the reply it gave."""
+    wrong = []
+    for params, error_type, field in cases:
+        reply = await site.api.call(endpoint, **fixed, **params)
+        if (
+            reply["ok"]
+            or reply["error"]["type"] != error_type
+            or (field not in reply["error"]["message"])
+        ):
+            wrong.append((params, reply))
+    return wrong
 
 
 def is_trivial(pin: str) -> bool:
@@ -251,8 +241,7 @@ async def test_list_by_device_and_by_ids(make_config: ConfigFactory) -> None:
 
 async def test_update_name_window_and_type(make_config: ConfigFactory) -> None:
     async with running_site(make_config()) as site:
-        code = await create(site, device_id="front_door", name="Carol", code="2580")
-        cid = code["access_code_id"]
+        cid = await new_code(site, "2580", name="Carol")
         reply = await site.api.call(
             "access_codes/update", access_code_id=cid, name="Carol B.", request_id="u"
         )
@@ -285,17 +274,16 @@ async def test_update_name_window_and_type(make_config: ConfigFactory) -> None:
             None,
             None,
         )
-        got = (await site.api.call("access_codes/get", access_code_id=cid))["access_code"]
+        got = await get_code(site, cid)
         assert got["type"] == "ongoing"
         assert got["name"] == "Carol B."
 
 
 async def test_update_refusals(make_config: ConfigFactory) -> None:
     async with running_site(make_config()) as site:
-        code = await create(site, device_id="front_door", code="2580")
-        await create(site, device_id="front_door", code="3690")
-        cid = code["access_code_id"]
-        cases: list[tuple[dict[str, Any], str, str]] = [
+        cid = await new_code(site, "2580")
+        await new_code(site, "3690")
+        cases: list[Refusal] = [
             ({"code": "3690"}, "duplicate_access_code", "code"),
             ({"code": "123"}, "code_constraints_violated", "code"),
             ({"code": "12x4"}, "invalid_input", "code"),
@@ -309,21 +297,12 @@ async def test_update_refusals(make_config: ConfigFactory) -> None:
             ({"name": 5}, "invalid_input", "name"),
             ({"device_id": "back_door"}, "invalid_input", "device_id"),
         ]
-        wrong = []
-        for params, error_type, field in cases:
-            reply = await site.api.call("access_codes/update", access_code_id=cid, **params)
-            if (
-                reply["ok"]
-                or reply["error"]["type"] != error_type
-                or (field not in reply["error"]["message"])
-            ):
-                wrong.append((params, reply))
-        assert wrong == []
+        assert await misjudged(site, "access_codes/update", cases, access_code_id=cid) == []
         error = await refused(site, "access_codes/update", name="x")
         assert error["type"] == "invalid_input"
         assert "access_code_id" in error["message"]
         # Nothing changed on the way.
-        got = (await site.api.call("access_codes/get", access_code_id=cid))["access_code"]
+        got = await get_code(site, cid)
         assert (got["code"], got["type"], got["name"]) == ("2580", "ongoing", None)
         # Keeping one's own PIN is no clash.
         reply = await site.api.call("access_codes/update", access_code_id=cid, code="2580")
@@ -332,8 +311,7 @@ async def test_update_refusals(make_config: ConfigFactory) -> None:
 
 async def test_delete_replies_and_the_code_is_gone(make_config: ConfigFactory) -> None:
     async with running_site(make_config()) as site:
-        code = await create(site, device_id="front_door", code="8642")
-        cid = code["access_code_id"]
+        cid = await new_code(site, "8642")
         await site.settled()
         reply = await site.api.call("access_codes/delete", access_code_id=cid, request_id="d")
         assert reply == {"ok": True, "request_id": "d"}
@@ -388,7 +366,7 @@ async def test_create_refusals_name_the_field_and_change_nothing(
 ) -> None:
     async with running_site(make_config()) as site:
         await create(site, device_id="front_door", code="9182")
-        cases: list[tuple[dict[str, Any], str, str]] = [
+        cases: list[Refusal] = [
             ({"starts_at": at(site, 60)}, "invalid_input", "ends_at"),
             ({"ends_at": at(site, 60)}, "invalid_input", "starts_at"),
             ({"starts_at": at(site, -120), "ends_at": at(site, -60)}, "invalid_input", "ends_at"),
@@ -425,16 +403,7 @@ async def test_create_refusals_name_the_field_and_change_nothing(
             ({"use_backup_access_code_pool": 1}, "invalid_input", "use_backup_access_code_pool"),
             ({"colour": "red"}, "invalid_input", "colour"),
         ]
-        wrong = []
-        for params, error_type, field in cases:
-            reply = await site.api.call("access_codes/create", device_id="front_door", **params)
-            if (
-                reply["ok"]
-                or reply["error"]["type"] != error_type
-                or (field not in reply["error"]["message"])
-            ):
-                wrong.append((params, reply))
-        assert wrong == []
+        assert await misjudged(site, "access_codes/create", cases, device_id="front_door") == []
         error = await refused(site, "access_codes/create", code="5555")
         assert error["type"] == "invalid_input"
         assert "device_id" in error["message"]
@@ -477,9 +446,7 @@ async def test_code_lengths_follow_the_device(make_config: ConfigFactory) -> Non
 async def test_duplicates_of_managed_codes_and_of_pins_on_the_lock(
     make_config: ConfigFactory,
 ) -> None:
-    config = make_config(
-        simulator={"locks": {"front_door": {"initial_codes": {3: "2468", 7: "13579"}}}}
-    )
+    config = make_config(simulator=codes_on_lock({3: "2468", 7: "13579"}))
     async with running_site(config) as site:
         first = await create(site, device_id="front_door", code="1122")
         for pin in ("1122", "2468", "13579"):
@@ -500,8 +467,7 @@ async def test_duplicates_of_managed_codes_and_of_pins_on_the_lock(
 
 async def test_device_not_managed(make_config: ConfigFactory) -> None:
     async with running_site(make_config()) as site:
-        code = await create(site, device_id="front_door", code="6174")
-        cid = code["access_code_id"]
+        cid = await new_code(site, "6174")
         await site.settled()
         reply = await site.api.call("devices/update", device_id="front_door", is_managed=False)
         assert reply["device"]["is_managed"] is False
@@ -513,7 +479,7 @@ async def test_device_not_managed(make_config: ConfigFactory) -> None:
         error = await refused(site, "access_codes/delete", access_code_id=cid)
         assert error["type"] == "device_not_managed"
         # Reading still works: the codes are there, as they were.
-        got = (await site.api.call("access_codes/get", access_code_id=cid))["access_code"]
+        got = await get_code(site, cid)
         assert (got["status"], got["name"]) == ("set", None)
         assert [c["access_code_id"] for c in await codes_of(site, "front_door")] == [cid]
         # The other lock is not affected.
@@ -567,11 +533,7 @@ async def test_generated_codes_avoid_every_pin_on_the_lock(make_config: ConfigFa
         devices=[
             {"device_id": "front_door", "driver": "native", "slots": 80, "code_lengths": [2, 2]}
         ],
-        simulator={
-            "locks": {
-                "front_door": {"initial_codes": {i + 1: pin for i, pin in enumerate(held[:60])}}
-            }
-        },
+        simulator=codes_on_lock({i + 1: pin for i, pin in enumerate(held[:60])}),
     )
     async with running_site(config) as site:
         # The other 9 as managed codes (they land on the lock too).
@@ -596,9 +558,7 @@ async def test_generated_codes_avoid_every_pin_on_the_lock(make_config: ConfigFa
 async def test_unmanaged_list_shows_what_the_gateway_did_not_create(
     make_config: ConfigFactory,
 ) -> None:
-    config = make_config(
-        simulator={"locks": {"front_door": {"initial_codes": {2: "5555", 9: "0123456"}}}}
-    )
+    config = make_config(simulator=codes_on_lock({2: "5555", 9: "0123456"}))
     async with running_site(config) as site:
         await create(site, device_id="front_door", code="3141")
         await site.settled()
@@ -630,7 +590,7 @@ async def test_unmanaged_list_shows_what_the_gateway_did_not_create(
 async def test_idempotent_create_makes_one_code(make_config: ConfigFactory) -> None:
     config = make_config()
     async with running_site(config) as site:
-        events = await site.api.subscribe(f"{config.prefix}/events/access_code.created")
+        events = await Recorder.of(site, f"{config.prefix}/events/access_code.created")
         first = await site.api.call(
             "access_codes/create", device_id="front_door", name="Dora", idempotency_key="k-1"
         )
@@ -659,15 +619,14 @@ async def test_idempotent_create_makes_one_code(make_config: ConfigFactory) -> N
         await barrier(site)
         assert len(await codes_of(site, "front_door")) == 2
         assert len(await codes_of(site, "back_door")) == 1
-        created = drain(events)
+        created = events.pull()
         assert len(created) == 3
         assert created[0]["access_code_id"] == first["access_code"]["access_code_id"]
 
 
 async def test_idempotent_update_and_delete(make_config: ConfigFactory) -> None:
     async with running_site(make_config()) as site:
-        code = await create(site, device_id="front_door", name="Finn", code="7733")
-        cid = code["access_code_id"]
+        cid = await new_code(site, "7733", name="Finn")
         first = await site.api.call(
             "access_codes/update", access_code_id=cid, name="Finn 2", idempotency_key="u-1"
         )
@@ -676,7 +635,7 @@ async def test_idempotent_update_and_delete(make_config: ConfigFactory) -> None:
             "access_codes/update", access_code_id=cid, name="Finn 2", idempotency_key="u-1"
         )
         assert again == first
-        got = (await site.api.call("access_codes/get", access_code_id=cid))["access_code"]
+        got = await get_code(site, cid)
         assert got["name"] == "Finn 3"  # the redelivery did not undo the later change
         await site.settled()
         deleted = await site.api.call(

@@ -11,9 +11,16 @@ import aiomqtt
 import pytest
 
 from gateway.api.router import MAX_REQUEST_BYTES
+from gateway.config import Config
+from gateway.model import Json
 from gateway.mqtt import build_client
 from tests.conftest import ConfigFactory
-from tests.harness import next_json, running_site, wait_for_json
+from tests.harness import device, next_json, running_site, wait_for_json
+
+
+async def send(client: aiomqtt.Client, config: Config, endpoint: str, body: Json) -> None:
+    """A request as a plain MQTT client (no lockgate code, no MQTT 5 properties) sends it."""
+    await client.publish(f"{config.prefix}/api/{endpoint}", json.dumps(body), qos=1)
 
 
 def next_conversion(events: asyncio.Queue[aiomqtt.Message], timeout: float = 5.0) -> Any:
@@ -26,11 +33,11 @@ async def test_devices_list_and_get(make_config: ConfigFactory) -> None:
         assert reply["ok"] is True
         assert reply["request_id"] == "r1"
         assert [d["device_id"] for d in reply["devices"]] == ["back_door", "front_door"]
-        device = (await site.api.call("devices/get", device_id="front_door"))["device"]
-        assert device["name"] == "Front door"
-        assert device["driver"] == "native"
-        assert device["is_managed"] is True
-        props = device["properties"]
+        found = await device(site, "front_door")
+        assert found["name"] == "Front door"
+        assert found["driver"] == "native"
+        assert found["is_managed"] is True
+        props = found["properties"]
         assert props["backup_access_code_pool_enabled"] is False
         assert props["backup_codes_available"] == 0
 
@@ -117,33 +124,30 @@ async def test_reply_to_without_mqtt5_properties(make_config: ConfigFactory) -> 
         replies = await site.api.subscribe("it/replies/#")
         client = build_client(config.mqtt, identifier="plain-client")
         async with client:
-            await client.publish(
-                f"{config.prefix}/api/devices/get",
-                json.dumps(
-                    {"device_id": "back_door", "reply_to": "it/replies/1", "request_id": "abc"}
-                ),
-                qos=1,
+            await send(
+                client,
+                config,
+                "devices/get",
+                {"device_id": "back_door", "reply_to": "it/replies/1", "request_id": "abc"},
             )
             reply = await next_json(replies)
             assert reply["ok"] is True
             assert reply["request_id"] == "abc"
             assert reply["device"]["device_id"] == "back_door"
             # A bad reply_to cannot be answered; the request is refused and nothing changes.
-            await client.publish(
-                f"{config.prefix}/api/devices/update",
-                json.dumps({"device_id": "back_door", "is_managed": False, "reply_to": "a/#"}),
-                qos=1,
+            await send(
+                client,
+                config,
+                "devices/update",
+                {"device_id": "back_door", "is_managed": False, "reply_to": "a/#"},
             )
             # An error reply also goes to reply_to.
-            await client.publish(
-                f"{config.prefix}/api/devices/get",
-                json.dumps({"device_id": "zzz", "reply_to": "it/replies/2"}),
-                qos=1,
+            await send(
+                client, config, "devices/get", {"device_id": "zzz", "reply_to": "it/replies/2"}
             )
             reply = await next_json(replies)
             assert reply["error"]["type"] == "device_not_found"
-        device = (await site.api.call("devices/get", device_id="back_door"))["device"]
-        assert device["is_managed"] is True
+        assert (await device(site, "back_door"))["is_managed"] is True
 
 
 async def test_request_without_reply_address_is_executed(make_config: ConfigFactory) -> None:
@@ -153,14 +157,11 @@ async def test_request_without_reply_address_is_executed(make_config: ConfigFact
         await wait_for_json(devices, lambda d: d["is_managed"] is True)
         client = build_client(config.mqtt, identifier="fire-and-forget")
         async with client:
-            await client.publish(
-                f"{config.prefix}/api/devices/update",
-                json.dumps({"device_id": "back_door", "is_managed": False}),
-                qos=1,
+            await send(
+                client, config, "devices/update", {"device_id": "back_door", "is_managed": False}
             )
         await wait_for_json(devices, lambda d: d["is_managed"] is False)
-        device = (await site.api.call("devices/get", device_id="back_door"))["device"]
-        assert device["is_managed"] is False
+        assert (await device(site, "back_door"))["is_managed"] is False
 
 
 async def test_idempotent_update_changes_once(make_config: ConfigFactory) -> None:
@@ -178,15 +179,13 @@ async def test_idempotent_update_changes_once(make_config: ConfigFactory) -> Non
             "devices/update", device_id="front_door", is_managed=False, idempotency_key=key
         )
         assert again["device"] == first["device"]
-        now = (await site.api.call("devices/get", device_id="front_door"))["device"]
-        assert now["is_managed"] is True
+        assert (await device(site, "front_door"))["is_managed"] is True
         kinds = [(await next_conversion(events))["event_type"] for _ in range(2)]
         assert kinds == ["device.converted_to_unmanaged", "device.converted_to_managed"]
         # A retry with the same key answers with the first reply, whatever it now carries.
         other = await site.api.call("devices/update", device_id="back_door", idempotency_key=key)
         assert other["device"]["device_id"] == "front_door"
-        back = (await site.api.call("devices/get", device_id="back_door"))["device"]
-        assert back["is_managed"] is True
+        assert (await device(site, "back_door"))["is_managed"] is True
 
 
 async def test_idempotent_concurrent_redelivery(make_config: ConfigFactory) -> None:
@@ -252,8 +251,8 @@ async def test_pool_cannot_be_disabled_and_needs_support(make_config: ConfigFact
             "devices/update", device_id="tiny", backup_access_code_pool_enabled=True
         )
         assert reply["error"]["type"] == "backup_pool_not_supported"
-        device = (await site.api.call("devices/get", device_id="tiny"))["device"]
-        assert device["properties"]["backup_access_code_pool_enabled"] is False
+        found = await device(site, "tiny")
+        assert found["properties"]["backup_access_code_pool_enabled"] is False
         reply = await site.api.call(
             "devices/update", device_id="plain", backup_access_code_pool_enabled=True
         )
@@ -277,13 +276,13 @@ async def test_oversized_request_is_refused_to_reply_to_too(make_config: ConfigF
         }
         client = build_client(config.mqtt, identifier="big-plain-client")
         async with client:
-            await client.publish(f"{config.prefix}/api/devices/update", json.dumps(body), qos=1)
+            await send(client, config, "devices/update", body)
             reply = await next_json(replies)
         assert reply["ok"] is False
         assert reply["request_id"] == "big-1"
         assert reply["error"]["type"] == "payload_too_large"
-        device = (await site.api.call("devices/get", device_id="front_door"))["device"]
-        assert device["is_managed"] is True  # refused means not executed
+        found = await device(site, "front_door")
+        assert found["is_managed"] is True  # refused means not executed
 
 
 async def test_a_device_removed_from_the_config_disappears(make_config: ConfigFactory) -> None:

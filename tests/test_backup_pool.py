@@ -12,27 +12,34 @@ import asyncio
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
 from typing import Any
 
 import aiomqtt
 import pytest
 
 from drivers.sim import SimulatedLock, Simulator
-from gateway.clock import ManualClock, isoformat
+from gateway.clock import ManualClock
 from gateway.config import Config
-from tests.conftest import ConfigFactory
+from gateway.model import Json
+from tests.conftest import ConfigFactory, codes_on_lock
 from tests.harness import (
     Site,
     api_client,
+    at,
+    create,
+    device,
+    error_codes,
+    get_code,
+    is_event,
     next_json,
+    ok,
     running_gateway,
     running_simulator,
     running_site,
     wait_for_json,
+    warning_codes,
+    window,
 )
-
-Json = dict[str, Any]
 
 FRONT = "front_door"
 BACKUP_NAME = re.compile(r"^Backup [0-9a-f]{4}$")
@@ -71,7 +78,7 @@ def pool_config(
         "backup_pool": {"size": size, "many_active_threshold": threshold, "fill_grace": fill_grace},
     }
     if initial_codes:
-        overrides["simulator"] = {"locks": {FRONT: {"initial_codes": initial_codes}}}
+        overrides["simulator"] = codes_on_lock(initial_codes)
     if timing:
         overrides["timing"] = timing
     return make_config(**overrides)
@@ -89,28 +96,17 @@ async def gateway_site(config: Config, clock: ManualClock, sim: Simulator) -> As
 # -- small helpers ------------------------------------------------------------------------------
 
 
-def ok(reply: Json) -> Json:
-    assert reply.get("ok") is True, reply
-    return reply
-
-
 def refused(reply: Json, error_type: str, field: str) -> None:
     assert reply.get("ok") is False, reply
     assert reply["error"]["type"] == error_type, reply
     assert field in reply["error"]["message"], reply
 
 
-def error_codes(obj: Json) -> set[str]:
-    return {e["error_code"] for e in obj["errors"]}
-
-
-def warning_codes(obj: Json) -> set[str]:
-    return {w["warning_code"] for w in obj["warnings"]}
-
-
-async def device(site: Site, device_id: str = FRONT) -> Json:
-    found: Json = ok(await site.api.call("devices/get", device_id=device_id))["device"]
-    return found
+async def enable_pool(site: Site) -> Json:
+    """Switch the front door's pool on through the API, which must accept it."""
+    return ok(
+        await site.api.call("devices/update", device_id=FRONT, backup_access_code_pool_enabled=True)
+    )
 
 
 async def props(site: Site, device_id: str = FRONT) -> Json:
@@ -122,13 +118,6 @@ async def retained_device(site: Site, device_id: str = FRONT) -> Json:
     """The device object as a newcomer reads it from the retained topic."""
     queue = await site.api.subscribe(f"{site.config.prefix}/devices/{device_id}")
     found: Json = await next_json(queue)
-    return found
-
-
-async def get_code(site: Site, access_code_id: str) -> Json:
-    found: Json = ok(await site.api.call("access_codes/get", access_code_id=access_code_id))[
-        "access_code"
-    ]
     return found
 
 
@@ -186,6 +175,15 @@ async def event_stream(site: Site) -> asyncio.Queue[aiomqtt.Message]:
     return await site.api.subscribe(f"{site.config.prefix}/events/#")
 
 
+async def front_door_event(
+    stream: asyncio.Queue[aiomqtt.Message], event_type: str, **fields: str
+) -> Json:
+    """The next event on ``stream`` of ``event_type`` with ``fields``; it is the front door's."""
+    event: Json = await wait_for_json(stream, is_event(event_type, **fields))
+    assert event["device_id"] == FRONT
+    return event
+
+
 async def create_stay(
     site: Site,
     *,
@@ -196,28 +194,84 @@ async def create_stay(
     **extra: Any,
 ) -> Json:
     """A time_bound code from ``start_in`` seconds from now, lasting until ``hours`` from now."""
-    now = site.clock.now()
-    reply = await site.api.call(
-        "access_codes/create",
-        device_id=device_id,
-        name=name,
-        starts_at=isoformat(now + timedelta(seconds=start_in)),
-        ends_at=isoformat(now + timedelta(hours=hours)),
-        **extra,
+    return await create(
+        site, device_id=device_id, name=name, **window(site, start_in, hours * 3600), **extra
     )
-    code: Json = ok(reply)["access_code"]
-    return code
+
+
+async def settled_stay(site: Site, **stay: Any) -> Json:
+    """:func:`create_stay`, then the gateway settled."""
+    guest = await create_stay(site, **stay)
+    await site.settled()
+    return guest
+
+
+async def stay_with_backup(site: Site, **stay: Any) -> tuple[Json, Json]:
+    """A settled stay (see :func:`create_stay`) and the backup pulled for it, settled too."""
+    guest = await settled_stay(site, **stay)
+    backup = ok(await pull(site, guest["access_code_id"]))["backup_access_code"]
+    await site.settled()
+    return guest, backup
 
 
 async def create_ongoing(site: Site, *, name: str = "Cleaner", device_id: str = FRONT) -> Json:
-    reply = await site.api.call("access_codes/create", device_id=device_id, name=name)
-    code: Json = ok(reply)["access_code"]
-    return code
+    return await create(site, device_id=device_id, name=name)
 
 
 async def pull(site: Site, access_code_id: str) -> Json:
     return await site.api.call(
         "access_codes/pull_backup_access_code", access_code_id=access_code_id
+    )
+
+
+async def refused_pull(
+    site: Site, code: Json, error_type: str = "no_backup_access_code_available"
+) -> None:
+    refused(await pull(site, code["access_code_id"]), error_type, "access_code_id")
+
+
+async def refill_against(site: Site, fault: Json) -> Json:
+    """A stay, and a backup pulled for it once the front door has ``fault``: the refill that
+    follows runs into it. The front door, as the gateway then describes it."""
+    guest = await settled_stay(site)
+    await site.lock(FRONT).control(fault)
+    ok(await pull(site, guest["access_code_id"]))
+    await site.settled()
+    return await device(site)
+
+
+def counts(properties: Json) -> tuple[int, int]:
+    """``backup_codes_available`` and ``active_backup_codes`` of a device's properties."""
+    return properties["backup_codes_available"], properties["active_backup_codes"]
+
+
+def assert_same_backup(reply: Json, backup: Json) -> None:
+    """A pull's ``reply`` hands out ``backup`` again, and the code still points at it."""
+    assert reply["backup_access_code"]["access_code_id"] == backup["access_code_id"]
+    assert reply["backup_access_code"]["code"] == backup["code"]
+    assert reply["access_code"]["pulled_backup_access_code_id"] == backup["access_code_id"]
+
+
+def assert_not_pulled(code: Json) -> None:
+    assert code["pulled_backup_access_code_id"] is None
+    assert "using_backup_access_code" not in warning_codes(code)
+
+
+async def assert_removed(site: Site, backup: Json) -> None:
+    """A pulled backup is off the lock, removed from it once, and unknown to the gateway."""
+    assert site.lock(FRONT).try_code(backup["code"]) is None
+    await assert_unknown(site, backup)
+    removed = await events(
+        site, "access_code.removed_from_device", access_code_id=backup["access_code_id"]
+    )
+    assert len(removed) == 1
+
+
+async def assert_unknown(site: Site, code: Json) -> None:
+    refused(
+        await site.api.call("access_codes/get", access_code_id=code["access_code_id"]),
+        "access_code_not_found",
+        "access_code_id",
     )
 
 
@@ -255,13 +309,11 @@ async def test_support_needs_two_slots(make_config: ConfigFactory) -> None:
         assert shed["supports_backup_access_code_pool"] is False
         assert shed["max_active_codes_supported"] == 1
 
-        now = site.clock.now()
         reply = await site.api.call(
             "access_codes/create",
             device_id="shed",
             name="Guest",
-            starts_at=isoformat(now),
-            ends_at=isoformat(now + timedelta(hours=2)),
+            **window(site, 0, 2 * 3600),
             use_backup_access_code_pool=True,
         )
         refused(reply, "backup_pool_not_supported", "use_backup_access_code_pool")
@@ -327,11 +379,7 @@ async def test_config_enables_the_pool_with_its_own_size(make_config: ConfigFact
 
 async def test_devices_update_enables_the_pool(make_config: ConfigFactory) -> None:
     async with running_site(pool_config(make_config, enabled=False)) as site:
-        reply = ok(
-            await site.api.call(
-                "devices/update", device_id=FRONT, backup_access_code_pool_enabled=True
-            )
-        )
+        reply = await enable_pool(site)
         assert reply["device"]["properties"]["backup_access_code_pool_enabled"] is True
         await site.settled()
         assert_sound_pool(site.lock(FRONT), await pooled(site), 3)
@@ -343,18 +391,13 @@ async def test_pool_cannot_be_disabled(make_config: ConfigFactory) -> None:
     clock = ManualClock()
     async with running_simulator(config) as sim:
         async with gateway_site(config, clock, sim) as site:
-            guest = await create_stay(site, use_backup_access_code_pool=True)
-            await site.settled()
+            guest = await settled_stay(site, use_backup_access_code_pool=True)
             reply = await site.api.call(
                 "devices/update", device_id=FRONT, backup_access_code_pool_enabled=False
             )
             refused(reply, "backup_pool_cannot_be_disabled", "backup_access_code_pool_enabled")
             # Asking for what is already so is fine.
-            ok(
-                await site.api.call(
-                    "devices/update", device_id=FRONT, backup_access_code_pool_enabled=True
-                )
-            )
+            await enable_pool(site)
             assert (await props(site))["backup_access_code_pool_enabled"] is True
             pins = {b["code"] for b in await pooled(site)}
         # The config says enabled: false; the pool enabled by the API stays.
@@ -372,8 +415,7 @@ async def test_pool_cannot_be_disabled(make_config: ConfigFactory) -> None:
 async def test_list_leaves_unpulled_backups_out(make_config: ConfigFactory) -> None:
     async with running_site(pool_config(make_config)) as site:
         cleaner = await create_ongoing(site)
-        guest = await create_stay(site)
-        await site.settled()
+        guest = await settled_stay(site)
 
         assert {c["access_code_id"] for c in await listing(site)} == {
             cleaner["access_code_id"],
@@ -419,19 +461,11 @@ async def test_availability_is_exact_at_every_moment(make_config: ConfigFactory)
             await site.api.subscribe(f"{config.prefix}/devices/{FRONT}"),
             lambda d: d["properties"]["online"] is False,
         )
-        ok(
-            await site.api.call(
-                "devices/update", device_id=FRONT, backup_access_code_pool_enabled=True
-            )
-        )
+        await enable_pool(site)
         await site.settled()
         assert await available(site, a) is False
         assert (await props(site))["backup_codes_available"] == 0
-        refused(
-            await pull(site, a["access_code_id"]),
-            "no_backup_access_code_available",
-            "access_code_id",
-        )
+        await refused_pull(site, a)
 
         # The lock returns and the backup is set: available to every code of the device.
         await lock.control({"online": True})
@@ -439,8 +473,7 @@ async def test_availability_is_exact_at_every_moment(make_config: ConfigFactory)
         for code in (a, b):
             found = await get_code(site, code["access_code_id"])
             assert found["is_backup_access_code_available"] is True
-        retained = (await retained_device(site))["properties"]
-        assert (retained["backup_codes_available"], retained["active_backup_codes"]) == (1, 0)
+        assert counts((await retained_device(site))["properties"]) == (1, 0)
 
         # The lock stops taking codes; A pulls the only backup and the pool cannot refill.
         await lock.control({"fail_next": FOREVER})
@@ -448,10 +481,8 @@ async def test_availability_is_exact_at_every_moment(make_config: ConfigFactory)
         await site.settled()
         assert await available(site, a) is True
         assert await available(site, b) is False
-        found = await props(site)
-        assert (found["backup_codes_available"], found["active_backup_codes"]) == (0, 1)
-        retained = (await retained_device(site))["properties"]
-        assert (retained["backup_codes_available"], retained["active_backup_codes"]) == (0, 1)
+        assert counts(await props(site)) == (0, 1)
+        assert counts((await retained_device(site))["properties"]) == (0, 1)
         # In the listing too, each code answers for itself.
         flags = {
             c["access_code_id"]: c["is_backup_access_code_available"] for c in await listing(site)
@@ -463,8 +494,7 @@ async def test_availability_is_exact_at_every_moment(make_config: ConfigFactory)
         await lock.control({"reset": True, "fail_next": 0})
         await site.advance(PAST_BACKOFF)
         assert await available(site, b) is True
-        retained = (await retained_device(site))["properties"]
-        assert (retained["backup_codes_available"], retained["active_backup_codes"]) == (1, 1)
+        assert counts((await retained_device(site))["properties"]) == (1, 1)
 
 
 # -- 4. pulling ---------------------------------------------------------------------------------
@@ -474,10 +504,9 @@ async def test_pull_hands_out_a_backup_and_refills(make_config: ConfigFactory) -
     async with running_site(pool_config(make_config)) as site:
         lock = site.lock(FRONT)
         stream = await event_stream(site)
-        guest = await create_stay(site, hours=30)
-        await site.settled()
+        guest = await settled_stay(site, hours=30)
         pool_before = {b["access_code_id"] for b in await pooled(site)}
-        pulled_at = isoformat(site.clock.now())
+        pulled_at = at(site, 0)
 
         reply = ok(await pull(site, guest["access_code_id"]))
         original, backup = reply["access_code"], reply["backup_access_code"]
@@ -493,9 +522,7 @@ async def test_pull_hands_out_a_backup_and_refills(make_config: ConfigFactory) -
         assert backup["status"] == "set"
         assert on_lock(lock, backup)  # already there: the guest can use it right away
 
-        event = await wait_for_json(
-            stream, lambda e: e["event_type"] == "access_code.backup_access_code_pulled"
-        )
+        event = await wait_for_json(stream, is_event("access_code.backup_access_code_pulled"))
         assert event["device_id"] == FRONT
         assert event["access_code_id"] == guest["access_code_id"]
         assert event["backup_access_code_id"] == backup["access_code_id"]
@@ -513,8 +540,7 @@ async def test_pull_hands_out_a_backup_and_refills(make_config: ConfigFactory) -
         found = await get_code(site, guest["access_code_id"])
         assert found["pulled_backup_access_code_id"] == backup["access_code_id"]
         assert "using_backup_access_code" in warning_codes(found)
-        retained = (await retained_device(site))["properties"]
-        assert (retained["backup_codes_available"], retained["active_backup_codes"]) == (3, 1)
+        assert counts((await retained_device(site))["properties"]) == (3, 1)
         # A refill within moments is no pool problem.
         assert await pool_problems_raised(site) == []
 
@@ -531,8 +557,7 @@ async def test_pull_answers_without_the_lock(
     config = pool_config(make_config, timing={"command_timeout": "1s"})
     async with running_site(config) as site:
         lock = site.lock(FRONT)
-        guest = await create_stay(site)
-        await site.settled()
+        guest = await settled_stay(site)
         await lock.control(fault)
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -552,22 +577,16 @@ async def test_pull_answers_without_the_lock(
 
 async def test_repeat_pulls_return_the_same_backup(make_config: ConfigFactory) -> None:
     async with running_site(pool_config(make_config)) as site:
-        guest = await create_stay(site)
-        await site.settled()
-        first = ok(await pull(site, guest["access_code_id"]))["backup_access_code"]
-        await site.settled()
+        guest, first = await stay_with_backup(site)
         for _ in range(2):
             again = ok(await pull(site, guest["access_code_id"]))
-            assert again["backup_access_code"]["access_code_id"] == first["access_code_id"]
-            assert again["backup_access_code"]["code"] == first["code"]
-            assert again["access_code"]["pulled_backup_access_code_id"] == first["access_code_id"]
+            assert_same_backup(again, first)
         await site.settled()
         pulled = await events(
             site, "access_code.backup_access_code_pulled", access_code_id=guest["access_code_id"]
         )
         assert len(pulled) == 1
-        found = await props(site)
-        assert (found["backup_codes_available"], found["active_backup_codes"]) == (3, 1)
+        assert counts(await props(site)) == (3, 1)
         assert len(await pooled(site)) == 3  # one refill, not one per request
 
 
@@ -576,27 +595,20 @@ async def test_pull_after_restart_returns_the_same_backup(make_config: ConfigFac
     clock = ManualClock()
     async with running_simulator(config) as sim:
         async with gateway_site(config, clock, sim) as site:
-            guest = await create_stay(site)
-            await site.settled()
-            first = ok(await pull(site, guest["access_code_id"]))["backup_access_code"]
-            await site.settled()
+            guest, first = await stay_with_backup(site)
         async with gateway_site(config, clock, sim) as site:
             reply = ok(await pull(site, guest["access_code_id"]))
-            assert reply["backup_access_code"]["access_code_id"] == first["access_code_id"]
-            assert reply["backup_access_code"]["code"] == first["code"]
-            assert reply["access_code"]["pulled_backup_access_code_id"] == first["access_code_id"]
+            assert_same_backup(reply, first)
             await site.settled()
             assert on_lock(site.lock(FRONT), await get_code(site, first["access_code_id"]))
             pulled = await events(site, "access_code.backup_access_code_pulled")
             assert len(pulled) == 1
-            found = await props(site)
-            assert (found["backup_codes_available"], found["active_backup_codes"]) == (3, 1)
+            assert counts(await props(site)) == (3, 1)
 
 
 async def test_concurrent_pulls_for_one_code_get_one_backup(make_config: ConfigFactory) -> None:
     async with running_site(pool_config(make_config)) as site:
-        guest = await create_stay(site)
-        await site.settled()
+        guest = await settled_stay(site)
         replies = await asyncio.gather(*(pull(site, guest["access_code_id"]) for _ in range(5)))
         backups = {ok(r)["backup_access_code"]["access_code_id"] for r in replies}
         assert len(backups) == 1
@@ -604,8 +616,7 @@ async def test_concurrent_pulls_for_one_code_get_one_backup(make_config: ConfigF
         await site.settled()
         pulled = await events(site, "access_code.backup_access_code_pulled")
         assert len(pulled) == 1
-        found = await props(site)
-        assert (found["backup_codes_available"], found["active_backup_codes"]) == (3, 1)
+        assert counts(await props(site)) == (3, 1)
         backup_rows = [c for c in await listing(site, include_pool=True) if c["is_backup"]]
         assert len(backup_rows) == 4  # three pooled and the one pulled, never two pulled
 
@@ -629,23 +640,17 @@ async def test_two_codes_pulling_at_once_get_different_backups(
         await site.settled()
         assert on_lock(lock, backup_a)
         assert on_lock(lock, backup_b)
-        found = await props(site)
-        assert (found["backup_codes_available"], found["active_backup_codes"]) == (3, 2)
+        assert counts(await props(site)) == (3, 2)
 
 
 async def test_pull_refuses_an_ongoing_code(make_config: ConfigFactory) -> None:
     async with running_site(pool_config(make_config)) as site:
         cleaner = await create_ongoing(site)
         await site.settled()
-        refused(
-            await pull(site, cleaner["access_code_id"]),
-            "access_code_not_time_bound",
-            "access_code_id",
-        )
+        await refused_pull(site, cleaner, "access_code_not_time_bound")
         await site.settled()
         found = await get_code(site, cleaner["access_code_id"])
-        assert found["pulled_backup_access_code_id"] is None
-        assert "using_backup_access_code" not in warning_codes(found)
+        assert_not_pulled(found)
         assert (await props(site))["backup_codes_available"] == 3
         assert await events(site, "access_code.backup_access_code_pulled") == []
 
@@ -660,27 +665,17 @@ async def test_pull_from_an_empty_pool_is_refused(make_config: ConfigFactory) ->
         await lock.control({"fail_next": FOREVER})
         ok(await pull(site, a["access_code_id"]))
         await site.settled()
-        refused(
-            await pull(site, b["access_code_id"]),
-            "no_backup_access_code_available",
-            "access_code_id",
-        )
+        await refused_pull(site, b)
         found = await get_code(site, b["access_code_id"])
-        assert found["pulled_backup_access_code_id"] is None
-        assert "using_backup_access_code" not in warning_codes(found)
+        assert_not_pulled(found)
         # A's backup is still A's.
         assert ok(await pull(site, a["access_code_id"]))["backup_access_code"]["is_backup"]
 
 
 async def test_pull_without_a_pool_is_refused(make_config: ConfigFactory) -> None:
     async with running_site(pool_config(make_config, enabled=False)) as site:
-        guest = await create_stay(site)
-        await site.settled()
-        refused(
-            await pull(site, guest["access_code_id"]),
-            "no_backup_access_code_available",
-            "access_code_id",
-        )
+        guest = await settled_stay(site)
+        await refused_pull(site, guest)
 
 
 # -- 5. end of life -----------------------------------------------------------------------------
@@ -691,39 +686,25 @@ async def test_pulled_backup_leaves_the_lock_when_the_stay_ends(
 ) -> None:
     async with running_site(pool_config(make_config)) as site:
         lock = site.lock(FRONT)
-        guest = await create_stay(site, hours=2)
-        await site.settled()
-        backup = ok(await pull(site, guest["access_code_id"]))["backup_access_code"]
-        await site.settled()
+        guest, backup = await stay_with_backup(site, hours=2)
 
         await site.advance(3600)
         assert on_lock(lock, await get_code(site, backup["access_code_id"]))
         assert (await props(site))["active_backup_codes"] == 1
 
         await site.advance(3601)
-        assert lock.try_code(backup["code"]) is None
         assert lock.try_code(guest["code"]) is None
-        refused(
-            await site.api.call("access_codes/get", access_code_id=backup["access_code_id"]),
-            "access_code_not_found",
-            "access_code_id",
-        )
-        removed = await events(
-            site, "access_code.removed_from_device", access_code_id=backup["access_code_id"]
-        )
-        assert len(removed) == 1
-        found = await props(site)
-        assert (found["backup_codes_available"], found["active_backup_codes"]) == (3, 0)
+        await assert_removed(site, backup)
+        assert counts(await props(site)) == (3, 0)
         assert_sound_pool(lock, await pooled(site), 3)
 
 
 async def test_pulled_backup_follows_a_changed_end(make_config: ConfigFactory) -> None:
     async with running_site(pool_config(make_config)) as site:
         lock = site.lock(FRONT)
-        guest = await create_stay(site, hours=2)
-        await site.settled()
+        guest = await settled_stay(site, hours=2)
         backup = ok(await pull(site, guest["access_code_id"]))["backup_access_code"]
-        later = isoformat(site.clock.now() + timedelta(hours=4))
+        later = at(site, 4 * 3600)
         ok(
             await site.api.call(
                 "access_codes/update", access_code_id=guest["access_code_id"], ends_at=later
@@ -741,27 +722,15 @@ async def test_pulled_backup_leaves_the_lock_when_the_original_is_deleted(
 ) -> None:
     async with running_site(pool_config(make_config)) as site:
         lock = site.lock(FRONT)
-        guest = await create_stay(site)
-        await site.settled()
-        backup = ok(await pull(site, guest["access_code_id"]))["backup_access_code"]
-        await site.settled()
+        guest, backup = await stay_with_backup(site)
         assert on_lock(lock, backup)
 
         ok(await site.api.call("access_codes/delete", access_code_id=guest["access_code_id"]))
         assert (await props(site))["active_backup_codes"] == 0
         await site.settled()
-        assert lock.try_code(backup["code"]) is None
         assert lock.try_code(guest["code"]) is None
-        for gone in (guest, backup):
-            refused(
-                await site.api.call("access_codes/get", access_code_id=gone["access_code_id"]),
-                "access_code_not_found",
-                "access_code_id",
-            )
-        removed = await events(
-            site, "access_code.removed_from_device", access_code_id=backup["access_code_id"]
-        )
-        assert len(removed) == 1
+        await assert_unknown(site, guest)
+        await assert_removed(site, backup)
         assert_sound_pool(lock, await pooled(site), 3)  # the pool itself is untouched
 
 
@@ -772,10 +741,7 @@ async def test_unmanaging_removes_every_backup_and_nothing_else(
     async with running_site(config) as site:
         lock = site.lock(FRONT)
         cleaner = await create_ongoing(site)
-        guest = await create_stay(site)
-        await site.settled()
-        backup = ok(await pull(site, guest["access_code_id"]))["backup_access_code"]
-        await site.settled()
+        guest, backup = await stay_with_backup(site)
         backup_pins = {b["code"] for b in await pooled(site)} | {backup["code"]}
         assert len(backup_pins) == 4
         kept = {
@@ -789,8 +755,7 @@ async def test_unmanaging_removes_every_backup_and_nothing_else(
         await site.settled()
         assert lock.slots == kept  # the other codes stay exactly where they were
         assert not backup_pins & set(lock.slots.values())
-        found = await props(site)
-        assert (found["backup_codes_available"], found["active_backup_codes"]) == (0, 0)
+        assert counts(await props(site)) == (0, 0)
         retained = await retained_device(site)
         assert retained["is_managed"] is False
         assert "empty_backup_access_code_pool" not in error_codes(retained)
@@ -824,11 +789,7 @@ async def test_partial_pool_when_the_lock_lacks_free_slots(make_config: ConfigFa
     )
     async with running_site(config) as site:
         lock = site.lock(FRONT)
-        ok(
-            await site.api.call(
-                "devices/update", device_id=FRONT, backup_access_code_pool_enabled=True
-            )
-        )
+        await enable_pool(site)
         await site.settled()
         found = await device(site)
         assert found["properties"]["backup_codes_available"] == 2
@@ -841,7 +802,7 @@ async def test_partial_pool_when_the_lock_lacks_free_slots(make_config: ConfigFa
         # Someone clears a slot at the keypad: the pool takes it and is whole again.
         stream = await event_stream(site)
         await lock.control({"keypad": {"slot": 1, "code": None}})
-        cleared = await wait_for_json(stream, lambda e: e["event_type"] == "device.warning_cleared")
+        cleared = await wait_for_json(stream, is_event("device.warning_cleared"))
         assert cleared["warning_code"] == "partial_backup_access_code_pool"
         await site.settled()
         found = await device(site)
@@ -857,11 +818,7 @@ async def test_a_pool_being_filled_is_not_reported_empty(make_config: ConfigFact
         make_config, slots=4, enabled=False, initial_codes={"1": "1357", "2": "2468"}
     )
     async with running_site(config) as site:
-        ok(
-            await site.api.call(
-                "devices/update", device_id=FRONT, backup_access_code_pool_enabled=True
-            )
-        )
+        await enable_pool(site)
         await site.settled()
         assert (await props(site))["backup_codes_available"] == 2
         assert await pool_problems_raised(site) == ["partial_backup_access_code_pool"]
@@ -894,23 +851,13 @@ async def test_empty_pool_and_disconnected_while_offline_then_cleared(
     async with running_site(config) as site:
         lock = site.lock(FRONT)
         stream = await event_stream(site)
-        guest = await create_stay(site)
-        await site.settled()
+        guest = await settled_stay(site)
         await lock.control({"online": False})
-        await wait_for_json(stream, lambda e: e["event_type"] == "device.disconnected")
-        ok(
-            await site.api.call(
-                "devices/update", device_id=FRONT, backup_access_code_pool_enabled=True
-            )
+        await wait_for_json(stream, is_event("device.disconnected"))
+        await enable_pool(site)
+        await front_door_event(
+            stream, "device.error_added", error_code="empty_backup_access_code_pool"
         )
-        added = await wait_for_json(
-            stream,
-            lambda e: (
-                e["event_type"] == "device.error_added"
-                and e["error_code"] == "empty_backup_access_code_pool"
-            ),
-        )
-        assert added["device_id"] == FRONT
         await site.settled()
         found = await device(site)
         assert {"device_disconnected", "empty_backup_access_code_pool"} <= error_codes(found)
@@ -947,11 +894,7 @@ async def test_exhaustion_by_pulls_empties_the_pool_after_fill_grace(
         ok(await pull(site, a["access_code_id"]))
         ok(await pull(site, b["access_code_id"]))
         await site.settled()
-        refused(
-            await pull(site, c["access_code_id"]),
-            "no_backup_access_code_available",
-            "access_code_id",
-        )
+        await refused_pull(site, c)
 
         await site.advance(31)
         found = await device(site)
@@ -981,14 +924,8 @@ async def test_a_refill_that_succeeds_on_retry_raises_nothing(
     """Short for a moment, but filling neither failed nor outlived its grace."""
     config = pool_config(make_config, size=2, threshold=10, fill_grace="30s")
     async with running_site(config) as site:
-        lock = site.lock(FRONT)
-        guest = await create_stay(site)
-        await site.settled()
         # One refused write: the refill is retried, not failed (max_attempts is 3).
-        await lock.control({"fail_next": 1})
-        ok(await pull(site, guest["access_code_id"]))
-        await site.settled()
-        found = await device(site)
+        found = await refill_against(site, {"fail_next": 1})
         assert found["properties"]["backup_codes_available"] == 2
         assert await pool_problems_raised(site) == []
 
@@ -1002,13 +939,7 @@ async def test_a_refill_a_silent_lock_never_answers_raises_partial(
         make_config, size=2, threshold=10, fill_grace="30m", timing={"command_timeout": "300ms"}
     )
     async with running_site(config) as site:
-        lock = site.lock(FRONT)
-        guest = await create_stay(site)
-        await site.settled()
-        await lock.control({"silent": True})
-        ok(await pull(site, guest["access_code_id"]))
-        await site.settled()
-        found = await device(site)
+        found = await refill_against(site, {"silent": True})
         assert found["properties"]["backup_codes_available"] == 1
         assert "partial_backup_access_code_pool" in warning_codes(found)
         assert "partial_backup_access_code_pool" in warning_codes(await retained_device(site))
@@ -1018,7 +949,7 @@ async def test_a_refill_a_silent_lock_never_answers_raises_partial(
         assert "failing" in partial["message"]
         assert await pool_problems_raised(site) == ["partial_backup_access_code_pool"]
 
-        await lock.control({"silent": False})
+        await site.lock(FRONT).control({"silent": False})
         await site.advance(PAST_BACKOFF)
         found = await device(site)
         assert found["properties"]["backup_codes_available"] == 2
@@ -1033,16 +964,10 @@ async def test_a_failed_refill_raises_partial_before_fill_grace(
     """Contract 7: partial when fewer than size AND filling has failed OR is past fill_grace."""
     config = pool_config(make_config, size=3, threshold=10, fill_grace="30m")
     async with running_site(config) as site:
-        lock = site.lock(FRONT)
-        guest = await create_stay(site)
-        await site.settled()
-        await lock.control({"fail_next": FOREVER})
-        ok(await pull(site, guest["access_code_id"]))
-        await site.settled()
+        found = await refill_against(site, {"fail_next": FOREVER})
         waiting = [b for b in await pooled(site) if b["status"] != "set"]
         assert len(waiting) == 1
         assert "failed_to_set_on_device" in error_codes(waiting[0])  # filling has failed
-        found = await device(site)
         assert found["properties"]["backup_codes_available"] == 2
         assert "partial_backup_access_code_pool" in warning_codes(found)
 
@@ -1060,14 +985,9 @@ async def test_many_active_backup_codes_raised_and_cleared(make_config: ConfigFa
         assert "many_active_backup_codes" not in warning_codes(await device(site))
 
         ok(await pull(site, long["access_code_id"]))
-        added = await wait_for_json(
-            stream,
-            lambda e: (
-                e["event_type"] == "device.warning_added"
-                and e["warning_code"] == "many_active_backup_codes"
-            ),
+        await front_door_event(
+            stream, "device.warning_added", warning_code="many_active_backup_codes"
         )
-        assert added["device_id"] == FRONT
         await site.settled()
         found = await device(site)
         assert found["properties"]["active_backup_codes"] == 2
@@ -1090,10 +1010,7 @@ async def test_ordinary_codes_take_slots_from_unpulled_backups(
     config = pool_config(make_config, slots=4, size=2, threshold=10)
     async with running_site(config) as site:
         lock = site.lock(FRONT)
-        guest = await create_stay(site)
-        await site.settled()
-        backup = ok(await pull(site, guest["access_code_id"]))["backup_access_code"]
-        await site.settled()
+        guest, backup = await stay_with_backup(site)
         assert len(lock.slots) == 4  # guest, its backup, two pooled: full
         assert (await props(site))["backup_codes_available"] == 2
 
@@ -1140,9 +1057,7 @@ async def test_the_story_end_to_end(make_config: ConfigFactory) -> None:
         guest = await create_stay(site, start_in=3600, hours=49, name="Guest: A. Jensen")
         assert guest["status"] == "unset"
         await site.advance(3600)
-        failed = await wait_for_json(
-            stream, lambda e: e["event_type"] == "access_code.failed_to_set_on_device"
-        )
+        failed = await wait_for_json(stream, is_event("access_code.failed_to_set_on_device"))
         assert failed["access_code_id"] == guest["access_code_id"]
         guest = await get_code(site, guest["access_code_id"])
         assert "failed_to_set_on_device" in error_codes(guest)
@@ -1161,12 +1076,10 @@ async def test_the_story_end_to_end(make_config: ConfigFactory) -> None:
 
         # The pool refills behind it.
         await site.settled()
-        found = await props(site)
-        assert (found["backup_codes_available"], found["active_backup_codes"]) == (3, 1)
+        assert counts(await props(site)) == (3, 1)
         assert_sound_pool(lock, await pooled(site), 3)
 
         # The stay ends: the backup no longer opens the door.
         await site.advance(48 * 3600)
         assert lock.try_code(backup["code"]) is None
-        found = await props(site)
-        assert (found["backup_codes_available"], found["active_backup_codes"]) == (3, 0)
+        assert counts(await props(site)) == (3, 0)

@@ -20,9 +20,9 @@ import pytest
 from gateway.client import ApiClient, connect
 from gateway.config import parse_config
 from tests.broker import Broker
-from tests.conftest import site_dict
-from tests.harness import running_simulator
-from tests.test_service import Daemon, write_config
+from tests.conftest import codes_on_lock, site_dict
+from tests.harness import running_simulator, wait_for_json
+from tests.test_service import Daemon, is_state, write_config
 
 LOCKS = ("front_door", "back_door")
 CODES_PER_LOCK = 12
@@ -37,10 +37,7 @@ def site(broker: Broker, tmp_path: Path) -> dict[str, Any]:
             {"device_id": lock, "driver": "native", "slots": 30, "code_lengths": [4, 8]}
             for lock in LOCKS
         ],
-        simulator={
-            "latency": "5ms",
-            "locks": {"front_door": {"initial_codes": UNMANAGED}},
-        },
+        simulator={"latency": "5ms", **codes_on_lock(UNMANAGED)},
         timing={"command_timeout": "2s"},
     )
 
@@ -84,15 +81,13 @@ async def test_kill_9_during_a_burst_loses_nothing_and_doubles_nothing(
         async with running_simulator(config) as sim, connect(config.mqtt, config.prefix) as api:
             commands = await api.subscribe("locks/+/command")
             status = await api.subscribe(f"{config.prefix}/status")
-            daemon.start()
-            await _wait_state(status, "online")
+            await daemon.started(status, timeout=30)
             await create_all(api, requests, acked, stop_after=kill_after)
             assert daemon.proc is not None
             daemon.proc.send_signal(signal.SIGKILL)
             daemon.proc.wait(timeout=10)
-            await _wait_state(status, "offline")
-            daemon.start()
-            await _wait_state(status, "online")
+            await wait_for_json(status, is_state("offline"), timeout=30)
+            await daemon.started(status, timeout=30)
             # The client retries everything it has not seen acknowledged (and, being careful,
             # everything else too): idempotency keys make that safe.
             before = dict(acked)
@@ -124,15 +119,6 @@ async def test_kill_9_during_a_burst_loses_nothing_and_doubles_nothing(
         assert not doubled, doubled
     finally:
         daemon.stop()
-
-
-async def _wait_state(queue: asyncio.Queue[aiomqtt.Message], state: str) -> None:
-    async with asyncio.timeout(30):
-        while True:
-            message = await queue.get()
-            assert isinstance(message.payload, bytes)
-            if json.loads(message.payload)["state"] == state:
-                return
 
 
 async def _until_all_set(api: ApiClient, acked: dict[str, str]) -> None:

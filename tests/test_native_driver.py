@@ -16,7 +16,7 @@ from drivers.native.protocol import Topics
 from drivers.sim import SimulatedLock, Simulator
 from gateway.config import Config, DeviceConfig, Timing
 from tests.broker import Broker
-from tests.conftest import ConfigFactory
+from tests.conftest import ConfigFactory, codes_on_lock
 from tests.helpers import Probe, Wakes, running, session_for, simulation
 
 PIN = "8642"  # in slot 1 of the front door at start
@@ -27,7 +27,7 @@ TIMEOUT = 0.2  # command_timeout in these tests
 def config(make_config: ConfigFactory) -> Config:
     return make_config(
         timing={"command_timeout": TIMEOUT},
-        simulator={"latency": "1ms", "locks": {"front_door": {"initial_codes": {1: PIN}}}},
+        simulator={"latency": "1ms", **codes_on_lock({1: PIN})},
     )
 
 
@@ -62,12 +62,6 @@ async def rigged(
 @pytest.fixture
 async def rig(config: Config, broker: Broker) -> AsyncIterator[Rig]:
     async with rigged(config, broker) as instance:
-        yield instance
-
-
-@pytest.fixture
-async def probe(broker: Broker) -> AsyncIterator[Probe]:
-    async with Probe(broker) as instance:
         yield instance
 
 

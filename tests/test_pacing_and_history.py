@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from gateway.clock import isoformat
 from tests.conftest import ConfigFactory
-from tests.harness import running_site
+from tests.harness import at, new_code, running_site
 
 
 async def test_commands_to_one_lock_keep_min_command_interval(make_config: ConfigFactory) -> None:
@@ -28,8 +27,7 @@ async def test_commands_to_one_lock_keep_min_command_interval(make_config: Confi
         try:
             for pin in ("3141", "2718", "1618"):
                 for lock in ("front_door", "back_door"):
-                    reply = await site.api.call("access_codes/create", device_id=lock, code=pin)
-                    assert reply["ok"]
+                    await new_code(site, pin, lock)
             await site.settled()
         finally:
             stamper.cancel()
@@ -46,9 +44,8 @@ async def test_commands_to_one_lock_keep_min_command_interval(make_config: Confi
 async def test_events_list_reads_the_history_back(make_config: ConfigFactory) -> None:
     config = make_config()
     async with running_site(config) as site:
-        start = isoformat(site.clock.now())
-        created = await site.api.call("access_codes/create", device_id="front_door", code="5150")
-        cid = created["access_code"]["access_code_id"]
+        start = at(site, 0)
+        cid = await new_code(site, "5150")
         await site.settled()
         reply = await site.api.call("events/list", since=start, access_code_id=cid)
         assert reply["ok"]

@@ -13,67 +13,72 @@ import contextlib
 import json
 from collections.abc import Callable
 from contextlib import AsyncExitStack
-from datetime import timedelta
 from typing import Any
 
 import aiomqtt
 
 from drivers.base import SlotTable
-from gateway.clock import isoformat
 from gateway.config import Config
 from gateway.model import Json
 from gateway.mqtt import build_client
 from tests.broker import Broker
-from tests.conftest import ConfigFactory
-from tests.harness import Site, api_client, payload_json, running_site
+from tests.conftest import ConfigFactory, codes_on_lock
+from tests.harness import (
+    Recorder,
+    Site,
+    api_client,
+    at,
+    barrier,
+    create,
+    device,
+    error_codes,
+    get_code,
+    is_event,
+    kinds,
+    new_code,
+    payload_json,
+    running_site,
+    warning_codes,
+    window,
+)
 from tests.helpers import eventually
 
 FAST_TIMEOUT = {"command_timeout": "300ms"}
 
 
+def tries(attempts: int) -> dict[str, Any]:
+    """Timing for ``attempts`` tries of each lock command, and no delay warnings in the events."""
+    return {"max_attempts": attempts, "delay_warning_after": "1h"}
+
+
+#: The events about a code that went on its lock (and stayed), in order.
+SET_ONCE = ["access_code.created", "access_code.set_on_device"]
+#: ... that went on and came off again.
+ON_AND_OFF = [*SET_ONCE, "access_code.removed_from_device", "access_code.deleted"]
+#: ... whose first writes failed before it landed.
+SET_AFTER_FAILING = [
+    "access_code.created",
+    "access_code.failed_to_set_on_device",
+    "access_code.set_on_device",
+]
+#: ... that came off its lock only on a second try.
+REMOVED_ON_RETRY = [
+    *SET_ONCE,
+    "access_code.failed_to_remove_from_device",
+    "access_code.removed_from_device",
+    "access_code.deleted",
+]
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 
-class Recorder:
-    """Every JSON message of one subscription, in arrival order, kept for later questions."""
-
-    def __init__(self, queue: asyncio.Queue[aiomqtt.Message]) -> None:
-        self._queue = queue
-        self.seen: list[Json] = []
-
-    @classmethod
-    async def of(cls, site: Site, topic_filter: str) -> Recorder:
-        return cls(await site.api.subscribe(topic_filter))
-
-    def pull(self) -> list[Json]:
-        while not self._queue.empty():
-            self.seen.append(payload_json(self._queue.get_nowait()))
-        return self.seen
-
-    async def wait(
-        self, predicate: Callable[[Json], bool], count: int = 1, timeout: float = 5.0
-    ) -> list[Json]:
-        """Until ``count`` messages seen so far (earlier ones included) satisfy ``predicate``."""
-        async with asyncio.timeout(timeout):
-            while True:
-                found = [m for m in self.pull() if predicate(m)]
-                if len(found) >= count:
-                    return found
-                self.seen.append(payload_json(await self._queue.get()))
-
-
-def is_event(event_type: str, **fields: Any) -> Callable[[Json], bool]:
-    def match(event: Json) -> bool:
-        return event["event_type"] == event_type and all(
-            event.get(k) == v for k, v in fields.items()
-        )
-
-    return match
-
-
-def kinds(events: Recorder, access_code_id: str) -> list[str]:
-    """The event types about one code, in the order they were published."""
-    return [e["event_type"] for e in events.pull() if e.get("access_code_id") == access_code_id]
+async def settled_code(site: Site, pin: str, device_id: str = "front_door", **params: Any) -> str:
+    """:func:`new_code`, then the gateway settled: the code is on its lock, unless its window or
+    the lock keeps it off."""
+    cid = await new_code(site, pin, device_id, **params)
+    await site.settled()
+    return cid
 
 
 def sets(commands: Recorder, slot: int | None = None) -> list[Json]:
@@ -84,47 +89,23 @@ def clears(commands: Recorder) -> list[Json]:
     return [c for c in commands.pull() if c["op"] == "clear"]
 
 
-def at(site: Site, seconds: float) -> str:
-    return isoformat(site.clock.now() + timedelta(seconds=seconds))
+async def assert_set(site: Site, cid: str) -> Json:
+    """The code is ``set``, with no errors; what the gateway says of it."""
+    code = await get_code(site, cid)
+    assert (code["status"], code["errors"]) == ("set", []), code
+    return code
 
 
-async def barrier(site: Site) -> None:
-    """Settle, then one round trip through the gateway: whatever it published before (events,
-    lock commands) is queued ahead of that reply on our connection, so it has arrived."""
+async def delete_refused(site: Site, cid: str, refusals: int) -> None:
+    """Delete the code ``cid`` while the front door refuses its next ``refusals`` commands."""
+    await site.lock("front_door").control({"fail_next": refusals})
+    assert (await site.api.call("access_codes/delete", access_code_id=cid))["ok"] is True
     await site.settled()
-    assert (await site.api.call("devices/list"))["ok"] is True
-
-
-async def create(site: Site, **params: Any) -> Json:
-    reply = await site.api.call("access_codes/create", **params)
-    assert reply["ok"] is True, reply
-    code: Json = reply["access_code"]
-    return code
-
-
-async def get(site: Site, access_code_id: str) -> Json:
-    reply = await site.api.call("access_codes/get", access_code_id=access_code_id)
-    assert reply["ok"] is True, reply
-    code: Json = reply["access_code"]
-    return code
 
 
 async def gone(site: Site, access_code_id: str) -> bool:
     reply = await site.api.call("access_codes/get", access_code_id=access_code_id)
     return reply["ok"] is False and reply["error"]["type"] == "access_code_not_found"
-
-
-async def device(site: Site, device_id: str) -> Json:
-    found: Json = (await site.api.call("devices/get", device_id=device_id))["device"]
-    return found
-
-
-def errors(obj: Json) -> set[str]:
-    return {e["error_code"] for e in obj["errors"]}
-
-
-def warnings(obj: Json) -> set[str]:
-    return {w["warning_code"] for w in obj["warnings"]}
 
 
 async def reported(site: Site, device_id: str, predicate: Callable[[SlotTable], bool]) -> None:
@@ -138,25 +119,32 @@ async def reported(site: Site, device_id: str, predicate: Callable[[SlotTable], 
 
 async def online(site: Site, events: Recorder, device_id: str, value: bool) -> None:
     """Switch the simulated lock on or off and wait until the gateway has noticed."""
-    kind = "device.connected" if value else "device.disconnected"
-    before = len([e for e in events.pull() if is_event(kind, device_id=device_id)(e)])
+    noticed = is_event("device.connected" if value else "device.disconnected", device_id=device_id)
+    before = events.count(noticed)
     await site.lock(device_id).control({"online": value})
-    await events.wait(is_event(kind, device_id=device_id), count=before + 1)
+    await events.wait(noticed, count=before + 1)
     await site.settled()
+
+
+async def typed_at_keypad(site: Site, events: Recorder, cid: str, pin: str | None) -> None:
+    """Put ``pin`` (None: nothing) into slot 1 of the front door at its keypad, over the code
+    ``cid``, and wait until the gateway has reported that change to the code."""
+    changed = is_event("access_code.modified_external_to_gateway", access_code_id=cid)
+    before = events.count(changed)
+    await site.lock("front_door").control({"keypad": {"slot": 1, "code": pin}})
+    await events.wait(changed, count=before + 1)
 
 
 # -- the plain life of a code -----------------------------------------------------------------
 
 
 async def test_ongoing_code_goes_on_and_comes_off(make_config: ConfigFactory) -> None:
-    config = make_config()
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
-        commands = await Recorder.of(site, "locks/front_door/command")
-        code = await create(site, device_id="front_door", name="Gus", code="4826")
-        cid = code["access_code_id"]
+    async with running_site(make_config()) as site:
+        events = await Recorder.events(site)
+        commands = await Recorder.commands(site)
+        cid = await new_code(site, "4826", name="Gus")
         await barrier(site)
-        got = await get(site, cid)
+        got = await get_code(site, cid)
         assert got["status"] == "set"
         assert got["slot"] == 1
         assert (got["errors"], got["warnings"]) == ([], [])
@@ -166,7 +154,7 @@ async def test_ongoing_code_goes_on_and_comes_off(make_config: ConfigFactory) ->
         set_event = (await events.wait(is_event("access_code.set_on_device")))[0]
         assert set_event["code"] == "4826"
         assert set_event["device_id"] == "front_door"
-        assert kinds(events, cid) == ["access_code.created", "access_code.set_on_device"]
+        assert kinds(events, cid) == SET_ONCE
 
         reply = await site.api.call("access_codes/delete", access_code_id=cid)
         assert reply["ok"] is True
@@ -174,12 +162,7 @@ async def test_ongoing_code_goes_on_and_comes_off(make_config: ConfigFactory) ->
         assert site.lock("front_door").slots == {}
         assert [c["slot"] for c in clears(commands)] == [1]
         assert await gone(site, cid)
-        assert kinds(events, cid) == [
-            "access_code.created",
-            "access_code.set_on_device",
-            "access_code.removed_from_device",
-            "access_code.deleted",
-        ]
+        assert kinds(events, cid) == ON_AND_OFF
         for event in events.pull():
             assert set(event) >= {"event_id", "event_type", "occurred_at", "device_id"}
 
@@ -189,41 +172,33 @@ async def test_status_unset_setting_set_removing_gone(make_config: ConfigFactory
     ``removing`` long enough to look."""
     config = make_config(timing={**FAST_TIMEOUT, "delay_warning_after": "1h"})
     async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
+        events = await Recorder.events(site)
         lock = site.lock("front_door")
-        code = await create(
-            site,
-            device_id="front_door",
-            code="3917",
-            starts_at=at(site, 60),
-            ends_at=at(site, 120),
-        )
-        cid = code["access_code_id"]
-        await site.settled()
-        before = await get(site, cid)
+        cid = await settled_code(site, "3917", **window(site, 60, 120))
+        before = await get_code(site, cid)
         assert (before["status"], before["slot"], before["errors"]) == ("unset", None, [])
         assert lock.slots == {}
         await site.advance(59)
-        assert (await get(site, cid))["status"] == "unset"
+        assert (await get_code(site, cid))["status"] == "unset"
 
         await lock.control({"silent": True})
         await site.advance(1)  # the window opens; the write goes unanswered
-        setting = await get(site, cid)
+        setting = await get_code(site, cid)
         assert setting["status"] == "setting"
         assert setting["slot"] == 1
         assert lock.slots == {}
 
         await lock.control({"silent": False})
         await site.advance(5)  # the read-back after the unknown outcome, then the write
-        now_set = await get(site, cid)
+        now_set = await get_code(site, cid)
         assert (now_set["status"], now_set["slot"], now_set["errors"]) == ("set", 1, [])
         assert lock.slots == {1: "3917"}
 
         await lock.control({"silent": True})
         await site.advance(54)
-        assert (await get(site, cid))["status"] == "set"
+        assert (await get_code(site, cid))["status"] == "set"
         await site.advance(1)  # ends_at: the clear goes unanswered
-        removing = await get(site, cid)
+        removing = await get_code(site, cid)
         assert removing["status"] == "removing"
         assert lock.slots == {1: "3917"}
 
@@ -233,59 +208,37 @@ async def test_status_unset_setting_set_removing_gone(make_config: ConfigFactory
         assert await gone(site, cid)
         await barrier(site)
         # The silent spells also failed the unanswered commands (reported, then cleared).
-        assert [k for k in kinds(events, cid) if "failed_to" not in k] == [
-            "access_code.created",
-            "access_code.set_on_device",
-            "access_code.removed_from_device",
-            "access_code.deleted",
-        ]
+        assert [k for k in kinds(events, cid) if "failed_to" not in k] == ON_AND_OFF
 
 
 async def test_window_with_program_ahead(make_config: ConfigFactory) -> None:
-    config = make_config(timing={"program_ahead": "30s"})
-    async with running_site(config) as site:
+    async with running_site(make_config(timing={"program_ahead": "30s"})) as site:
         lock = site.lock("front_door")
-        code = await create(
-            site,
-            device_id="front_door",
-            code="6021",
-            starts_at=at(site, 3600),
-            ends_at=at(site, 7200),
-        )
-        cid = code["access_code_id"]
-        ongoing = await create(site, device_id="front_door", code="6022")
+        cid = await new_code(site, "6021", **window(site, 3600, 7200))
+        ongoing = await new_code(site, "6022")
         await site.settled()
         assert lock.slots == {1: "6022"}
         await site.advance(3569)
-        assert (await get(site, cid))["status"] == "unset"
+        assert (await get_code(site, cid))["status"] == "unset"
         assert "6021" not in lock.slots.values()
         await site.advance(1)  # starts_at - program_ahead
-        got = await get(site, cid)
+        got = await get_code(site, cid)
         assert got["status"] == "set"
         assert lock.slots == {1: "6022", 2: "6021"}
         await site.advance(3629)
-        assert (await get(site, cid))["status"] == "set"
+        assert (await get_code(site, cid))["status"] == "set"
         await site.advance(1)  # ends_at: no program_ahead on the way out
         assert lock.slots == {1: "6022"}
         assert await gone(site, cid)
-        assert (await get(site, ongoing["access_code_id"]))["status"] == "set"
+        assert (await get_code(site, ongoing))["status"] == "set"
 
 
 async def test_a_window_in_one_jump(make_config: ConfigFactory) -> None:
     """The clock jumps over a whole window (a gateway that was stopped): never programmed."""
-    config = make_config()
-    async with running_site(config) as site:
-        commands = await Recorder.of(site, "locks/front_door/command")
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
-        code = await create(
-            site,
-            device_id="front_door",
-            code="8802",
-            starts_at=at(site, 60),
-            ends_at=at(site, 120),
-        )
-        cid = code["access_code_id"]
-        await site.settled()
+    async with running_site(make_config()) as site:
+        commands = await Recorder.commands(site)
+        events = await Recorder.events(site)
+        cid = await settled_code(site, "8802", **window(site, 60, 120))
         site.manual_clock.advance(600)
         await site.advance(0)
         assert await gone(site, cid)
@@ -299,18 +252,16 @@ async def test_a_window_in_one_jump(make_config: ConfigFactory) -> None:
 
 
 async def test_failed_to_set_after_max_attempts_then_cleared(make_config: ConfigFactory) -> None:
-    config = make_config(timing={"max_attempts": 3, "delay_warning_after": "1h"})
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
-        commands = await Recorder.of(site, "locks/front_door/command")
+    async with running_site(make_config(timing=tries(3))) as site:
+        events = await Recorder.events(site)
+        commands = await Recorder.commands(site)
         lock = site.lock("front_door")
         await lock.control({"fail_next": 4, "error": "busy"})
-        code = await create(site, device_id="front_door", code="5096")
-        cid = code["access_code_id"]
+        cid = await new_code(site, "5096")
         await barrier(site)
-        failed = await get(site, cid)
+        failed = await get_code(site, cid)
         assert failed["status"] == "setting"
-        assert errors(failed) == {"failed_to_set_on_device"}
+        assert error_codes(failed) == {"failed_to_set_on_device"}
         assert lock.slots == {}
         assert len(sets(commands)) == 3  # max_attempts, then it waits
         event = (await events.wait(is_event("access_code.failed_to_set_on_device")))[0]
@@ -323,55 +274,40 @@ async def test_failed_to_set_after_max_attempts_then_cleared(make_config: Config
         await site.advance(0.1)
         await barrier(site)
         assert len(sets(commands)) == 4  # refused again (the fourth fail_next)
-        still = await get(site, cid)
-        assert (still["status"], errors(still)) == ("setting", {"failed_to_set_on_device"})
+        still = await get_code(site, cid)
+        assert (still["status"], error_codes(still)) == ("setting", {"failed_to_set_on_device"})
         await site.advance(9.9)
         await barrier(site)
         assert len(sets(commands)) == 4
         await site.advance(0.1)
         await barrier(site)
         assert len(sets(commands)) == 5
-        landed = await get(site, cid)
-        assert (landed["status"], landed["errors"]) == ("set", [])
+        landed = await assert_set(site, cid)
         assert lock.slots == {landed["slot"]: "5096"}
-        assert kinds(events, cid) == [
-            "access_code.created",
-            "access_code.failed_to_set_on_device",
-            "access_code.set_on_device",
-        ]
+        assert kinds(events, cid) == SET_AFTER_FAILING
         # Once set, a later failure starts counting from zero again.
         await lock.control({"fail_next": 2})
         await site.api.call("access_codes/update", access_code_id=cid, code="5097")
         await site.settled()
-        updated = await get(site, cid)
-        assert (updated["status"], updated["errors"]) == ("set", [])
+        await assert_set(site, cid)
         assert lock.slots == {landed["slot"]: "5097"}
 
 
 async def test_failed_to_remove_after_max_attempts_then_cleared(
     make_config: ConfigFactory,
 ) -> None:
-    config = make_config(timing={"max_attempts": 2, "delay_warning_after": "1h"})
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
-        commands = await Recorder.of(site, "locks/front_door/command")
+    async with running_site(make_config(timing=tries(2))) as site:
+        events = await Recorder.events(site)
+        commands = await Recorder.commands(site)
         lock = site.lock("front_door")
-        code = await create(
-            site,
-            device_id="front_door",
-            code="7310",
-            starts_at=at(site, -60),
-            ends_at=at(site, 60),
-        )
-        cid = code["access_code_id"]
-        await site.settled()
+        cid = await settled_code(site, "7310", **window(site, -60, 60))
         assert lock.slots == {1: "7310"}
         await lock.control({"fail_next": 2, "error": "internal"})
         await site.advance(60)
         await barrier(site)
-        failed = await get(site, cid)
+        failed = await get_code(site, cid)
         assert failed["status"] == "removing"
-        assert errors(failed) == {"failed_to_remove_from_device"}
+        assert error_codes(failed) == {"failed_to_remove_from_device"}
         assert lock.slots == {1: "7310"}
         assert len(clears(commands)) == 2
         await events.wait(is_event("access_code.failed_to_remove_from_device", access_code_id=cid))
@@ -381,51 +317,31 @@ async def test_failed_to_remove_after_max_attempts_then_cleared(
         await barrier(site)
         assert len(clears(commands)) == 3
         # (What follows ``deleted`` is test_nothing_is_said_about_a_code_after_it_is_gone's.)
-        assert kinds(events, cid)[:5] == [
-            "access_code.created",
-            "access_code.set_on_device",
-            "access_code.failed_to_remove_from_device",
-            "access_code.removed_from_device",
-            "access_code.deleted",
-        ]
+        assert kinds(events, cid)[:5] == REMOVED_ON_RETRY
 
 
 async def test_delete_refused_by_the_lock_is_retried_and_reported(
     make_config: ConfigFactory,
 ) -> None:
-    config = make_config(timing={"max_attempts": 2, "delay_warning_after": "1h"})
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
+    async with running_site(make_config(timing=tries(2))) as site:
+        events = await Recorder.events(site)
         lock = site.lock("front_door")
-        cid = (await create(site, device_id="front_door", code="7311"))["access_code_id"]
-        await site.settled()
-        await lock.control({"fail_next": 2})
-        assert (await site.api.call("access_codes/delete", access_code_id=cid))["ok"] is True
-        await site.settled()
+        cid = await settled_code(site, "7311")
+        await delete_refused(site, cid, 2)
         assert lock.slots == {1: "7311"}
         await events.wait(is_event("access_code.failed_to_remove_from_device", access_code_id=cid))
         await site.advance(5)
         assert lock.slots == {}
         await barrier(site)
-        assert kinds(events, cid)[:5] == [
-            "access_code.created",
-            "access_code.set_on_device",
-            "access_code.failed_to_remove_from_device",
-            "access_code.removed_from_device",
-            "access_code.deleted",
-        ]
+        assert kinds(events, cid)[:5] == REMOVED_ON_RETRY
 
 
 async def test_nothing_is_said_about_a_code_after_it_is_gone(make_config: ConfigFactory) -> None:
-    config = make_config(timing={"max_attempts": 1, "delay_warning_after": "1h"})
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
+    async with running_site(make_config(timing=tries(1))) as site:
+        events = await Recorder.events(site)
         lock = site.lock("front_door")
-        cid = (await create(site, device_id="front_door", code="7312"))["access_code_id"]
-        await site.settled()
-        await lock.control({"fail_next": 1})
-        await site.api.call("access_codes/delete", access_code_id=cid)
-        await site.settled()
+        cid = await settled_code(site, "7312")
+        await delete_refused(site, cid, 1)
         await site.advance(5)
         assert lock.slots == {}
         await barrier(site)
@@ -440,18 +356,14 @@ async def test_nothing_is_said_about_a_code_after_it_is_gone(make_config: Config
 async def test_a_deleted_code_is_removing_until_it_is_off_the_lock(
     make_config: ConfigFactory,
 ) -> None:
-    config = make_config(timing={"max_attempts": 2, "delay_warning_after": "1h"})
-    async with running_site(config) as site:
+    async with running_site(make_config(timing=tries(2))) as site:
         lock = site.lock("front_door")
-        cid = (await create(site, device_id="front_door", code="7313"))["access_code_id"]
-        await site.settled()
-        await lock.control({"fail_next": 2})
-        await site.api.call("access_codes/delete", access_code_id=cid)
-        await site.settled()
+        cid = await settled_code(site, "7313")
+        await delete_refused(site, cid, 2)
         assert lock.slots == {1: "7313"}
-        removing = await get(site, cid)
+        removing = await get_code(site, cid)
         assert removing["status"] == "removing"
-        assert errors(removing) == {"failed_to_remove_from_device"}
+        assert error_codes(removing) == {"failed_to_remove_from_device"}
         listed = await site.api.call("access_codes/list", device_id="front_door")
         assert [(c["access_code_id"], c["status"]) for c in listed["access_codes"]] == [
             (cid, "removing")
@@ -468,24 +380,23 @@ async def test_a_deleted_code_is_removing_until_it_is_off_the_lock(
 async def test_delay_in_setting_raised_and_cleared(make_config: ConfigFactory) -> None:
     config = make_config(timing={**FAST_TIMEOUT, "delay_warning_after": "30s"})
     async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
+        events = await Recorder.events(site)
         lock = site.lock("front_door")
         await lock.control({"silent": True})
-        cid = (await create(site, device_id="front_door", code="2715"))["access_code_id"]
-        await site.settled()
-        assert (await get(site, cid))["warnings"] == []
+        cid = await settled_code(site, "2715")
+        assert (await get_code(site, cid))["warnings"] == []
         await site.advance(29)
-        early = await get(site, cid)
+        early = await get_code(site, cid)
         assert (early["status"], early["warnings"]) == ("setting", [])
         await site.advance(1)
-        late = await get(site, cid)
+        late = await get_code(site, cid)
         assert late["status"] == "setting"
-        assert warnings(late) == {"delay_in_setting_on_device"}
+        assert warning_codes(late) == {"delay_in_setting_on_device"}
         assert late["warnings"][0]["message"]
         await events.wait(is_event("access_code.delay_in_setting_on_device", access_code_id=cid))
         await lock.control({"silent": False})
         await site.advance(60)  # past any read-back backoff
-        done = await get(site, cid)
+        done = await get_code(site, cid)
         assert (done["status"], done["warnings"]) == ("set", [])
         assert lock.slots == {1: "2715"}
         await barrier(site)
@@ -502,25 +413,16 @@ async def test_delay_in_setting_raised_and_cleared(make_config: ConfigFactory) -
 async def test_delay_in_removing_raised_and_cleared(make_config: ConfigFactory) -> None:
     config = make_config(timing={**FAST_TIMEOUT, "delay_warning_after": "30s"})
     async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
+        events = await Recorder.events(site)
         lock = site.lock("front_door")
-        cid = (
-            await create(
-                site,
-                device_id="front_door",
-                code="2716",
-                starts_at=at(site, -10),
-                ends_at=at(site, 10),
-            )
-        )["access_code_id"]
-        await site.settled()
+        cid = await settled_code(site, "2716", **window(site, -10, 10))
         await lock.control({"silent": True})
         await site.advance(10)
-        assert (await get(site, cid))["status"] == "removing"
+        assert (await get_code(site, cid))["status"] == "removing"
         await site.advance(30)
-        late = await get(site, cid)
+        late = await get_code(site, cid)
         assert late["status"] == "removing"
-        assert warnings(late) == {"delay_in_removing_from_device"}
+        assert warning_codes(late) == {"delay_in_removing_from_device"}
         await events.wait(is_event("access_code.delay_in_removing_from_device", access_code_id=cid))
         await lock.control({"silent": False})
         await site.advance(60)
@@ -530,8 +432,7 @@ async def test_delay_in_removing_raised_and_cleared(make_config: ConfigFactory) 
         seen = kinds(events, cid)
         assert "access_code.failed_to_remove_from_device" in seen
         assert [k for k in seen if "failed_to" not in k][:5] == [
-            "access_code.created",
-            "access_code.set_on_device",
+            *SET_ONCE,
             "access_code.delay_in_removing_from_device",
             "access_code.removed_from_device",
             "access_code.deleted",
@@ -540,56 +441,49 @@ async def test_delay_in_removing_raised_and_cleared(make_config: ConfigFactory) 
 
 async def test_a_lock_that_never_answers_fails_the_code(make_config: ConfigFactory) -> None:
     """Contract 10: a command answered by nothing within command_timeout counts as failed."""
-    config = make_config(timing={**FAST_TIMEOUT, "max_attempts": 2, "delay_warning_after": "1h"})
-    async with running_site(config) as site:
+    async with running_site(make_config(timing={**FAST_TIMEOUT, **tries(2)})) as site:
         await site.lock("front_door").control({"silent": True})
-        cid = (await create(site, device_id="front_door", code="2717"))["access_code_id"]
-        await site.settled()
+        cid = await settled_code(site, "2717")
         for _ in range(3):  # well past every backoff
             await site.advance(600)
-        stuck = await get(site, cid)
+        stuck = await get_code(site, cid)
         assert stuck["status"] == "setting"
-        assert "failed_to_set_on_device" in errors(stuck)
+        assert "failed_to_set_on_device" in error_codes(stuck)
 
 
 # -- an offline lock --------------------------------------------------------------------------
 
 
 async def test_offline_lock_is_reported_and_catches_up(make_config: ConfigFactory) -> None:
-    config = make_config()
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
+    async with running_site(make_config()) as site:
+        events = await Recorder.events(site)
         lock = site.lock("front_door")
-        before = await create(site, device_id="front_door", code="1590")
-        await site.settled()
+        before = await settled_code(site, "1590")
         await online(site, events, "front_door", False)
         dev = await device(site, "front_door")
         assert dev["properties"]["online"] is False
-        assert errors(dev) == {"device_disconnected"}
+        assert error_codes(dev) == {"device_disconnected"}
         await events.wait(
             is_event("device.error_added", device_id="front_door", error_code="device_disconnected")
         )
         # The code already on the lock: still set, and it says its lock is gone.
-        old = await get(site, before["access_code_id"])
+        old = await get_code(site, before)
         assert old["status"] == "set"
-        assert errors(old) == {"device_disconnected"}
+        assert error_codes(old) == {"device_disconnected"}
         assert set(old["errors"][0]) == {"error_code", "message", "created_at"}
         # The other lock is fine.
         assert (await device(site, "back_door"))["errors"] == []
 
-        meanwhile = await create(site, device_id="front_door", code="1591")
-        mid = meanwhile["access_code_id"]
-        await site.settled()
-        waiting = await get(site, mid)
+        mid = await settled_code(site, "1591")
+        waiting = await get_code(site, mid)
         assert waiting["status"] == "setting"
-        assert errors(waiting) == {"failed_to_set_on_device", "device_disconnected"}
+        assert error_codes(waiting) == {"failed_to_set_on_device", "device_disconnected"}
         await events.wait(is_event("access_code.failed_to_set_on_device", access_code_id=mid))
         assert lock.slots == {1: "1590"}
 
         await online(site, events, "front_door", True)
-        back = await get(site, mid)
-        assert (back["status"], back["errors"]) == ("set", [])
-        assert (await get(site, before["access_code_id"]))["errors"] == []
+        await assert_set(site, mid)
+        assert (await get_code(site, before))["errors"] == []
         assert lock.slots == {1: "1590", 2: "1591"}
         dev = await device(site, "front_door")
         assert (dev["properties"]["online"], dev["errors"]) == (True, [])
@@ -599,92 +493,52 @@ async def test_offline_lock_is_reported_and_catches_up(make_config: ConfigFactor
             )
         )
         await barrier(site)
-        assert kinds(events, mid) == [
-            "access_code.created",
-            "access_code.failed_to_set_on_device",
-            "access_code.set_on_device",
-        ]
+        assert kinds(events, mid) == SET_AFTER_FAILING
 
 
 async def test_a_window_that_starts_while_the_lock_is_offline(make_config: ConfigFactory) -> None:
-    config = make_config()
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
+    async with running_site(make_config()) as site:
+        events = await Recorder.events(site)
         lock = site.lock("front_door")
-        cid = (
-            await create(
-                site,
-                device_id="front_door",
-                code="4417",
-                starts_at=at(site, 60),
-                ends_at=at(site, 3600),
-            )
-        )["access_code_id"]
-        await site.settled()
+        cid = await settled_code(site, "4417", **window(site, 60, 3600))
         await online(site, events, "front_door", False)
-        assert (await get(site, cid))["status"] == "unset"
+        assert (await get_code(site, cid))["status"] == "unset"
         assert "access_code.failed_to_set_on_device" not in kinds(events, cid)
         await site.advance(60)
-        due = await get(site, cid)
+        due = await get_code(site, cid)
         assert due["status"] == "setting"
-        assert errors(due) == {"failed_to_set_on_device", "device_disconnected"}
+        assert error_codes(due) == {"failed_to_set_on_device", "device_disconnected"}
         assert lock.slots == {}
         await online(site, events, "front_door", True)
-        now_set = await get(site, cid)
-        assert (now_set["status"], now_set["errors"]) == ("set", [])
+        await assert_set(site, cid)
         assert lock.slots == {1: "4417"}
 
 
 async def test_a_window_that_ends_while_the_lock_is_offline(make_config: ConfigFactory) -> None:
-    config = make_config()
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
+    async with running_site(make_config()) as site:
+        events = await Recorder.events(site)
         lock = site.lock("front_door")
-        cid = (
-            await create(
-                site,
-                device_id="front_door",
-                code="4418",
-                starts_at=at(site, -60),
-                ends_at=at(site, 60),
-            )
-        )["access_code_id"]
-        await site.settled()
+        cid = await settled_code(site, "4418", **window(site, -60, 60))
         assert lock.slots == {1: "4418"}
         await online(site, events, "front_door", False)
         await site.advance(60)
-        ended = await get(site, cid)  # still on the lock: not gone until it is cleared
+        ended = await get_code(site, cid)  # still on the lock: not gone until it is cleared
         assert ended["status"] == "removing"
-        assert "device_disconnected" in errors(ended)
+        assert "device_disconnected" in error_codes(ended)
         assert lock.slots == {1: "4418"}
         await online(site, events, "front_door", True)
         assert lock.slots == {}
         assert await gone(site, cid)
         await barrier(site)
         # Delay warnings at a window's edge: test_no_delay_warning_when_a_window_opens_or_closes.
-        assert [k for k in kinds(events, cid) if ".delay_in_" not in k][:4] == [
-            "access_code.created",
-            "access_code.set_on_device",
-            "access_code.removed_from_device",
-            "access_code.deleted",
-        ]
+        assert [k for k in kinds(events, cid) if ".delay_in_" not in k][:4] == ON_AND_OFF
 
 
 async def test_a_whole_window_while_the_lock_is_offline(make_config: ConfigFactory) -> None:
-    config = make_config()
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
-        commands = await Recorder.of(site, "locks/front_door/command")
-        cid = (
-            await create(
-                site,
-                device_id="front_door",
-                code="4419",
-                starts_at=at(site, 60),
-                ends_at=at(site, 120),
-            )
-        )["access_code_id"]
-        await site.settled()
+    async with running_site(make_config()) as site:
+        events = await Recorder.events(site)
+        commands = await Recorder.commands(site)
+        cid = await settled_code(site, "4419", **window(site, 60, 120))
         await online(site, events, "front_door", False)
         await site.advance(60)
         await site.advance(60)
@@ -698,175 +552,130 @@ async def test_a_whole_window_while_the_lock_is_offline(make_config: ConfigFacto
 
 
 async def test_no_delay_warning_when_a_window_opens_or_closes(make_config: ConfigFactory) -> None:
-    config = make_config(timing={"delay_warning_after": "5s"})
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
-        cid = (
-            await create(
-                site,
-                device_id="front_door",
-                code="4420",
-                starts_at=at(site, 3600),
-                ends_at=at(site, 7200),
-            )
-        )["access_code_id"]
-        await site.settled()
+    async with running_site(make_config(timing={"delay_warning_after": "5s"})) as site:
+        events = await Recorder.events(site)
+        cid = await settled_code(site, "4420", **window(site, 3600, 7200))
         await site.advance(3600)
-        assert (await get(site, cid))["status"] == "set"
+        assert (await get_code(site, cid))["status"] == "set"
         await site.advance(3600)
         assert await gone(site, cid)
         await barrier(site)
         # Each step took no time at all on the gateway's clock: nothing was late.
-        assert kinds(events, cid) == [
-            "access_code.created",
-            "access_code.set_on_device",
-            "access_code.removed_from_device",
-            "access_code.deleted",
-        ]
+        assert kinds(events, cid) == ON_AND_OFF
 
 
 # -- changes made at the lock -----------------------------------------------------------------
 
 
 async def test_keypad_change_is_undone(make_config: ConfigFactory) -> None:
-    config = make_config()
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
-        commands = await Recorder.of(site, "locks/front_door/command")
+    async with running_site(make_config()) as site:
+        events = await Recorder.events(site)
+        commands = await Recorder.commands(site)
         lock = site.lock("front_door")
-        cid = (await create(site, device_id="front_door", code="9021"))["access_code_id"]
-        await site.settled()
+        cid = await settled_code(site, "9021")
         assert lock.slots == {1: "9021"}
 
-        await lock.control({"keypad": {"slot": 1, "code": None}})  # cleared at the lock
-        await events.wait(is_event("access_code.modified_external_to_gateway", access_code_id=cid))
+        await typed_at_keypad(site, events, cid, None)  # cleared at the lock
         await site.settled()
         assert lock.slots == {1: "9021"}  # restored
-        restored = await get(site, cid)
+        restored = await get_code(site, cid)
         assert (restored["status"], restored["slot"], restored["errors"]) == ("set", 1, [])
 
-        await lock.control({"keypad": {"slot": 1, "code": "9999"}})  # changed at the lock
-        await events.wait(
-            is_event("access_code.modified_external_to_gateway", access_code_id=cid), count=2
-        )
+        await typed_at_keypad(site, events, cid, "9999")  # changed at the lock
         await barrier(site)
         assert lock.slots == {1: "9021"}
         assert [c["code"] for c in sets(commands, slot=1)] == ["9021"] * 3
         assert kinds(events, cid) == [
-            "access_code.created",
-            "access_code.set_on_device",
+            *SET_ONCE,
             "access_code.modified_external_to_gateway",
             "access_code.set_on_device",
             "access_code.modified_external_to_gateway",
             "access_code.set_on_device",
         ]
-        assert (await get(site, cid))["code"] == "9021"
+        assert (await get_code(site, cid))["code"] == "9021"
 
 
 async def test_conflicting_external_modification_stays_until_restored(
     make_config: ConfigFactory,
 ) -> None:
-    config = make_config(timing={"max_attempts": 2, "delay_warning_after": "1h"})
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
+    async with running_site(make_config(timing=tries(2))) as site:
+        events = await Recorder.events(site)
         lock = site.lock("front_door")
-        cid = (await create(site, device_id="front_door", code="9022"))["access_code_id"]
-        await site.settled()
+        cid = await settled_code(site, "9022")
         await lock.control({"fail_next": 2})
-        await lock.control({"keypad": {"slot": 1, "code": "1111"}})
-        await events.wait(is_event("access_code.modified_external_to_gateway", access_code_id=cid))
+        await typed_at_keypad(site, events, cid, "1111")
         await site.settled()
-        conflict = await get(site, cid)
-        assert "conflicting_external_modification" in errors(conflict)
+        conflict = await get_code(site, cid)
+        assert "conflicting_external_modification" in error_codes(conflict)
         assert conflict["status"] == "setting"  # being put back
         assert lock.slots == {1: "1111"}
         await site.advance(5)
-        fixed = await get(site, cid)
-        assert (fixed["status"], fixed["errors"]) == ("set", [])
+        await assert_set(site, cid)
         assert lock.slots == {1: "9022"}
 
 
 async def test_allowed_external_modification_is_kept(make_config: ConfigFactory) -> None:
-    config = make_config()
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
-        commands = await Recorder.of(site, "locks/front_door/command")
+    async with running_site(make_config()) as site:
+        events = await Recorder.events(site)
+        commands = await Recorder.commands(site)
         lock = site.lock("front_door")
-        cid = (
-            await create(
-                site, device_id="front_door", code="9023", allow_external_modification=True
-            )
-        )["access_code_id"]
-        await site.settled()
-        await lock.control({"keypad": {"slot": 1, "code": "9024"}})
-        await events.wait(is_event("access_code.modified_external_to_gateway", access_code_id=cid))
+        cid = await settled_code(site, "9023", allow_external_modification=True)
+        await typed_at_keypad(site, events, cid, "9024")
         await barrier(site)
         assert lock.slots == {1: "9024"}  # kept
-        kept = await get(site, cid)
-        assert warnings(kept) == {"external_modification_in_effect"}
+        kept = await get_code(site, cid)
+        assert warning_codes(kept) == {"external_modification_in_effect"}
         assert kept["errors"] == []
         assert kept["is_external_modification_allowed"] is True
         assert len(sets(commands)) == 1  # only the first programming
-        assert kinds(events, cid) == [
-            "access_code.created",
-            "access_code.set_on_device",
-            "access_code.modified_external_to_gateway",
-        ]
+        assert kinds(events, cid) == [*SET_ONCE, "access_code.modified_external_to_gateway"]
 
 
 async def test_allowed_external_modification_stays_kept(make_config: ConfigFactory) -> None:
-    config = make_config()
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
-        commands = await Recorder.of(site, "locks/front_door/command")
+    async with running_site(make_config()) as site:
+        events = await Recorder.events(site)
+        commands = await Recorder.commands(site)
         lock = site.lock("front_door")
-        cid = (
-            await create(
-                site, device_id="front_door", code="9025", allow_external_modification=True
-            )
-        )["access_code_id"]
-        await site.settled()
-        await lock.control({"keypad": {"slot": 1, "code": "9026"}})
-        await events.wait(is_event("access_code.modified_external_to_gateway", access_code_id=cid))
+        cid = await settled_code(site, "9025", allow_external_modification=True)
+        await typed_at_keypad(site, events, cid, "9026")
         await site.settled()
         await site.advance(60)  # any later pass (a timer, another code, a resync)
         assert lock.slots == {1: "9026"}
-        assert (await get(site, cid))["status"] == "set"
+        assert (await get_code(site, cid))["status"] == "set"
 
         await lock.control({"keypad": {"slot": 1, "code": None}})  # cleared: also kept
         await reported(site, "front_door", lambda t: t.value(1) is None)
         await barrier(site)
         assert lock.slots == {}
         assert len(sets(commands)) == 1
-        assert warnings(await get(site, cid)) == {"external_modification_in_effect"}
+        assert warning_codes(await get_code(site, cid)) == {"external_modification_in_effect"}
 
         await lock.control({"keypad": {"slot": 1, "code": "9025"}})  # back as it was
         await reported(site, "front_door", lambda t: t.value(1) == "9025")
-        back = await get(site, cid)
+        back = await get_code(site, cid)
         assert (back["status"], back["warnings"], back["errors"]) == ("set", [], [])
 
 
 async def test_duplicate_code_on_device_raised_and_cleared(make_config: ConfigFactory) -> None:
-    config = make_config()
-    async with running_site(config) as site:
-        commands = await Recorder.of(site, "locks/front_door/command")
+    async with running_site(make_config()) as site:
+        commands = await Recorder.commands(site)
         lock = site.lock("front_door")
-        cid = (await create(site, device_id="front_door", code="6655"))["access_code_id"]
-        other = (await create(site, device_id="front_door", code="6656"))["access_code_id"]
+        cid = await new_code(site, "6655")
+        other = await new_code(site, "6656")
         await site.settled()
         await lock.control({"keypad": {"slot": 7, "code": "6655"}})
         await reported(site, "front_door", lambda t: t.value(7) == "6655")
-        dup = await get(site, cid)
-        assert errors(dup) == {"duplicate_code_on_device"}
+        dup = await get_code(site, cid)
+        assert error_codes(dup) == {"duplicate_code_on_device"}
         assert dup["status"] == "set"
-        assert (await get(site, other))["errors"] == []
+        assert (await get_code(site, other))["errors"] == []
         await barrier(site)
         assert all(c["slot"] != 7 for c in commands.pull())  # not the gateway's slot
         assert lock.slots == {1: "6655", 2: "6656", 7: "6655"}
 
         await lock.control({"keypad": {"slot": 7, "code": None}})
         await reported(site, "front_door", lambda t: t.value(7) is None)
-        assert (await get(site, cid))["errors"] == []
+        assert (await get_code(site, cid))["errors"] == []
 
 
 # -- slots ------------------------------------------------------------------------------------
@@ -875,18 +684,15 @@ async def test_duplicate_code_on_device_raised_and_cleared(make_config: ConfigFa
 async def test_slot_choice_leaves_unmanaged_codes_alone(make_config: ConfigFactory) -> None:
     config = make_config(
         devices=[{"device_id": "front_door", "driver": "native", "slots": 5}],
-        simulator={"locks": {"front_door": {"initial_codes": {1: "1111", 3: "3333"}}}},
+        simulator=codes_on_lock({1: "1111", 3: "3333"}),
     )
     async with running_site(config) as site:
-        commands = await Recorder.of(site, "locks/front_door/command")
+        commands = await Recorder.commands(site)
         lock = site.lock("front_door")
-        made = [
-            (await create(site, device_id="front_door", code=pin))["access_code_id"]
-            for pin in ("5801", "5802", "5803")
-        ]
+        made = [await new_code(site, pin) for pin in ("5801", "5802", "5803")]
         await barrier(site)
         assert lock.slots == {1: "1111", 2: "5801", 3: "3333", 4: "5802", 5: "5803"}
-        assert [(await get(site, cid))["slot"] for cid in made] == [2, 4, 5]
+        assert [(await get_code(site, cid))["slot"] for cid in made] == [2, 4, 5]
         assert {c["slot"] for c in commands.pull()} <= {None, 2, 4, 5}
         unmanaged = (await site.api.call("access_codes/unmanaged/list", device_id="front_door"))[
             "access_codes"
@@ -903,43 +709,43 @@ async def test_slot_choice_leaves_unmanaged_codes_alone(make_config: ConfigFacto
         assert {c["slot"] for c in commands.pull()} <= {None, 2, 4, 5}
 
 
-async def test_no_space_until_a_slot_frees_up(make_config: ConfigFactory) -> None:
-    config = make_config(
+def one_slot_free(make_config: ConfigFactory) -> Config:
+    """A front door of two slots, the first holding a PIN the gateway did not put there."""
+    return make_config(
         devices=[{"device_id": "front_door", "driver": "native", "slots": 2}],
-        simulator={"locks": {"front_door": {"initial_codes": {1: "1212"}}}},
+        simulator=codes_on_lock({1: "1212"}),
     )
-    async with running_site(config) as site:
+
+
+async def test_no_space_until_a_slot_frees_up(make_config: ConfigFactory) -> None:
+    async with running_site(one_slot_free(make_config)) as site:
         lock = site.lock("front_door")
-        first = (await create(site, device_id="front_door", code="4001"))["access_code_id"]
-        second = (await create(site, device_id="front_door", code="4002"))["access_code_id"]
+        first = await new_code(site, "4001")
+        second = await new_code(site, "4002")
         await site.settled()
         assert lock.slots == {1: "1212", 2: "4001"}
-        waiting = await get(site, second)
-        assert errors(waiting) == {"no_space_for_access_code_on_device"}
+        waiting = await get_code(site, second)
+        assert error_codes(waiting) == {"no_space_for_access_code_on_device"}
         assert waiting["status"] == "unset"
         assert waiting["slot"] is None
-        assert (await get(site, first))["errors"] == []
+        assert (await get_code(site, first))["errors"] == []
         # The lock is full: nothing more happens until something changes.
         await site.advance(60)
-        assert (await get(site, second))["status"] == "unset"
+        assert (await get_code(site, second))["status"] == "unset"
         assert lock.slots == {1: "1212", 2: "4001"}
 
 
 async def test_a_freed_slot_is_taken_by_a_waiting_code(make_config: ConfigFactory) -> None:
-    config = make_config(
-        devices=[{"device_id": "front_door", "driver": "native", "slots": 2}],
-        simulator={"locks": {"front_door": {"initial_codes": {1: "1212"}}}},
-    )
-    async with running_site(config) as site:
+    async with running_site(one_slot_free(make_config)) as site:
         lock = site.lock("front_door")
-        first = (await create(site, device_id="front_door", code="4001"))["access_code_id"]
-        second = (await create(site, device_id="front_door", code="4002"))["access_code_id"]
+        first = await new_code(site, "4001")
+        second = await new_code(site, "4002")
         await site.settled()
-        assert "no_space_for_access_code_on_device" in errors(await get(site, second))
+        assert "no_space_for_access_code_on_device" in error_codes(await get_code(site, second))
         await site.api.call("access_codes/delete", access_code_id=first)
         await site.settled()
         assert lock.slots == {1: "1212", 2: "4002"}
-        placed = await get(site, second)
+        placed = await get_code(site, second)
         assert (placed["status"], placed["slot"], placed["errors"]) == ("set", 2, [])
 
 
@@ -947,13 +753,12 @@ async def test_a_freed_slot_is_taken_by_a_waiting_code(make_config: ConfigFactor
 
 
 async def test_a_changed_pin_is_written_in_place(make_config: ConfigFactory) -> None:
-    config = make_config()
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
-        commands = await Recorder.of(site, "locks/front_door/command")
+    async with running_site(make_config()) as site:
+        events = await Recorder.events(site)
+        commands = await Recorder.commands(site)
         lock = site.lock("front_door")
-        await create(site, device_id="front_door", code="3001")
-        cid = (await create(site, device_id="front_door", code="3002"))["access_code_id"]
+        await new_code(site, "3001")
+        cid = await new_code(site, "3002")
         await site.settled()
         assert lock.slots == {1: "3001", 2: "3002"}
         reply = await site.api.call("access_codes/update", access_code_id=cid, code="3003")
@@ -961,13 +766,12 @@ async def test_a_changed_pin_is_written_in_place(make_config: ConfigFactory) -> 
         assert reply["access_code"]["status"] == "setting"
         await barrier(site)
         assert lock.slots == {1: "3001", 2: "3003"}
-        now = await get(site, cid)
+        now = await get_code(site, cid)
         assert (now["status"], now["slot"], now["code"]) == ("set", 2, "3003")
         assert [(c["slot"], c["code"]) for c in sets(commands)][-1] == (2, "3003")
         assert clears(commands) == []
         assert kinds(events, cid) == [
-            "access_code.created",
-            "access_code.set_on_device",
+            *SET_ONCE,
             "access_code.changed",
             "access_code.set_on_device",
         ]
@@ -982,39 +786,27 @@ async def test_a_changed_pin_is_written_in_place(make_config: ConfigFactory) -> 
 
 
 async def test_a_changed_window_moves_the_code_off_and_on(make_config: ConfigFactory) -> None:
-    config = make_config()
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
+    async with running_site(make_config()) as site:
+        events = await Recorder.events(site)
         lock = site.lock("front_door")
-        cid = (await create(site, device_id="front_door", code="3101"))["access_code_id"]
-        await site.settled()
+        cid = await settled_code(site, "3101")
         assert lock.slots == {1: "3101"}
-        await site.api.call(
-            "access_codes/update",
-            access_code_id=cid,
-            starts_at=at(site, 60),
-            ends_at=at(site, 120),
-        )
+        await site.api.call("access_codes/update", access_code_id=cid, **window(site, 60, 120))
         await site.settled()
         assert lock.slots == {}
-        later = await get(site, cid)
+        later = await get_code(site, cid)
         assert (later["status"], later["slot"], later["type"]) == ("unset", None, "time_bound")
         await site.advance(60)
         assert lock.slots == {1: "3101"}
-        assert (await get(site, cid))["status"] == "set"
+        assert (await get_code(site, cid))["status"] == "set"
         # Made ongoing: it stays past the old end.
         reply = await site.api.call("access_codes/update", access_code_id=cid, type="ongoing")
         assert reply["access_code"]["type"] == "ongoing"
         await site.advance(600)
         assert lock.slots == {1: "3101"}
-        assert (await get(site, cid))["status"] == "set"
+        assert (await get_code(site, cid))["status"] == "set"
         # A window that has already started puts a waiting code on at once.
-        await site.api.call(
-            "access_codes/update",
-            access_code_id=cid,
-            starts_at=at(site, 60),
-            ends_at=at(site, 120),
-        )
+        await site.api.call("access_codes/update", access_code_id=cid, **window(site, 60, 120))
         await site.settled()
         assert lock.slots == {}
         await site.api.call("access_codes/update", access_code_id=cid, starts_at=at(site, -5))
@@ -1028,8 +820,7 @@ async def test_a_changed_window_moves_the_code_off_and_on(make_config: ConfigFac
         await barrier(site)
         # Delay warnings at a window's edge: test_no_delay_warning_when_a_window_opens_or_closes.
         assert [k for k in kinds(events, cid) if ".delay_in_" not in k][:5] == [
-            "access_code.created",
-            "access_code.set_on_device",
+            *SET_ONCE,
             "access_code.changed",
             "access_code.removed_from_device",
             "access_code.set_on_device",
@@ -1040,21 +831,12 @@ async def test_a_changed_window_moves_the_code_off_and_on(make_config: ConfigFac
 
 
 async def test_an_unmanaged_lock_is_left_alone(make_config: ConfigFactory) -> None:
-    config = make_config()
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
-        commands = await Recorder.of(site, "locks/front_door/command")
+    async with running_site(make_config()) as site:
+        events = await Recorder.events(site)
+        commands = await Recorder.commands(site)
         lock = site.lock("front_door")
-        keep = (await create(site, device_id="front_door", code="2201"))["access_code_id"]
-        later = (
-            await create(
-                site,
-                device_id="front_door",
-                code="2202",
-                starts_at=at(site, -5),
-                ends_at=at(site, 60),
-            )
-        )["access_code_id"]
+        keep = await new_code(site, "2201")
+        later = await new_code(site, "2202", **window(site, -5, 60))
         await site.settled()
         assert lock.slots == {1: "2201", 2: "2202"}
         reply = await site.api.call("devices/update", device_id="front_door", is_managed=False)
@@ -1072,13 +854,13 @@ async def test_an_unmanaged_lock_is_left_alone(make_config: ConfigFactory) -> No
         await barrier(site)
         assert [c for c in commands.pull()[sent:] if c["op"] != "read"] == []
         assert lock.slots == {2: "2202"}
-        assert kinds(events, keep) == ["access_code.created", "access_code.set_on_device"]
+        assert kinds(events, keep) == SET_ONCE
 
         # Managed again: the lock is made to match.
         await site.api.call("devices/update", device_id="front_door", is_managed=True)
         await site.settled()
         assert lock.slots == {1: "2201"}
-        assert (await get(site, keep))["status"] == "set"
+        assert (await get_code(site, keep))["status"] == "set"
         assert await gone(site, later)
 
 
@@ -1086,42 +868,39 @@ async def test_an_unmanaged_lock_is_left_alone(make_config: ConfigFactory) -> No
 
 
 async def test_an_unanswered_write_is_read_back_not_repeated(make_config: ConfigFactory) -> None:
-    config = make_config(timing=FAST_TIMEOUT)
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
-        commands = await Recorder.of(site, "locks/front_door/command")
+    async with running_site(make_config(timing=FAST_TIMEOUT)) as site:
+        events = await Recorder.events(site)
+        commands = await Recorder.commands(site)
         lock = site.lock("front_door")
         await lock.control({"apply_silently_next": 1})
-        cid = (await create(site, device_id="front_door", code="8181"))["access_code_id"]
+        cid = await new_code(site, "8181")
         await barrier(site)
         assert [c["op"] for c in commands.pull()] == ["set", "read"]
-        got = await get(site, cid)
+        got = await get_code(site, cid)
         assert (got["status"], got["slot"], got["errors"]) == ("set", 1, [])
         assert lock.slots == {1: "8181"}
-        assert kinds(events, cid) == ["access_code.created", "access_code.set_on_device"]
+        assert kinds(events, cid) == SET_ONCE
 
 
 async def test_an_acknowledged_write_is_believed_only_when_the_lock_shows_it(
     make_config: ConfigFactory,
 ) -> None:
-    config = make_config()
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
-        commands = await Recorder.of(site, "locks/front_door/command")
+    async with running_site(make_config()) as site:
+        events = await Recorder.events(site)
+        commands = await Recorder.commands(site)
         lock = site.lock("front_door")
         await lock.control({"ignore_writes_next": 1})  # says ok, writes nothing
-        cid = (await create(site, device_id="front_door", code="8282"))["access_code_id"]
+        cid = await new_code(site, "8282")
         await barrier(site)
         assert lock.slots == {1: "8282"}
         assert [(c["slot"], c["code"]) for c in sets(commands)] == [(1, "8282"), (1, "8282")]
-        assert kinds(events, cid) == ["access_code.created", "access_code.set_on_device"]
+        assert kinds(events, cid) == SET_ONCE
 
 
 async def test_resync_reads_every_lock_back(make_config: ConfigFactory) -> None:
-    config = make_config(timing={"resync_interval": "15m"})
-    async with running_site(config) as site:
-        front = await Recorder.of(site, "locks/front_door/command")
-        back = await Recorder.of(site, "locks/back_door/command")
+    async with running_site(make_config(timing={"resync_interval": "15m"})) as site:
+        front = await Recorder.commands(site)
+        back = await Recorder.commands(site, "back_door")
         await site.advance(899)
         await barrier(site)
         assert (front.pull(), back.pull()) == ([], [])
@@ -1135,22 +914,21 @@ async def test_resync_reads_every_lock_back(make_config: ConfigFactory) -> None:
 
 
 async def test_a_silent_lock_does_not_hold_up_another(make_config: ConfigFactory) -> None:
-    config = make_config(timing={"command_timeout": "2s"})
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/#")
-        stuck = await Recorder.of(site, "locks/back_door/command")
+    async with running_site(make_config(timing={"command_timeout": "2s"})) as site:
+        events = await Recorder.events(site)
+        stuck = await Recorder.commands(site, "back_door")
         await site.lock("back_door").control({"silent": True})
-        slow = (await create(site, device_id="back_door", code="7001"))["access_code_id"]
+        slow = await new_code(site, "7001", "back_door")
         await stuck.wait(lambda c: c["op"] == "set")  # back_door's worker now waits 2 s
-        fast = (await create(site, device_id="front_door", code="7002"))["access_code_id"]
+        fast = await new_code(site, "7002")
         await events.wait(is_event("access_code.set_on_device", access_code_id=fast), timeout=1.0)
         assert site.lock("front_door").slots == {1: "7002"}
-        assert (await get(site, slow))["status"] == "setting"
+        assert (await get_code(site, slow))["status"] == "setting"
         await site.lock("back_door").control({"silent": False})
         await site.settled()
         await site.advance(60)
         assert site.lock("back_door").slots == {1: "7001"}
-        assert (await get(site, slow))["status"] == "set"
+        assert (await get_code(site, slow))["status"] == "set"
 
 
 # -- events across a broker restart -----------------------------------------------------------
@@ -1216,25 +994,9 @@ async def test_events_complete_and_in_order_across_a_broker_restart(
             assert site.gateway.store is not None
             assert site.gateway.reconciler is not None
             store, workers = site.gateway.store, site.gateway.reconciler.workers
-            ongoing = (await create(site, device_id="front_door", code="1357"))["access_code_id"]
-            ending = (
-                await create(
-                    site,
-                    device_id="back_door",
-                    code="2468",
-                    starts_at=at(site, -10),
-                    ends_at=at(site, 30),
-                )
-            )["access_code_id"]
-            starting = (
-                await create(
-                    site,
-                    device_id="front_door",
-                    code="3579",
-                    starts_at=at(site, 30),
-                    ends_at=at(site, 3600),
-                )
-            )["access_code_id"]
+            ongoing = await new_code(site, "1357")
+            ending = await new_code(site, "2468", "back_door", **window(site, -10, 30))
+            starting = await new_code(site, "3579", **window(site, 30, 3600))
             await site.settled()
             await watcher.close()
 
@@ -1291,22 +1053,9 @@ async def test_events_complete_and_in_order_across_a_broker_restart(
                 cid: [e["event_type"] for e in seen if e.get("access_code_id") == cid]
                 for cid in (ongoing, ending, starting, made_offline)
             }
-            assert by_code[ending] == [
-                "access_code.created",
-                "access_code.set_on_device",
-                "access_code.removed_from_device",
-                "access_code.deleted",
-            ]
-            assert by_code[starting] == [
-                "access_code.created",
-                "access_code.failed_to_set_on_device",
-                "access_code.set_on_device",
-            ]
-            assert by_code[made_offline] == [
-                "access_code.created",
-                "access_code.failed_to_set_on_device",
-                "access_code.set_on_device",
-            ]
+            assert by_code[ending] == ON_AND_OFF
+            assert by_code[starting] == SET_AFTER_FAILING
+            assert by_code[made_offline] == SET_AFTER_FAILING
             kinds_front = [e["event_type"] for e in seen if e["device_id"] == "front_door"]
             assert kinds_front.count("device.disconnected") == 1
             assert kinds_front.index("device.disconnected") < kinds_front.index(

@@ -34,6 +34,28 @@ DUE = NOW - GRACE  # short for exactly the grace: a problem from this moment
 OLD = NOW - 100 * GRACE
 
 
+def health(
+    enabled: bool,
+    size: int,
+    available: int,
+    since: datetime | None,
+    failed: bool,
+    *,
+    now: datetime = NOW,
+    grace: timedelta = GRACE,
+) -> PoolHealth:
+    """``pool_health`` at ``now`` (NOW unless told), with ``grace`` as fill_grace."""
+    return pool_health(
+        enabled=enabled,
+        size=size,
+        available=available,
+        short_since=since,
+        now=now,
+        fill_grace=grace,
+        fill_failed=failed,
+    )
+
+
 # (enabled, size, available, short_since, fill_failed, expected)
 HEALTH: list[tuple[bool, int, int, datetime | None, bool, PoolHealth]] = [
     # disabled: never a problem, however empty or failed
@@ -74,29 +96,11 @@ def test_pool_health(
     failed: bool,
     expected: PoolHealth,
 ) -> None:
-    health = pool_health(
-        enabled=enabled,
-        size=size,
-        available=available,
-        short_since=since,
-        now=NOW,
-        fill_grace=GRACE,
-        fill_failed=failed,
-    )
-    assert health == expected
+    assert health(enabled, size, available, since, failed) == expected
 
 
 def test_a_zero_grace_makes_a_short_pool_a_problem_at_once() -> None:
-    health = pool_health(
-        enabled=True,
-        size=2,
-        available=1,
-        short_since=NOW,
-        now=NOW,
-        fill_grace=timedelta(0),
-        fill_failed=False,
-    )
-    assert health == PARTIAL
+    assert health(True, 2, 1, NOW, False, grace=timedelta(0)) == PARTIAL
 
 
 @settings(max_examples=150, deadline=None)
@@ -112,20 +116,12 @@ def test_pool_health_follows_the_contract(
 ) -> None:
     """Section 7 written out: empty needs zero available, partial fewer than size, both need
     filling to have failed or to have outlived the grace; the worse one wins."""
-    health = pool_health(
-        enabled=enabled,
-        size=size,
-        available=available,
-        short_since=since,
-        now=NOW,
-        fill_grace=GRACE,
-        fill_failed=failed,
-    )
+    got = health(enabled, size, available, since, failed)
     overdue = failed or (since is not None and NOW - since >= GRACE)
     short = enabled and available < size
-    assert health.empty is (short and overdue and available == 0)
-    assert health.partial is (short and overdue and available > 0)
-    assert not (health.empty and health.partial)
+    assert got.empty is (short and overdue and available == 0)
+    assert got.partial is (short and overdue and available > 0)
+    assert not (got.empty and got.partial)
 
 
 # -- grace_deadline ------------------------------------------------------------------------------
@@ -161,15 +157,7 @@ def test_the_grace_deadline_is_when_pool_health_turns(available: int) -> None:
     assert deadline is not None
 
     def at(now: datetime) -> PoolHealth:
-        return pool_health(
-            enabled=True,
-            size=3,
-            available=available,
-            short_since=since,
-            now=now,
-            fill_grace=GRACE,
-            fill_failed=False,
-        )
+        return health(True, 3, available, since, False, now=now)
 
     assert at(deadline - US) == HEALTHY
     assert at(deadline) != HEALTHY

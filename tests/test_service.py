@@ -7,7 +7,8 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,11 @@ class Daemon:
                 stderr=subprocess.STDOUT,
             )
 
+    async def started(self, status: asyncio.Queue[Any], timeout: float = 20) -> Any:
+        """Start the process and wait until ``status`` says it is online; that status."""
+        self.start()
+        return await wait_for_json(status, is_state("online"), timeout=timeout)
+
     def signal(self, sig: int) -> int:
         assert self.proc is not None
         self.proc.send_signal(sig)
@@ -66,6 +72,16 @@ async def status_of(api: ApiClient, prefix: str) -> asyncio.Queue[Any]:
     return await api.subscribe(f"{prefix}/status")
 
 
+@asynccontextmanager
+async def watching(
+    broker: Broker, tmp_path: Path
+) -> AsyncIterator[tuple[ApiClient, asyncio.Queue[Any]]]:
+    """A client of the site the ``daemon`` fixture runs, subscribed to the daemon's status."""
+    config = parse_config(site_dict(broker, tmp_path), base_dir=tmp_path)
+    async with connect(config.mqtt, config.prefix) as api:
+        yield api, await status_of(api, config.prefix)
+
+
 def is_state(state: str) -> Any:
     return lambda s: s["state"] == state
 
@@ -73,11 +89,8 @@ def is_state(state: str) -> Any:
 async def test_status_online_then_offline_on_sigterm(
     daemon: Daemon, broker: Broker, tmp_path: Path
 ) -> None:
-    config = parse_config(site_dict(broker, tmp_path), base_dir=tmp_path)
-    async with connect(config.mqtt, config.prefix) as api:
-        status = await status_of(api, config.prefix)
-        daemon.start()
-        online = await wait_for_json(status, is_state("online"), timeout=20)
+    async with watching(broker, tmp_path) as (api, status):
+        online = await daemon.started(status)
         assert online["version"]
         assert (await api.call("devices/list"))["ok"] is True
         assert await asyncio.to_thread(daemon.signal, signal.SIGTERM) == 0
@@ -90,16 +103,12 @@ async def test_status_online_then_offline_on_sigterm(
 async def test_will_publishes_offline_on_kill_9(
     daemon: Daemon, broker: Broker, tmp_path: Path
 ) -> None:
-    config = parse_config(site_dict(broker, tmp_path), base_dir=tmp_path)
-    async with connect(config.mqtt, config.prefix) as api:
-        status = await status_of(api, config.prefix)
-        daemon.start()
-        await wait_for_json(status, is_state("online"), timeout=20)
+    async with watching(broker, tmp_path) as (api, status):
+        await daemon.started(status)
         assert await asyncio.to_thread(daemon.signal, signal.SIGKILL) == -signal.SIGKILL
         await wait_for_json(status, is_state("offline"), timeout=10)
         # Restarted, it comes back online with what it had.
-        daemon.start()
-        await wait_for_json(status, is_state("online"), timeout=20)
+        await daemon.started(status)
         assert (await api.call("devices/get", device_id="front_door"))["ok"] is True
 
 

@@ -27,7 +27,7 @@ from drivers.sim import (
 )
 from gateway.config import Config
 from tests.broker import Broker
-from tests.conftest import ConfigFactory
+from tests.conftest import ConfigFactory, codes_on_lock
 from tests.helpers import Probe, Wakes, running, session_for, simulation
 
 PIN = "8642"  # in slot 1 of the front door at start
@@ -70,9 +70,7 @@ class Remote:
 
 @pytest.fixture
 def config(make_config: ConfigFactory) -> Config:
-    return make_config(
-        simulator={"latency": "1ms", "locks": {"front_door": {"initial_codes": {1: PIN}}}}
-    )
+    return make_config(simulator={"latency": "1ms", **codes_on_lock({1: PIN})})
 
 
 @pytest.fixture
@@ -82,10 +80,10 @@ async def sim(config: Config, broker: Broker) -> AsyncIterator[Simulator]:
 
 
 @pytest.fixture
-async def probe(broker: Broker) -> AsyncIterator[Probe]:
-    async with Probe(broker) as instance:
-        await instance.subscribe("locks/#", "lockgate-sim/#")
-        yield instance
+async def probe(probe: Probe) -> Probe:
+    """conftest's probe, subscribed to every lock's and the simulator's topics."""
+    await probe.subscribe("locks/#", "lockgate-sim/#")
+    return probe
 
 
 @pytest.fixture
