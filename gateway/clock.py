@@ -9,52 +9,66 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
+
+
+class Timer(Protocol):
+    def cancel(self) -> None: ...
 
 
 class Clock(Protocol):
     def now(self) -> datetime:
         """The current time, timezone-aware UTC."""
 
-    async def sleep_until(self, when: datetime) -> None:
-        """Return at (or after) ``when`` on this clock."""
+    def call_at(self, when: datetime, callback: Callable[[], None]) -> Timer:
+        """Call ``callback`` once this clock reaches ``when`` (or a little later)."""
 
 
 class SystemClock:
-    """The real clock. Sleeps in bounded steps so that a wall-clock jump is noticed."""
+    """The real clock. Long waits are cut into steps of at most ``max_step`` seconds: the
+    callback may then come early (callers re-check and re-arm), but a wall-clock jump is
+    noticed within a step instead of after the whole wait."""
 
     max_step = 60.0
 
     def now(self) -> datetime:
         return datetime.now(UTC)
 
-    async def sleep_until(self, when: datetime) -> None:
-        while (remaining := (when - self.now()).total_seconds()) > 0:
-            await asyncio.sleep(min(remaining, self.max_step))
+    def call_at(self, when: datetime, callback: Callable[[], None]) -> Timer:
+        delay = max(0.0, (when - self.now()).total_seconds())
+        return asyncio.get_running_loop().call_later(min(delay, self.max_step), callback)
+
+
+class _ManualTimer:
+    def __init__(self, callback: Callable[[], None]) -> None:
+        self.callback: Callable[[], None] | None = callback
+
+    def cancel(self) -> None:
+        self.callback = None
 
 
 class ManualClock:
-    """A clock that only moves when a test says so; sleepers wake in deadline order."""
+    """A clock that only moves when a test says so; timers fire in deadline order."""
 
     def __init__(self, start: datetime | None = None) -> None:
         self._now = start or datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-        self._sleepers: list[tuple[datetime, int, asyncio.Future[None]]] = []
+        self._timers: list[tuple[datetime, int, _ManualTimer]] = []
         self._seq = itertools.count()
 
     def now(self) -> datetime:
         return self._now
 
-    async def sleep_until(self, when: datetime) -> None:
+    def call_at(self, when: datetime, callback: Callable[[], None]) -> Timer:
+        timer = _ManualTimer(callback)
+        heapq.heappush(self._timers, (when, next(self._seq), timer))
         if when <= self._now:
-            await asyncio.sleep(0)
-            return
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (when, next(self._seq), future))
-        await future
+            self._fire()
+        return timer
 
     def advance(self, seconds: float = 0.0, **kwargs: float) -> datetime:
-        """Move time forward and wake everyone whose deadline has come."""
+        """Move time forward and fire every timer whose deadline has come."""
         self.set(self._now + timedelta(seconds=seconds, **kwargs))
         return self._now
 
@@ -62,10 +76,14 @@ class ManualClock:
         if when < self._now:
             raise ValueError("a ManualClock never goes backwards")
         self._now = when
-        while self._sleepers and self._sleepers[0][0] <= when:
-            _, _, future = heapq.heappop(self._sleepers)
-            if not future.done():
-                future.set_result(None)
+        self._fire()
+
+    def _fire(self) -> None:
+        while self._timers and self._timers[0][0] <= self._now:
+            _, _, timer = heapq.heappop(self._timers)
+            callback, timer.callback = timer.callback, None
+            if callback is not None:
+                callback()
 
 
 def isoformat(when: datetime) -> str:

@@ -113,18 +113,16 @@ class LockWorker:
                 await self._idle(step.deadline)
 
     async def _idle(self, deadline: datetime | None) -> None:
-        """Sleep until woken or until the clock reaches ``deadline``."""
+        """Sleep until woken: by a change, or by the clock reaching ``deadline``."""
         if self._wake.is_set():
             return
         self.settled.set()
-        waits: set[asyncio.Future[object]] = {asyncio.ensure_future(self._wake.wait())}
-        if deadline is not None:
-            waits.add(asyncio.ensure_future(self._clock.sleep_until(deadline)))
+        timer = self._clock.call_at(deadline, self.wake) if deadline is not None else None
         try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            await self._wake.wait()
         finally:
-            for waiter in waits:
-                waiter.cancel()
+            if timer is not None:
+                timer.cancel()
 
     # -- observation --------------------------------------------------------------------------
 
@@ -240,7 +238,8 @@ class _Pass:
         if command is None and w.driver.online and self._resync_due():
             command = self._read_if_allowed()
         await self._pool_health(result, retry)
-        return Step(command, earliest(self.deadlines))
+        # Only future moments can wake the worker; a past one would make it spin.
+        return Step(command, earliest(t for t in self.deadlines if t is not None and t > self.now))
 
     def _read_if_allowed(self) -> Read | None:
         not_before = self.w._read_not_before

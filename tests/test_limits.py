@@ -69,3 +69,27 @@ async def test_deleting_a_code_the_lock_never_confirmed_says_no_removal(
         assert seen[-1] == "access_code.deleted"
         assert "access_code.removed_from_device" not in seen
         assert "access_code.set_on_device" not in seen
+
+
+async def test_an_offline_lock_past_every_deadline_lets_its_worker_rest(
+    make_config: ConfigFactory,
+) -> None:
+    """A resync or a pool grace that came due while the lock is offline must not make the
+    worker spin: it rests until the lock comes back (settling would time out otherwise)."""
+    config = make_config(
+        timing={"resync_interval": "1m"},
+        backup_pool={"fill_grace": "30s"},
+        devices=[{"device_id": "front_door", "driver": "native", "backup_pool": {"enabled": True}}],
+    )
+    async with running_site(config) as site:
+        await site.lock("front_door").control({"online": False})
+        await site.settled()
+        await site.advance(3600)  # past the resync and the fill grace
+        assert site.gateway.reconciler is not None
+        worker = site.gateway.reconciler.workers["front_door"]
+        passes = worker.passes
+        await site.settled()
+        assert worker.passes == passes
+        await site.lock("front_door").control({"online": True})
+        await site.settled()
+        assert len(site.lock("front_door").slots) == 3  # the pool filled once it was back
