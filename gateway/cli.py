@@ -28,8 +28,7 @@ def _load(path: str) -> Config:
     try:
         return load_config(path)
     except ConfigError as exc:
-        print(f"{path}: invalid configuration", file=sys.stderr)
-        for line in exc.problems:
+        for line in exc.problems:  # one line per problem, naming its key path, nothing else
             print(line, file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
 

@@ -112,6 +112,12 @@ def split_problems(problems: list[Problem]) -> tuple[list[Json], list[Json]]:
     return errors, warnings
 
 
+def code_problems(own: list[Problem], device: list[Problem]) -> tuple[list[Json], list[Json]]:
+    """What a code shows: its own problems and its device's errors (a lock offline concerns
+    every code on it), but not the device's warnings, which are about the lock and its pool."""
+    return split_problems([*own, *(p for p in device if p.kind is ProblemKind.ERROR)])
+
+
 def _ts(value: datetime | None) -> str | None:
     return None if value is None else isoformat(value)
 
@@ -201,10 +207,7 @@ class AccessCode:
         return CodeType.ONGOING if self.ends_at is None else CodeType.TIME_BOUND
 
     def to_json(self, *, device_problems: list[Problem], backup_available: bool) -> Json:
-        # A code carries its device's errors (a lock offline concerns every code on it), but
-        # not the device's warnings, which are about the lock and its pool.
-        device_errors = [p for p in device_problems if p.kind is ProblemKind.ERROR]
-        errors, warnings = split_problems([*self.problems, *device_errors])
+        errors, warnings = code_problems(self.problems, device_problems)
         return {
             "access_code_id": self.access_code_id,
             "device_id": self.device_id,

@@ -24,7 +24,16 @@ from drivers.base import CommandFailed, CommandTimedOut, Driver, SlotTable
 from gateway.clock import Clock
 from gateway.config import Config
 from gateway.logs import get_logger, log_context
-from gateway.model import PROBLEMS, AccessCode, BackupState, CodeStatus, Device, EventType
+from gateway.model import (
+    PROBLEMS,
+    AccessCode,
+    BackupState,
+    CodeStatus,
+    Device,
+    EventType,
+    Json,
+    code_problems,
+)
 from gateway.rules import pool as pool_rules
 from gateway.rules.codes import CodeRuleViolation, generate_code
 from gateway.rules.schedule import (
@@ -40,7 +49,7 @@ from gateway.store import Store, Tx
 from gateway.store import codes as code_store
 from gateway.store import devices as device_store
 from gateway.store.observed import load_table, record_table
-from gateway.store.problems import raised_problems, set_problem
+from gateway.store.problems import problems_of, raised_problems, set_problem
 
 log = get_logger("gateway.reconciler")
 
@@ -370,6 +379,12 @@ class _Pass:
         ):
             await self._problem(code, key, False)
 
+    async def _errors_of(self, code: AccessCode) -> list[Json]:
+        """The code's errors as its public object shows them (its own and its device's)."""
+        found = await problems_of(self.tx, [code.access_code_id, code.device_id])
+        errors, _ = code_problems(found[code.access_code_id], found[code.device_id])
+        return errors
+
     async def _forget(self, code: AccessCode) -> None:
         await code_store.forget(self.tx, code)
         self.forgotten.add(code.access_code_id)
@@ -410,12 +425,7 @@ class _Pass:
                     EventType.CODE_FAILED_TO_SET,
                     code.device_id,
                     code.access_code_id,
-                    errors=[
-                        {
-                            "error_code": "failed_to_set_on_device",
-                            "message": "The code could not be programmed on the lock.",
-                        }
-                    ],
+                    errors=await self._errors_of(code),
                 )
             await self._delay(
                 code, since, "delay_in_setting_on_device", EventType.CODE_DELAY_SETTING

@@ -267,11 +267,18 @@ async def unmanaged(tx: Tx, params: dict[str, Any]) -> Json:
             "name": None,
             "code": v,
             "type": CodeType.ONGOING.value,
+            "starts_at": None,
+            "ends_at": None,
             "status": "set",
-            "slot": slot,
-            "is_managed": False,
+            "created_at": None,  # not known: the gateway did not create it
             "errors": [],
             "warnings": [],
+            "is_managed": False,
+            "is_backup": False,
+            "is_backup_access_code_available": False,
+            "pulled_backup_access_code_id": None,
+            "is_external_modification_allowed": False,
+            "slot": slot,
         }
         for slot, v in sorted(observed.items())
         if isinstance(v, str) and managed.get(slot) != v

@@ -153,10 +153,7 @@ class Router:
                     (key, isoformat(tx.now - IDEMPOTENCY_WINDOW)),
                 )
                 if first is not None:
-                    if first["endpoint"] != endpoint.name:
-                        raise invalid(
-                            "idempotency_key", f"was already used for {first['endpoint']}"
-                        )
+                    # The first reply, whatever this repetition says (contract section 4).
                     stored: Json = json.loads(first["reply"])
                     return stored
             result = await endpoint.handler(tx, params)
