@@ -7,6 +7,7 @@ neither depends on (or disturbs) a broker already running on the machine.
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 import signal
 import socket
@@ -35,14 +36,25 @@ def free_port() -> int:
 class Broker:
     """One mosquitto process; ``stop``/``start`` keep the port so clients can come back."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        listener_options: str = "",
+        allow_anonymous: bool = True,
+    ) -> None:
+        """``listener_options``: extra lines for the listener (TLS files, a password file)."""
         self.host = "127.0.0.1"
         self.port = port or free_port()
         self.workdir = workdir
         self.conf = workdir / "mosquitto.conf"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
+            f"{listener_options}"
+            # As root, mosquitto would switch to its own user and lose access to our files.
+            f"{'user root' if os.geteuid() == 0 else ''}\n"
+            f"allow_anonymous {'true' if allow_anonymous else 'false'}\n"
             "set_tcp_nodelay true\n"
             "persistence false\n"
             "max_queued_messages 100000\n"
