@@ -975,14 +975,11 @@ class Watcher:
 async def test_events_complete_and_in_order_across_a_broker_restart(
     broker: Broker, make_config: ConfigFactory
 ) -> None:
-    # The broker keeps sessions over its restart (the test's own subscriber needs that). Started
-    # as root, mosquitto would drop to a user that cannot write the test's private directory;
-    # ``user root`` keeps it (and means nothing when the tests do not run as root).
+    # The broker keeps sessions over its restart (the test's own subscriber needs that).
     broker.stop()
     broker.conf.write_text(
         broker.conf.read_text().replace(
-            "persistence false",
-            f"persistence true\npersistence_location {broker.workdir}/\nuser root",
+            "persistence false", f"persistence true\npersistence_location {broker.workdir}/"
         )
     )
     broker.start()
