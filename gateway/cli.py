@@ -124,16 +124,16 @@ def cmd_events(args: argparse.Namespace) -> int:
         async with connect(config.mqtt, config.prefix) as api:
             queue = await api.subscribe(f"{config.prefix}/events/#")
             print(f"listening on {config.prefix}/events/#", file=sys.stderr, flush=True)
-            while not stop.is_set():
-                getter = asyncio.ensure_future(queue.get())
-                stopper = asyncio.ensure_future(stop.wait())
-                done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                stopper.cancel()
-                if getter in done:
-                    payload = getter.result().payload
+
+            async def echo() -> None:
+                while True:
+                    payload = (await queue.get()).payload
                     print(payload.decode() if isinstance(payload, bytes) else payload, flush=True)
-                else:
-                    getter.cancel()
+
+            async with asyncio.TaskGroup() as tg:
+                printer = tg.create_task(echo(), name="events-printer")
+                await stop.wait()
+                printer.cancel()
 
     _run_until_signal(main)
     return 0

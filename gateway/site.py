@@ -58,7 +58,7 @@ async def running_gateway(config: Config, clock: Clock | None = None) -> AsyncIt
     task = asyncio.create_task(gateway.run(stop), name="site-gateway")
     try:
         async with asyncio.timeout(STARTUP_TIMEOUT):
-            ready = asyncio.ensure_future(gateway.ready.wait())
+            ready = asyncio.create_task(gateway.ready.wait(), name="site-gateway-ready")
             await asyncio.wait({ready, task}, return_when=asyncio.FIRST_COMPLETED)
             ready.cancel()
             if task.done():
