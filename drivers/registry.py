@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from drivers.base import CommandFailed, Driver, SlotTable, WakeCallback
 from drivers.native.driver import create_driver as create_native
+from drivers.zwave_js_ui.driver import create_driver as create_zwave_js_ui
 from gateway.config import DeviceConfig, Timing
 from gateway.logs import get_logger
 from gateway.mqtt import MqttSession
 
 log = get_logger("drivers.registry")
 
-FACTORIES = {
+Factory = Callable[[DeviceConfig, MqttSession, Timing], Driver]
+
+FACTORIES: dict[str, Factory] = {
     "native": create_native,
+    "zwave_js_ui": create_zwave_js_ui,
 }
 
 

@@ -1,0 +1,358 @@
+"""The gateway side of one lock behind Z-Wave JS UI's MQTT gateway.
+
+What the lock holds is observed on the retained value topics (``userIdStatus``/``userCode`` per
+slot). Writes go to the value topics' ``/set`` and are never answered: a write is done when the
+value topics show it (zwave-js reads the slot back about a second later), refused when they are
+republished showing something else. Reads go through the request/response API
+(``sendCommand get`` per slot), correlated by an id of ours that the reply echoes in ``origin``.
+
+Online means: the broker is connected, the Z-Wave JS UI gateway says it is up, its Z-Wave driver
+has not said it is down (``Z/driver/status``), and the node is not Dead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Any, Final
+
+import aiomqtt
+
+from drivers.base import (
+    CommandFailed,
+    CommandTimedOut,
+    SlotTable,
+    SlotValue,
+    Unreadable,
+    WakeCallback,
+)
+from drivers.zwave_js_ui.config import ZwaveJsUiOptions
+from drivers.zwave_js_ui.protocol import (
+    MISSING,
+    ApiReply,
+    Property,
+    Topics,
+    api_request_payload,
+    clear_payload,
+    get_args,
+    parse_api_reply,
+    parse_gateway_status,
+    parse_node_status,
+    parse_user_get_result,
+    parse_value,
+    set_payload,
+    slot_value,
+    users_count_args,
+)
+from gateway.config import DeviceConfig, Timing
+from gateway.logs import get_logger
+from gateway.mqtt import MqttSession, NotConnected
+
+__all__ = ["ZwaveJsUiDriver", "create_driver"]
+
+log = get_logger("drivers.zwave_js_ui")
+
+#: After the value topics of a written slot were republished showing something else, how long
+#: to wait for the rest of the read-back (status and code come as two messages) before giving up.
+SETTLE: Final = 0.3
+#: What zwave-js accepts as a user code (its metadata: a string of 4 to 10 characters).
+CODE_LENGTHS: Final = (4, 10)
+APIS: Final = ("sendCommand",)
+
+
+def _nothing() -> None:
+    """The wake callback until ``start`` is called."""
+
+
+class ZwaveJsUiDriver:
+    """One Z-Wave node with the User Code CC, as Z-Wave JS UI shows it over MQTT."""
+
+    def __init__(
+        self,
+        device_id: str,
+        topics: Topics,
+        session: MqttSession,
+        timing: Timing,
+        *,
+        slots: int | None = None,
+        code_lengths: tuple[int, int] | None = None,
+    ) -> None:
+        self.device_id = device_id
+        self.topics = topics
+        self._session = session
+        self._timing = timing
+        self._configured_capacity = slots
+        self._users_count: int | None = None
+        self._code_lengths = code_lengths
+        self._wake: WakeCallback = _nothing
+        self._node_alive = False
+        self._gateway_online = False
+        self._zwave_driver_up = True  # `Z/driver/status`; absent until Z-Wave JS UI says otherwise
+        self._reported_online = False
+        self._values: dict[tuple[Property, int], object] = {}
+        self._updates: dict[int, int] = {}  # slot -> value messages seen (fresh read-backs)
+        self._changed = asyncio.Event()  # set on every value message
+        self._table: SlotTable | None = None
+        self._pending: dict[str, asyncio.Future[ApiReply]] = {}
+
+    # -- observed state ---------------------------------------------------------------------
+
+    @property
+    def online(self) -> bool:
+        return (
+            self._node_alive
+            and self._gateway_online
+            and self._zwave_driver_up
+            and self._session.is_connected
+        )
+
+    @property
+    def table(self) -> SlotTable | None:
+        return self._table
+
+    @property
+    def capacity(self) -> int | None:
+        if self._configured_capacity is not None:
+            return self._configured_capacity
+        if self._users_count is not None:
+            return self._users_count
+        return max((slot for _, slot in self._values), default=None)
+
+    async def start(self, wake: WakeCallback) -> None:
+        self._wake = wake
+        self._session.on_disconnect(self._on_broker_lost)
+        await self._session.subscribe(self.topics.gateway_status, self._on_gateway_status)
+        await self._session.subscribe(self.topics.node_status, self._on_node_status)
+        await self._session.subscribe(self.topics.driver_status, self._on_driver_status)
+        await self._session.subscribe(self.topics.values_filter, self._on_value)
+        for api in APIS:
+            await self._session.subscribe(self.topics.api_reply(api), self._on_api_reply)
+
+    def _on_broker_lost(self) -> None:
+        # Retained statuses come again on reconnect; until then nothing is known.
+        self._node_alive = False
+        self._gateway_online = False
+        self._availability_changed()
+
+    def _on_gateway_status(self, message: aiomqtt.Message) -> None:
+        try:
+            self._gateway_online = parse_gateway_status(_payload(message))
+        except ValueError as exc:
+            log.warning("zwave.bad_gateway_status", device_id=self.device_id, problem=str(exc))
+            return
+        self._availability_changed()
+
+    def _on_driver_status(self, message: aiomqtt.Message) -> None:
+        try:
+            self._zwave_driver_up = parse_gateway_status(_payload(message))
+        except ValueError as exc:
+            log.warning("zwave.bad_driver_status", device_id=self.device_id, problem=str(exc))
+            return
+        self._availability_changed()
+
+    def _on_node_status(self, message: aiomqtt.Message) -> None:
+        try:
+            self._node_alive = parse_node_status(_payload(message)).alive
+        except ValueError as exc:
+            log.warning("zwave.bad_node_status", device_id=self.device_id, problem=str(exc))
+            return
+        self._availability_changed()
+
+    def _availability_changed(self) -> None:
+        online = self.online
+        if online == self._reported_online:
+            return
+        self._reported_online = online
+        log.info("zwave.availability", device_id=self.device_id, online=online)
+        if not online:
+            for future in self._pending.values():
+                if not future.done():
+                    future.set_exception(CommandTimedOut("the lock went offline"))
+            self._changed.set()  # writes waiting on value topics look at `online` again
+        self._wake()
+
+    def _on_value(self, message: aiomqtt.Message) -> None:
+        found = self.topics.parse_value_topic(message.topic.value)
+        if found is None:
+            return
+        try:
+            report = parse_value(_payload(message))
+        except ValueError as exc:
+            log.warning("zwave.bad_value", device_id=self.device_id, problem=str(exc))
+            return
+        prop, slot = found
+        self._values[(prop, slot)] = report.value
+        self._updates[slot] = self._updates.get(slot, 0) + 1
+        self._changed.set()
+        self._refresh_table()
+
+    def _slot(self, slot: int) -> SlotValue:
+        status = self._values.get(("userIdStatus", slot), MISSING)
+        code = self._values.get(("userCode", slot), MISSING)
+        return slot_value(status, code)
+
+    def _refresh_table(self) -> None:
+        capacity = self.capacity
+        if capacity is None:
+            return
+        table = SlotTable(
+            capacity=capacity,
+            code_lengths=self._code_lengths,
+            slots={n: self._slot(n) for n in range(1, capacity + 1)},
+        )
+        if table != self._table:
+            self._table = table
+            self._wake()
+
+    def _on_api_reply(self, message: aiomqtt.Message) -> None:
+        try:
+            reply = parse_api_reply(_payload(message))
+        except ValueError as exc:
+            log.warning("zwave.bad_api_reply", device_id=self.device_id, problem=str(exc))
+            return
+        future = self._pending.get(reply.request_id or "")
+        if future is not None and not future.done():
+            future.set_result(reply)
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def _check_reachable(self) -> None:
+        if not self._session.is_connected:
+            raise CommandFailed("not_connected")
+        if not self.online:
+            raise CommandFailed("offline")
+
+    def _check_slot(self, slot: int) -> None:
+        capacity = self.capacity
+        if slot < 1 or (capacity is not None and slot > capacity):
+            raise CommandFailed("slot_out_of_range", f"slot {slot}")
+
+    async def set_code(self, slot: int, code: str) -> None:
+        self._check_reachable()
+        self._check_slot(slot)
+        shortest, longest = self._code_lengths or CODE_LENGTHS
+        if not (code.isascii() and code.isdigit() and shortest <= len(code) <= longest):
+            raise CommandFailed("invalid_code", f"slot {slot}")
+        table = self._table
+        if table is not None and any(
+            value == code for n, value in table.slots.items() if n != slot
+        ):
+            raise CommandFailed("duplicate_code", f"slot {slot}")
+        await self._write(self.topics.user_code(slot) + "/set", set_payload(code), slot, code)
+
+    async def clear_slot(self, slot: int) -> None:
+        self._check_reachable()
+        self._check_slot(slot)
+        await self._write(self.topics.user_id_status(slot) + "/set", clear_payload(), slot, None)
+
+    async def _write(self, topic: str, payload: Any, slot: int, wanted: str | None) -> None:
+        """Publish a value write and wait for the slot's value topics to show ``wanted``."""
+        loop = asyncio.get_running_loop()
+        timeout = self._timing.command_timeout
+        deadline = loop.time() + timeout
+        seen = self._updates.get(slot, 0)
+        try:
+            await self._session.publish(topic, payload, timeout=timeout)
+        except NotConnected as exc:
+            raise CommandFailed("not_connected", str(exc)) from None
+        settle_at: float | None = None
+        while True:
+            fresh = self._updates.get(slot, 0) > seen
+            if fresh and self._shows(slot, wanted):
+                return
+            if not self.online:
+                raise CommandTimedOut("the lock went offline")
+            if fresh and settle_at is None:
+                settle_at = min(deadline, loop.time() + SETTLE)
+            until = deadline if settle_at is None else settle_at
+            if loop.time() >= until:
+                if settle_at is not None:
+                    raise CommandFailed("not_applied", f"slot {slot}")
+                raise CommandTimedOut(f"slot {slot}: no read-back within {timeout:g}s")
+            self._changed.clear()
+            try:
+                async with asyncio.timeout_at(until):
+                    await self._changed.wait()
+            except TimeoutError:
+                continue
+
+    def _shows(self, slot: int, wanted: str | None) -> bool:
+        """Whether the slot's value topics show the write. A lock that masks its codes shows an
+        occupied slot after a set: that is the set, never a different code (re-sending would
+        loop forever)."""
+        value = self._slot(slot)
+        return value == wanted or (wanted is not None and value is Unreadable.OCCUPIED)
+
+    async def _call(self, api: str, args: list[Any]) -> object:
+        """One API request; the reply's ``result``. CommandFailed when it did not succeed."""
+        self._check_reachable()
+        request_id = str(uuid.uuid4())
+        future: asyncio.Future[ApiReply] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        timeout = self._timing.command_timeout
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            try:
+                await self._session.publish(
+                    self.topics.api_request(api),
+                    api_request_payload(args, request_id),
+                    timeout=timeout,
+                )
+            except NotConnected as exc:
+                raise CommandFailed("not_connected", str(exc)) from None
+            async with asyncio.timeout_at(deadline):
+                reply = await future
+        except TimeoutError:
+            raise CommandTimedOut(f"{api}: no answer within {timeout:g}s") from None
+        finally:
+            del self._pending[request_id]
+        if not reply.success:
+            raise CommandFailed("internal", f"{api}: {reply.message}")
+        return reply.result
+
+    async def read(self) -> SlotTable:
+        """Every slot read from the lock through ``sendCommand get``, one at a time."""
+        capacity = self._configured_capacity
+        if capacity is None:
+            count = await self._call("sendCommand", users_count_args(self.topics.node_id))
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise CommandFailed("internal", "getUsersCount: not a positive integer")
+            self._users_count = capacity = count
+        for slot in range(1, capacity + 1):
+            result = await self._call("sendCommand", get_args(self.topics.node_id, slot))
+            try:
+                parse_user_get_result(result)
+            except ValueError as exc:
+                raise CommandFailed("internal", f"get slot {slot}: {exc}") from None
+            assert isinstance(result, dict)  # checked by the parser
+            # The same values the value topics carry, so the table is built one way only.
+            for prop in ("userIdStatus", "userCode"):
+                self._values[(prop, slot)] = result.get(prop, MISSING)
+        self._refresh_table()
+        assert self._table is not None
+        return self._table
+
+
+def _payload(message: aiomqtt.Message) -> bytes:
+    return message.payload
+
+
+def create_driver(device: DeviceConfig, session: MqttSession, timing: Timing) -> ZwaveJsUiDriver:
+    options = device.options
+    if not isinstance(options, ZwaveJsUiOptions):
+        raise TypeError(f"{device.device_id}: the zwave_js_ui driver needs ZwaveJsUiOptions")
+    topics = Topics.for_node(
+        options.base_topic,
+        options.node_id,
+        options.gateway_name,
+        node_name=options.node_name,
+        style=options.topic_style,
+    )
+    return ZwaveJsUiDriver(
+        device.device_id,
+        topics,
+        session,
+        timing,
+        slots=device.slots,
+        code_lengths=device.code_lengths,
+    )

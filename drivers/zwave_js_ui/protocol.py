@@ -1,0 +1,421 @@
+"""Topics and payloads of the Z-Wave JS UI MQTT gateway, shared by the driver and the simulator.
+
+Pure functions and dataclasses, no I/O. Two value-topic layouts exist (``valueid``, the default,
+and ``named``); :class:`Topics` names every topic of one node for either, and
+:meth:`Topics.parse_value_topic` maps a received value topic back to (property, slot).
+
+What the real gateway does, and what shapes these definitions (protocols.md, fixtures):
+
+- value topics are retained ``{"time": <ms>, "value": <v>}``; a payload **without** ``value``
+  means zwave-js never read that value: unknown, never empty;
+- slots are 1-based; ``userIdStatus`` 0 available, 1 enabled, 2 disabled;
+- a masked code (``**********``, all zeros) means the slot is occupied but unreadable;
+- the request/response API answers on the request topic without ``/set`` and echoes the whole
+  request as ``origin``: the only way to correlate is an id of our own inside the request.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from drivers.base import SlotValue, Unreadable
+
+__all__ = [
+    "API_ID_KEY",
+    "CODE_CLASS",
+    "MISSING",
+    "ApiReply",
+    "JsonObject",
+    "Missing",
+    "NodeStatus",
+    "PayloadError",
+    "Property",
+    "Topics",
+    "ValueReport",
+    "api_reply_payload",
+    "api_request_payload",
+    "clear_payload",
+    "gateway_status_payload",
+    "get_args",
+    "is_masked",
+    "node_status_payload",
+    "normalize_code",
+    "parse_api_reply",
+    "parse_api_request",
+    "parse_gateway_status",
+    "parse_node_status",
+    "parse_set_request",
+    "parse_user_get_result",
+    "parse_value",
+    "poll_value_args",
+    "set_payload",
+    "slot_value",
+    "users_count_args",
+    "value_payload",
+]
+
+JsonObject = dict[str, Any]
+Property = Literal["userCode", "userIdStatus"]
+PROPERTIES: Final[tuple[Property, ...]] = ("userCode", "userIdStatus")
+CODE_CLASS: Final = 99  # User Code CC
+#: The key of our own request id inside an API request; the reply echoes it in ``origin``.
+API_ID_KEY: Final = "lockgate_id"
+
+STATUS_AVAILABLE: Final = 0
+STATUS_ENABLED: Final = 1
+STATUS_DISABLED: Final = 2
+
+
+class PayloadError(ValueError):
+    """A payload of the wrong shape; the message starts with the field at fault."""
+
+
+class Missing:
+    """The type of :data:`MISSING`: a value topic without ``value`` (never read)."""
+
+    _instance: Missing | None = None
+
+    def __new__(cls) -> Missing:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Final = Missing()
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Every topic of one node under prefix ``base`` on gateway ``gateway``.
+
+    ``node`` is the node's topic level: its name, ``nodeID_<id>``, or the bare id when node
+    names are off in Z-Wave JS UI.
+    """
+
+    base: str
+    node: str
+    node_id: int
+    gateway: str
+    style: Literal["valueid", "named"] = "valueid"
+
+    @classmethod
+    def for_node(
+        cls,
+        base: str,
+        node_id: int,
+        gateway: str,
+        *,
+        node_name: str | None = None,
+        style: Literal["valueid", "named"] = "valueid",
+    ) -> Topics:
+        return cls(base, node_name or f"nodeID_{node_id}", node_id, gateway, style)
+
+    @property
+    def _values(self) -> str:
+        if self.style == "named":
+            return f"{self.base}/{self.node}/user_code/endpoint_0"
+        return f"{self.base}/{self.node}/{CODE_CLASS}/0"
+
+    def value(self, prop: Property, slot: int) -> str:
+        return f"{self._values}/{prop}/{slot}"
+
+    def user_code(self, slot: int) -> str:
+        return self.value("userCode", slot)
+
+    def user_id_status(self, slot: int) -> str:
+        return self.value("userIdStatus", slot)
+
+    @property
+    def values_filter(self) -> str:
+        """One subscription for every value topic of the User Code CC of this node."""
+        return f"{self._values}/+/+"
+
+    def parse_value_topic(self, topic: str) -> tuple[Property, int] | None:
+        """(property, slot) of a value topic of this node, or None for any other topic."""
+        prefix = f"{self._values}/"
+        if not topic.startswith(prefix):
+            return None
+        rest = topic[len(prefix) :].split("/")
+        if len(rest) != 2 or not rest[1].isdecimal() or rest[1].startswith("0"):
+            return None
+        prop = next((p for p in PROPERTIES if p == rest[0]), None)
+        return None if prop is None else (prop, int(rest[1]))
+
+    @property
+    def node_status(self) -> str:
+        return f"{self.base}/{self.node}/status"
+
+    @property
+    def keypad_unlock(self) -> str:
+        notification = "notification/endpoint_0" if self.style == "named" else "113/0"
+        return f"{self.base}/{self.node}/{notification}/Access_Control/Keypad_unlock_operation"
+
+    @property
+    def _client(self) -> str:
+        return f"{self.base}/_CLIENTS/ZWAVE_GATEWAY-{self.gateway}"
+
+    @property
+    def gateway_status(self) -> str:
+        return f"{self._client}/status"
+
+    @property
+    def driver_status(self) -> str:
+        return f"{self.base}/driver/status"
+
+    def api_request(self, api: str) -> str:
+        return f"{self._client}/api/{api}/set"
+
+    def api_reply(self, api: str) -> str:
+        return f"{self._client}/api/{api}"
+
+
+# -- parsing helpers --------------------------------------------------------------------------
+
+
+def _json(payload: bytes | str) -> Any:
+    try:
+        return json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError(f"payload: not valid JSON ({exc})") from None
+
+
+def _object(payload: bytes | str) -> Mapping[str, Any]:
+    value = _json(payload)
+    if not isinstance(value, dict):
+        raise PayloadError(f"payload: expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+# -- value topics -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ValueReport:
+    """A parsed value topic: ``value`` is :data:`MISSING` when zwave-js never read it."""
+
+    value: object
+    time: int | None = None
+
+
+def parse_value(payload: bytes | str) -> ValueReport:
+    raw = _object(payload)
+    time = raw.get("time")
+    return ValueReport(
+        value=raw.get("value", MISSING),
+        time=time if _is_int(time) else None,
+    )
+
+
+def value_payload(value: object, time_ms: int) -> JsonObject:
+    """A value topic as Z-Wave JS UI publishes it; ``MISSING`` leaves ``value`` out."""
+    if value is MISSING:
+        return {"time": time_ms}
+    return {"time": time_ms, "value": value}
+
+
+def set_payload(code: str) -> JsonObject:
+    """A code to write: always a JSON string (a bare number would be refused or lose zeros)."""
+    return {"value": code}
+
+
+def clear_payload() -> JsonObject:
+    return {"value": STATUS_AVAILABLE}
+
+
+def parse_set_request(payload: bytes | str) -> object:
+    """The ``value`` of a ``.../set`` message (any JSON type); PayloadError without one."""
+    raw = _object(payload)
+    if "value" not in raw:
+        raise PayloadError("value: missing")
+    return raw["value"]
+
+
+def is_masked(code: str) -> bool:
+    """A code the lock will not reveal: all ``*`` or all zeros."""
+    return bool(code) and (set(code) == {"*"} or set(code) == {"0"})
+
+
+def normalize_code(value: object) -> str | Unreadable | None:
+    """A userCode value as a PIN, None (empty), or OCCUPIED (masked / not readable as digits).
+
+    Padding (trailing NULs or spaces, as some locks report) is removed. A Buffer object
+    (``{"type": "Buffer", "data": [...]}``, for non-ASCII codes) is decoded when it holds digits.
+    """
+    if isinstance(value, dict) and value.get("type") == "Buffer":
+        data = value.get("data")
+        if isinstance(data, list) and all(_is_int(b) and 0 <= b < 256 for b in data):
+            value = bytes(data).decode("latin-1")
+        else:
+            return Unreadable.OCCUPIED
+    if _is_int(value):
+        value = str(value)
+    if not isinstance(value, str):
+        return Unreadable.OCCUPIED
+    code = value.rstrip("\x00 ").lstrip("\x00")
+    if not code:
+        return None
+    if is_masked(code) or not (code.isascii() and code.isdigit()):
+        return Unreadable.OCCUPIED
+    return code
+
+
+def slot_value(status: object, code: object) -> SlotValue:
+    """What a slot holds, from its userIdStatus and userCode values (either may be MISSING).
+
+    Never read -> UNKNOWN; available -> empty; a masked or disabled code -> OCCUPIED (it is there,
+    but it is not a PIN the gateway can rely on); enabled with a readable code -> the PIN.
+    """
+    if status == STATUS_AVAILABLE and _is_int(status):
+        return None
+    if code is MISSING:
+        return Unreadable.UNKNOWN
+    pin = normalize_code(code)
+    if status is MISSING:
+        return pin  # only the code was reported: take it as it stands
+    if status == STATUS_DISABLED and _is_int(status):
+        return Unreadable.OCCUPIED if pin is not None else Unreadable.UNKNOWN
+    if status == STATUS_ENABLED and _is_int(status):
+        # Enabled but empty is a transient (the status arrives before the code): unknown.
+        return Unreadable.UNKNOWN if pin is None else pin
+    return Unreadable.UNKNOWN
+
+
+# -- status topics ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NodeStatus:
+    value: bool
+    status: str
+
+    @property
+    def alive(self) -> bool:
+        return self.value and self.status != "Dead"
+
+
+def parse_node_status(payload: bytes | str) -> NodeStatus:
+    raw = _object(payload)
+    value, status = raw.get("value"), raw.get("status", "Unknown")
+    if not isinstance(value, bool):
+        raise PayloadError("value: expected true or false")
+    if not isinstance(status, str):
+        raise PayloadError("status: expected a string")
+    return NodeStatus(value, status)
+
+
+def node_status_payload(node_id: int, alive: bool, time_ms: int) -> JsonObject:
+    return {
+        "time": time_ms,
+        "value": alive,
+        "status": "Alive" if alive else "Dead",
+        "nodeId": node_id,
+    }
+
+
+def parse_gateway_status(payload: bytes | str) -> bool:
+    """``{"value": bool}``; a bare ``true``/``false`` is accepted too."""
+    raw = _json(payload)
+    value = raw.get("value") if isinstance(raw, dict) else raw
+    if not isinstance(value, bool):
+        raise PayloadError("value: expected true or false")
+    return value
+
+
+def gateway_status_payload(online: bool, time_ms: int) -> JsonObject:
+    return {"value": online, "time": time_ms}
+
+
+# -- the request/response API -----------------------------------------------------------------
+
+
+def _cc(node_id: int) -> JsonObject:
+    return {"nodeId": node_id, "commandClass": CODE_CLASS, "endpoint": 0}
+
+
+def get_args(node_id: int, slot: int) -> list[Any]:
+    """``sendCommand`` args reading one slot: the reply's result is {userIdStatus, userCode}."""
+    return [_cc(node_id), "get", [slot]]
+
+
+def users_count_args(node_id: int) -> list[Any]:
+    return [_cc(node_id), "getUsersCount", []]
+
+
+def poll_value_args(node_id: int, prop: Property, slot: int) -> list[Any]:
+    return [{**_cc(node_id), "property": prop, "propertyKey": slot}]
+
+
+def api_request_payload(args: list[Any], request_id: str | None = None) -> JsonObject:
+    payload: JsonObject = {"args": args}
+    if request_id is not None:
+        payload[API_ID_KEY] = request_id
+    return payload
+
+
+def parse_api_request(payload: bytes | str) -> tuple[list[Any], Mapping[str, Any]]:
+    """(args, the whole request to echo as ``origin``)."""
+    raw = _object(payload)
+    args = raw.get("args", [])
+    if not isinstance(args, list):
+        raise PayloadError("args: expected a list")
+    return args, raw
+
+
+def api_reply_payload(
+    success: bool, result: object, args: list[Any], origin: Mapping[str, Any], message: str = ""
+) -> JsonObject:
+    return {
+        "success": success,
+        "message": message or ("Success zwave api call" if success else "Error"),
+        "result": result,
+        "args": args,
+        "origin": dict(origin),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class ApiReply:
+    success: bool
+    message: str
+    result: object
+    args: list[Any]
+    request_id: str | None  # ours, from ``origin``; None for someone else's request
+
+
+def parse_api_reply(payload: bytes | str) -> ApiReply:
+    raw = _object(payload)
+    success = raw.get("success")
+    if not isinstance(success, bool):
+        raise PayloadError("success: expected true or false")
+    message = raw.get("message", "")
+    args = raw.get("args", [])
+    origin = raw.get("origin")
+    request_id = origin.get(API_ID_KEY) if isinstance(origin, dict) else None
+    return ApiReply(
+        success=success,
+        message=message if isinstance(message, str) else "",
+        result=raw.get("result"),
+        args=args if isinstance(args, list) else [],
+        request_id=request_id if isinstance(request_id, str) else None,
+    )
+
+
+def parse_user_get_result(result: object) -> SlotValue:
+    """The result of ``sendCommand get``: ``{"userIdStatus": 1, "userCode": "0123"}``."""
+    if not isinstance(result, dict):
+        raise PayloadError("result: expected an object with userIdStatus and userCode")
+    status = result.get("userIdStatus", MISSING)
+    code = result.get("userCode", MISSING)
+    if status is MISSING and code is MISSING:
+        raise PayloadError("result: neither userIdStatus nor userCode")
+    return slot_value(status, code)

@@ -1,0 +1,290 @@
+"""A lock behind Z-Wave JS UI's MQTT gateway, for tests, demos and benches.
+
+It publishes what the real gateway publishes (see the captures in the fixtures): retained
+gateway and node status, retained ``{"time", "value"}`` value topics per slot (``userIdStatus``
+before ``userCode``), nothing at all in answer to a write on a value topic but the slot's value
+topics republished once the lock has "read it back" (after the simulator latency), and API
+replies on ``.../api/<api>`` echoing the request as ``origin``.
+
+Faults keep their meaning in this protocol: ``fail_next`` (and any refusal) leaves the slot as it
+was and republishes its unchanged values, as zwave-js does after reading back a write the lock
+refused; ``silent`` publishes nothing; ``online: false`` makes the node Dead.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import aiomqtt
+
+from drivers.sim import SimCommand, SimSpec, SimulatedLock, register_simulated_lock
+from drivers.zwave_js_ui.config import ZwaveJsUiOptions
+from drivers.zwave_js_ui.protocol import (
+    Topics,
+    api_reply_payload,
+    gateway_status_payload,
+    node_status_payload,
+    parse_api_request,
+    parse_set_request,
+    value_payload,
+)
+from gateway.logs import get_logger
+from gateway.mqtt import MqttSession
+
+__all__ = ["SimulatedZwaveJsUiLock"]
+
+log = get_logger("drivers.zwave_js_ui.simulator")
+
+MASK = "*" * 10  # what a lock that hides its codes reports for an occupied slot
+APIS = ("sendCommand", "pollValue")
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _int(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """An API request waiting in the lock's queue: what to answer, and on which topic."""
+
+    api: str
+    method: str  # sendCommand's method, or the polled property for pollValue
+    args: list[Any]
+    origin: Mapping[str, Any]
+
+
+@register_simulated_lock
+class SimulatedZwaveJsUiLock(SimulatedLock):
+    driver = "zwave_js_ui"
+
+    def __init__(self, spec: SimSpec, session: MqttSession) -> None:
+        super().__init__(spec, session)
+        options = spec.device.options
+        if not isinstance(options, ZwaveJsUiOptions):
+            raise TypeError(f"{self.device_id}: zwave_js_ui lock without ZwaveJsUiOptions")
+        self.topics = Topics.for_node(
+            options.base_topic,
+            options.node_id,
+            options.gateway_name,
+            node_name=options.node_name,
+            style=options.topic_style,
+        )
+        self._requests: dict[str, _Request] = {}
+
+    # -- hearing ----------------------------------------------------------------------
+
+    async def subscribe(self) -> None:
+        for slot in range(1, self.capacity + 1):
+            await self._session.subscribe(
+                self.topics.user_code(slot) + "/set", partial(self._on_set_code, slot)
+            )
+            await self._session.subscribe(
+                self.topics.user_id_status(slot) + "/set", partial(self._on_set_status, slot)
+            )
+        for api in APIS:
+            await self._session.subscribe(self.topics.api_request(api), partial(self._on_api, api))
+
+    def _on_set_code(self, slot: int, message: aiomqtt.Message) -> None:
+        try:
+            value = parse_set_request(message.payload)
+        except ValueError as exc:
+            log.warning("sim.bad_set", device_id=self.device_id, problem=str(exc))
+            return
+        if not isinstance(value, str):
+            # zwave-js takes a bare number as a number and refuses it without a word.
+            log.info("sim.set_refused_silently", device_id=self.device_id, slot=slot)
+            return
+        self.submit(SimCommand(op="set", slot=slot, code=value))
+
+    def _on_set_status(self, slot: int, message: aiomqtt.Message) -> None:
+        try:
+            value = parse_set_request(message.payload)
+        except ValueError as exc:
+            log.warning("sim.bad_set", device_id=self.device_id, problem=str(exc))
+            return
+        if _int(value) == 0:
+            self.submit(SimCommand(op="clear", slot=slot))
+        else:
+            log.info("sim.status_write_ignored", device_id=self.device_id, slot=slot)
+
+    def _on_api(self, api: str, message: aiomqtt.Message) -> None:
+        try:
+            args, origin = parse_api_request(message.payload)
+        except ValueError as exc:
+            log.warning("sim.bad_api_request", device_id=self.device_id, problem=str(exc))
+            return
+        target = args[0] if args and isinstance(args[0], dict) else {}
+        if _int(target.get("nodeId")) != self.topics.node_id:
+            return  # another node's request: another lock answers it
+        if not self.online or self.faults.silent:
+            return  # dropped unheard (submit would drop it too, and the request would linger)
+        token = str(uuid.uuid4())
+        if api == "pollValue":
+            prop, slot = target.get("property"), _int(target.get("propertyKey"))
+            self._requests[token] = _Request(api, str(prop), args, origin)
+            refused = None if prop in ("userCode", "userIdStatus") else "unsupported property"
+            self.submit(SimCommand(op="read", slot=slot, token=token, refused=refused))
+            return
+        method = args[1] if len(args) > 1 and isinstance(args[1], str) else ""
+        params = args[2] if len(args) > 2 and isinstance(args[2], list) else []
+        self._requests[token] = _Request(api, method, args, origin)
+        first = _int(params[0]) if params else None
+        if method == "get":
+            self.submit(SimCommand(op="read", slot=first, token=token))
+        elif method == "getUsersCount":
+            self.submit(SimCommand(op="read", token=token))
+        elif method == "set" and len(params) == 3 and isinstance(params[2], str):
+            self.submit(SimCommand(op="set", slot=first, code=params[2], token=token))
+        elif method == "clear":
+            self.submit(SimCommand(op="clear", slot=first, token=token))
+        else:
+            self.submit(SimCommand(op="read", token=token, refused=f"unsupported: {method}"))
+
+    # -- the lock at work ---------------------------------------------------------------
+
+    async def _execute(self, command: SimCommand) -> None:
+        """The base class's order of faults, answered the Z-Wave JS UI way."""
+        faults = self.faults
+        if not self.online or faults.silent:
+            self._forget(command)
+            return
+        if faults.consume("silent_next"):
+            self._forget(command)
+            await self._publish_state()
+            return
+        if command.op == "read":
+            await self._read(command)
+            return
+        slot = command.slot
+        failing = faults.consume("fail_next")
+        if failing or command.refused is not None or slot is None:
+            await self._refused(command, faults.error if failing else command.refused)
+            return
+        if command.op == "set":
+            problem = self.check_set(slot, command.code)
+        else:
+            problem = self.check_slot(slot)
+        if problem is not None:
+            await self._refused(command, problem)
+            return
+        if command.op == "set" and faults.consume("ignore_writes_next"):
+            # The lock acknowledged but kept the old code: the read-back shows the truth.
+            await self.publish_slot(slot)
+            await self.answer(command, None)
+            await self._publish_state()
+            return
+        self.write(slot, command.code if command.op == "set" else None)
+        log.debug("sim.written", device_id=self.device_id, slot=slot, code=command.code)
+        if faults.consume("apply_silently_next"):
+            self._forget(command)  # applied, but the read-back never reached the gateway
+            await self._publish_state()
+            return
+        await self.publish_slot(slot)
+        await self.answer(command, None)
+
+    async def _refused(self, command: SimCommand, error: str | None) -> None:
+        """zwave-js reads back a refused write: the slot's unchanged values, newly stamped."""
+        slot = command.slot
+        if command.op != "read" and slot is not None and self.check_slot(slot) is None:
+            await self.publish_slot(slot)
+        await self.answer(command, error or "internal")
+        await self._publish_state()
+
+    async def _read(self, command: SimCommand) -> None:
+        request = self._requests.get(command.token or "")
+        if self.faults.consume("fail_next"):
+            await self.answer(command, self.faults.error)
+            await self._publish_state()
+            return
+        if command.refused is not None or request is None:
+            await self.answer(command, command.refused or "internal")
+            return
+        if request.method == "getUsersCount":
+            await self._reply(command, True, self.capacity)
+            return
+        slot = command.slot
+        if slot is None or self.check_slot(slot) is not None:
+            await self.answer(command, "slot_out_of_range")
+            return
+        await self.publish_slot(slot)
+        status, code = self._slot_values(slot)
+        if request.api == "pollValue":
+            result: object = code if request.method == "userCode" else status
+        else:
+            result = {"userIdStatus": status, "userCode": code}
+        await self._reply(command, True, result)
+
+    def _forget(self, command: SimCommand) -> None:
+        if command.token is not None:
+            self._requests.pop(command.token, None)
+
+    # -- speaking ---------------------------------------------------------------------
+
+    def _slot_values(self, slot: int) -> tuple[int, str]:
+        code = self.slots.get(slot)
+        if code is None:
+            return 0, ""
+        return 1, code if self.spec.expose_pin else MASK
+
+    async def publish_slot(self, slot: int) -> None:
+        """The slot's two value topics, status first, as zwave-js reports a User Code read."""
+        status, code = self._slot_values(slot)
+        now = _now_ms()
+        await self._session.publish(
+            self.topics.user_id_status(slot), value_payload(status, now), retain=True
+        )
+        await self._session.publish(
+            self.topics.user_code(slot), value_payload(code, now), retain=True
+        )
+
+    async def publish_availability(self) -> None:
+        now = _now_ms()
+        if self.online:  # the gateway itself is up as long as the simulator runs
+            await self._session.publish(
+                self.topics.gateway_status, gateway_status_payload(True, now), retain=True
+            )
+            await self._session.publish(self.topics.driver_status, "true", retain=True)
+        await self._session.publish(
+            self.topics.node_status,
+            node_status_payload(self.topics.node_id, self.online, now),
+            retain=True,
+        )
+
+    async def publish_table(self) -> None:
+        for slot in range(1, self.capacity + 1):
+            await self.publish_slot(slot)
+
+    async def answer(self, command: SimCommand, error: str | None) -> None:
+        if command.token is None:
+            return  # a write on a value topic is never answered
+        await self._reply(command, error is None, None, message=error or "")
+
+    async def _reply(
+        self, command: SimCommand, success: bool, result: object, message: str = ""
+    ) -> None:
+        request = self._requests.pop(command.token or "", None)
+        if request is None:
+            return
+        payload = api_reply_payload(success, result, request.args, request.origin, message)
+        await self._session.publish(self.topics.api_reply(request.api), payload)
+
+    async def control(self, changes: Mapping[str, object]) -> None:
+        """The base class's control, plus the Access Control notification of a keypad unlock."""
+        await super().control(changes)
+        entered = changes.get("enter")
+        if isinstance(entered, str) and entered and self.online:
+            slot = self.try_code(entered)
+            if slot is not None:
+                await self._session.publish(
+                    self.topics.keypad_unlock,
+                    {"time": _now_ms(), "value": {"userId": slot}},
+                )
