@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from drivers.base import CommandFailed, Driver, SlotTable, WakeCallback
 from drivers.native.driver import create_driver as create_native
+from drivers.zigbee2mqtt.driver import create_driver as create_zigbee2mqtt
 from drivers.zwave_js_ui.driver import create_driver as create_zwave_js_ui
 from gateway.config import DeviceConfig, Timing
 from gateway.logs import get_logger
@@ -17,6 +18,7 @@ Factory = Callable[[DeviceConfig, MqttSession, Timing], Driver]
 
 FACTORIES: dict[str, Factory] = {
     "native": create_native,
+    "zigbee2mqtt": create_zigbee2mqtt,
     "zwave_js_ui": create_zwave_js_ui,
 }
 

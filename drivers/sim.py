@@ -422,7 +422,11 @@ class SimulatedLock(abc.ABC):
 _registry: dict[str, type[SimulatedLock]] = {}
 #: Modules whose simulated lock classes register themselves on import. A driver package with a
 #: simulator adds its module here.
-BUILTIN_SIMULATORS: Final = ("drivers.native.simulator", "drivers.zwave_js_ui.simulator")
+BUILTIN_SIMULATORS: Final = (
+    "drivers.native.simulator",
+    "drivers.zigbee2mqtt.simulator",
+    "drivers.zwave_js_ui.simulator",
+)
 
 
 def register_simulated_lock(cls: type[SimulatedLock]) -> type[SimulatedLock]:

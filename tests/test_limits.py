@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from drivers.registry import FACTORIES
 from tests.conftest import ConfigFactory
 from tests.harness import (
     Recorder,
@@ -15,8 +18,10 @@ from tests.harness import (
 
 
 async def test_a_device_on_an_unbuilt_driver_is_offline_not_fatal(
-    make_config: ConfigFactory,
+    make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A build without one of the drivers (here: zigbee2mqtt taken out) degrades to offline."""
+    monkeypatch.delitem(FACTORIES, "zigbee2mqtt")
     config = make_config(
         devices=[
             {"device_id": "front_door", "driver": "native"},

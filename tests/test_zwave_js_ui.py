@@ -16,7 +16,6 @@ import pytest
 
 import drivers.zwave_js_ui.simulator  # registers the simulated lock
 from drivers.base import CommandFailed, CommandTimedOut, SlotValue, Unreadable
-from drivers.registry import FACTORIES
 from drivers.sim import SimulatedLock, Simulator
 from drivers.zwave_js_ui.driver import ZwaveJsUiDriver, create_driver
 from drivers.zwave_js_ui.protocol import (
@@ -51,12 +50,6 @@ TIMEOUT = 0.5  # command_timeout in the driver tests
 LATENCY = 0.05  # the simulated lock's "read-back" delay
 
 assert drivers.zwave_js_ui.simulator.SimulatedZwaveJsUiLock.driver == "zwave_js_ui"
-
-
-@pytest.fixture(autouse=True)
-def registered(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What drivers/registry.py will hold once the driver is registered there."""
-    monkeypatch.setitem(FACTORIES, "zwave_js_ui", create_driver)
 
 
 # -- the captures --------------------------------------------------------------------------------
