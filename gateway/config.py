@@ -156,7 +156,7 @@ class SimLockSettings:
     latency: float | None = None
     initial_codes: Mapping[int, str] = field(default_factory=_no_codes)  # slot (from 1) -> PIN
     reject_duplicates: bool = True
-    expose_pin: bool = True  # zigbee2mqtt only: whether a read reveals the PIN
+    expose_pin: bool = True  # zigbee2mqtt/zwave_js_ui: False = reads show codes masked
 
 
 @dataclass(frozen=True, slots=True)
@@ -670,8 +670,8 @@ def _parse_sim_locks(
             if key not in mentioned:
                 lock.report(None, f"no device {str(key)!r} is configured")
             continue
-        if lock.given("expose_pin") and device.driver != "zigbee2mqtt":
-            lock.report("expose_pin", "applies to driver zigbee2mqtt only")
+        if lock.given("expose_pin") and device.driver not in ("zigbee2mqtt", "zwave_js_ui"):
+            lock.report("expose_pin", "applies to drivers zigbee2mqtt and zwave_js_ui only")
         locks[device.device_id] = SimLockSettings(
             latency=lock.get("latency", _duration(), None),
             initial_codes=_parse_initial_codes(

@@ -455,7 +455,7 @@ BAD_FILES = [
     (
         "sim expose",
         "devices: [{device_id: a, driver: native}]\nsimulator: {locks: {a: {expose_pin: false}}}",
-        "simulator.locks.a.expose_pin: applies to driver zigbee2mqtt only",
+        "simulator.locks.a.expose_pin: applies to drivers zigbee2mqtt and zwave_js_ui only",
     ),
     ("sim latency", "simulator: {latency: fast}", "simulator.latency: invalid duration 'fast'"),
 ]
