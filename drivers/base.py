@@ -11,7 +11,7 @@ counts differently (Zigbee2MQTT users are 0-based) translates at its edge.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -84,8 +84,9 @@ class Driver(Protocol):
     async def clear_slot(self, slot: int) -> None:
         """Empty ``slot``. Raises CommandFailed / CommandTimedOut."""
 
-    async def read(self) -> SlotTable:
-        """Read the whole table back from the lock (not from a cache)."""
+    async def read(self, slots: Collection[int] | None = None) -> SlotTable:
+        """Read the table back from the lock (not from a cache): every slot, or just ``slots``
+        where the protocol reads slot by slot (Zigbee and Z-Wave locks: battery and airtime)."""
 
 
 DriverFactory = Callable[..., Driver]

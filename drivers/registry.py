@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from drivers.base import CommandFailed, Driver, SlotTable, WakeCallback
 from drivers.native.driver import create_driver as create_native
@@ -51,7 +51,7 @@ class UnavailableDriver:
     async def clear_slot(self, slot: int) -> None:
         raise CommandFailed("offline", f"driver {self.driver} is not available")
 
-    async def read(self) -> SlotTable:
+    async def read(self, slots: Collection[int] | None = None) -> SlotTable:
         raise CommandFailed("offline", f"driver {self.driver} is not available")
 
 

@@ -49,7 +49,9 @@ from gateway.store.problems import problems_of, raised_problems, set_problem
 
 @dataclass(frozen=True, slots=True)
 class Read:
-    """Read the whole table back: after an unknown outcome, on (re)connect, on resync."""
+    """Read the lock back: the whole table (``slots`` None), or only the slots that matter."""
+
+    slots: frozenset[int] | None = None
 
 
 Command = Write | Clear | Read
@@ -66,10 +68,21 @@ class ReadState:
     """What the worker knows about reading its lock back; the pass decides when to read."""
 
     due: bool = True  # read before anything else: at start, on reconnect, after an unknown outcome
+    scope: frozenset[int] | None = None  # what the due read must cover (None: every slot)
     failures: int = 0
     not_before: datetime | None = None  # backoff after failed reads
     last: datetime | None = None  # the last successful read (for resync)
     table_after: SlotTable | None = None  # the table that read gave
+
+    def request(self, slots: frozenset[int] | None) -> None:
+        """Ask for a read of ``slots`` (None: all), on top of whatever is already asked."""
+        if not self.due:
+            self.scope = slots
+        elif self.scope is not None and slots is not None:
+            self.scope = self.scope | slots
+        else:
+            self.scope = None
+        self.due = True
 
 
 class LockPass:
@@ -113,23 +126,25 @@ class LockPass:
         if self.driver.online and (reads.due or table is None):
             # Fresh truth first: at start, on reconnect, after an unknown outcome. A lock whose
             # reads keep failing (backoff) is not waited for: its writes go on being counted.
-            command = self._read_if_allowed()
+            command = self._read_if_allowed(reads.scope if table is not None else None)
         if command is None and result is not None:
             command = await self._choose(codes, result, retry)
             if command is None and result.needs_read and table != reads.table_after:
-                command = self._read_if_allowed()
+                command = self._read_if_allowed(frozenset(result.unreadable))
         if command is None and self.driver.online and self._resync_due():
-            command = self._read_if_allowed()
+            # The periodic check reads back the slots the gateway answers for, not all of them.
+            held = frozenset(c.slot for c in codes if c.slot is not None)
+            command = self._read_if_allowed(held if table is not None else None)
         await self._pool_health(result, retry)
         # Only future moments can wake the worker; a past one would make it spin.
         return Step(command, earliest(t for t in self.deadlines if t is not None and t > self.now))
 
-    def _read_if_allowed(self) -> Read | None:
+    def _read_if_allowed(self, slots: frozenset[int] | None) -> Read | None:
         not_before = self.reads.not_before
         if not_before is not None and not_before > self.now:
             self.deadlines.append(not_before)
             return None
-        return Read()
+        return Read(slots)
 
     # -- desired state ------------------------------------------------------------------------
 

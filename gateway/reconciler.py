@@ -95,7 +95,7 @@ class LockWorker:
         online = self.driver.online
         table = self.driver.table
         if online and not self._recorded_online:
-            self.reads.due = True
+            self.reads.request(None)  # back (or new): read it all
         if online == self._recorded_online and table == self._recorded_table:
             return
         async with self._store.transaction() as tx:
@@ -121,7 +121,7 @@ class LockWorker:
         self.commands += 1
         try:
             if isinstance(command, Read):
-                await self._read()
+                await self._read(command.slots)
             elif isinstance(command, Write):
                 log.info("reconciler.write", slot=command.slot, access_code_id=command.code_id)
                 await self.driver.set_code(command.slot, command.pin)
@@ -131,13 +131,13 @@ class LockWorker:
         except CommandTimedOut:
             log.warning("reconciler.no_answer", command=type(command).__name__)
             if not isinstance(command, Read):
-                self.reads.due = True  # the outcome is unknown: look, never assume
+                self.reads.request(frozenset({command.slot}))  # outcome unknown: look, never assume
         except CommandFailed as exc:
             log.warning("reconciler.refused", command=type(command).__name__, reason=exc.reason)
 
-    async def _read(self) -> None:
+    async def _read(self, slots: frozenset[int] | None) -> None:
         try:
-            await self.driver.read()
+            await self.driver.read(slots)
         except CommandFailed:
             # Not answering reads either: go on with what was last seen. Unverified writes are
             # then retried and counted, so the code fails visibly instead of waiting forever.
@@ -146,6 +146,7 @@ class LockWorker:
             self.reads.not_before = self._clock.now() + retry_delay(self.reads.failures)
             raise
         self.reads.due = False
+        self.reads.scope = None
         self.reads.failures = 0
         self.reads.not_before = None
         self.reads.last = self._clock.now()

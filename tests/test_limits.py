@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from drivers.registry import FACTORIES
+from gateway.lock_pass import ReadState
 from tests.conftest import ConfigFactory
 from tests.harness import (
     Recorder,
@@ -98,3 +99,22 @@ async def test_an_offline_lock_past_every_deadline_lets_its_worker_rest(
         await site.lock("front_door").control({"online": True})
         await site.settled()
         assert len(site.lock("front_door").slots) == 3  # the pool filled once it was back
+
+
+@pytest.mark.parametrize(
+    ("requests", "scope"),
+    [
+        ([frozenset({3})], frozenset({3})),
+        ([frozenset({3}), frozenset({5})], frozenset({3, 5})),
+        ([frozenset({3}), None], None),  # a full read asked for on top: everything
+        ([None, frozenset({3})], None),
+    ],
+)
+def test_read_requests_merge_into_one_read(
+    requests: list[frozenset[int] | None], scope: frozenset[int] | None
+) -> None:
+    reads = ReadState(due=False)
+    for slots in requests:
+        reads.request(slots)
+    assert reads.due is True
+    assert reads.scope == scope

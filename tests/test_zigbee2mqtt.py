@@ -4,6 +4,7 @@ end through the gateway."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -565,3 +566,27 @@ async def test_masked_pins_through_the_gateway(make_config: ConfigFactory) -> No
         assert (got["status"], got["errors"]) == ("set", [])
         assert site.lock(ZB).slots[got["slot"]] == "4826"
         assert got["slot"] != 1  # slot 1 is occupied, though its PIN cannot be read
+
+
+async def test_resync_reads_only_the_slots_the_gateway_answers_for(
+    make_config: ConfigFactory,
+) -> None:
+    """A Zigbee lock pays battery and airtime for every read: after the first full read, the
+    periodic resync asks only for the slots holding the gateway's codes."""
+    config = make_config(
+        timing={"command_timeout": TIMEOUT, "resync_interval": "15m"},
+        devices=[{"device_id": ZB, "driver": "zigbee2mqtt", "slots": 10}],
+        simulator={"latency": "1ms"},
+    )
+    async with running_site(config) as site:
+        cid = await new_code(site, "4826", device_id=ZB)
+        await barrier(site)
+        slot = (await get_code(site, cid))["slot"]
+        gets = await site.api.subscribe(TOPICS.get)
+        await site.advance(15 * 60)
+        asked = []
+        while not gets.empty():
+            message = await gets.get()
+            assert isinstance(message.payload, bytes)
+            asked.append(json.loads(message.payload)["pin_code"]["user"])
+        assert asked == [slot - 1]  # one read, of the code's own slot (users count from 0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Collection
 
 import aiomqtt
 
@@ -151,8 +152,10 @@ class NativeDriver:
     async def clear_slot(self, slot: int) -> None:
         await self._command("clear", slot)
 
-    async def read(self) -> SlotTable:
-        """The table the lock republished before answering (it must, by the contract)."""
+    async def read(self, slots: Collection[int] | None = None) -> SlotTable:
+        """The table the lock republished before answering (it must, by the contract).
+
+        One command returns the whole table, so ``slots`` narrows nothing here."""
         seen = self._tables_seen
         await self._command("read")
         if self._tables_seen == seen or self._table is None:

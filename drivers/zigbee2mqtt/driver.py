@@ -12,7 +12,7 @@ user again. Commands go out one at a time. Gateway slots are 1-based, Zigbee2MQT
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import aiomqtt
@@ -241,9 +241,11 @@ class Zigbee2MqttDriver:
         if not cleared(entry):
             raise CommandFailed("not_applied", f"slot {slot} is still occupied")
 
-    async def read(self) -> SlotTable:
-        """Every slot, one by one (as slow as the lock): the table is what the reads showed."""
-        for slot in range(1, self.capacity + 1):
+    async def read(self, slots: Collection[int] | None = None) -> SlotTable:
+        """Every slot (or just ``slots``), one by one, as slow as the lock: each read costs the
+        lock battery and radio time, so the gateway asks only for the slots it needs."""
+        for slot in sorted(slots) if slots is not None else range(1, self.capacity + 1):
+            self._check_slot(slot)
             await self._read_slot(slot)
         assert self._table is not None
         return self._table

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Collection
 from typing import Any, Final
 
 import aiomqtt
@@ -310,15 +311,18 @@ class ZwaveJsUiDriver:
             raise CommandFailed("internal", f"{api}: {reply.message}")
         return reply.result
 
-    async def read(self) -> SlotTable:
-        """Every slot read from the lock through ``sendCommand get``, one at a time."""
+    async def read(self, slots: Collection[int] | None = None) -> SlotTable:
+        """Every slot (or just ``slots``) read from the lock through ``sendCommand get``, one
+        at a time: each costs the lock battery and radio time."""
         capacity = self._configured_capacity
         if capacity is None:
             count = await self._call("sendCommand", users_count_args(self.topics.node_id))
             if not isinstance(count, int) or isinstance(count, bool) or count < 1:
                 raise CommandFailed("internal", "getUsersCount: not a positive integer")
             self._users_count = capacity = count
-        for slot in range(1, capacity + 1):
+        for slot in sorted(slots) if slots is not None else range(1, capacity + 1):
+            if not 1 <= slot <= capacity:
+                raise CommandFailed("slot_out_of_range", f"slot {slot} of {capacity}")
             result = await self._call("sendCommand", get_args(self.topics.node_id, slot))
             try:
                 parse_user_get_result(result)
