@@ -62,6 +62,10 @@ class CommandTimedOut(CommandFailed):
 WakeCallback = Callable[[], None]
 
 
+def no_wake() -> None:
+    """The wake callback a driver holds until ``start`` gives it the real one."""
+
+
 class Driver(Protocol):
     """What the reconciler needs from a lock, whatever protocol it speaks."""
 
@@ -103,4 +107,5 @@ __all__ = [
     "SlotValue",
     "Unreadable",
     "WakeCallback",
+    "no_wake",
 ]

@@ -14,7 +14,7 @@ from collections.abc import Collection
 
 import aiomqtt
 
-from drivers.base import CommandFailed, CommandTimedOut, SlotTable, WakeCallback
+from drivers.base import CommandFailed, CommandTimedOut, SlotTable, WakeCallback, no_wake
 from drivers.native.config import NativeOptions
 from drivers.native.protocol import (
     Op,
@@ -26,6 +26,7 @@ from drivers.native.protocol import (
     parse_result,
     parse_slots,
 )
+from drivers.reachability import Reachability
 from gateway.config import DeviceConfig, Timing
 from gateway.logs import get_logger
 from gateway.mqtt import MqttSession, NotConnected
@@ -33,10 +34,6 @@ from gateway.mqtt import MqttSession, NotConnected
 __all__ = ["NativeDriver", "create_driver"]
 
 log = get_logger("drivers.native")
-
-
-def _nothing() -> None:
-    """The wake callback until ``start`` is called."""
 
 
 class NativeDriver:
@@ -58,9 +55,15 @@ class NativeDriver:
         self._timing = timing
         self._fallback_capacity = slots
         self._fallback_code_lengths = code_lengths
-        self._wake: WakeCallback = _nothing
-        self._lock_online = False  # what the lock last said; forgotten when the broker link drops
-        self._reported_online = False  # what `wake` last announced
+        self._wake: WakeCallback = no_wake
+        self._link = Reachability(
+            device_id=device_id,
+            session=session,
+            name="native",
+            signals={"availability": False},
+            forget_on_disconnect=("availability",),
+            on_change=self._reachability_changed,
+        )
         self._table: SlotTable | None = None
         self._tables_seen = 0  # T/slots messages parsed: tells a read that the table is fresh
         self._pending: dict[str, asyncio.Future[Result]] = {}
@@ -69,7 +72,7 @@ class NativeDriver:
 
     @property
     def online(self) -> bool:
-        return self._lock_online and self._session.is_connected
+        return self._link.online
 
     @property
     def table(self) -> SlotTable | None:
@@ -77,30 +80,14 @@ class NativeDriver:
 
     async def start(self, wake: WakeCallback) -> None:
         self._wake = wake
-        self._session.on_disconnect(self._on_broker_lost)
-        await self._session.subscribe(self.topics.availability, self._on_availability)
+        self._link.start()
+        await self._session.subscribe(
+            self.topics.availability, self._link.handler("availability", parse_availability)
+        )
         await self._session.subscribe(self.topics.slots, self._on_slots)
         await self._session.subscribe(self.topics.result, self._on_result)
 
-    def _on_broker_lost(self) -> None:
-        # The retained availability comes again on reconnect; until then the lock is unknown.
-        self._lock_online = False
-        self._availability_changed()
-
-    def _on_availability(self, message: aiomqtt.Message) -> None:
-        try:
-            self._lock_online = parse_availability(message.payload)
-        except ValueError as exc:
-            log.warning("native.bad_availability", device_id=self.device_id, problem=str(exc))
-            return
-        self._availability_changed()
-
-    def _availability_changed(self) -> None:
-        online = self.online
-        if online == self._reported_online:
-            return
-        self._reported_online = online
-        log.info("native.availability", device_id=self.device_id, online=online)
+    def _reachability_changed(self, online: bool) -> None:
         if not online:
             # An unreachable lock will not answer: settle the waiting commands now rather than
             # after their timeout. The outcome is unknown, hence a timeout, not a refusal.
@@ -165,7 +152,7 @@ class NativeDriver:
     async def _command(self, op: Op, slot: int | None = None, code: str | None = None) -> None:
         if not self._session.is_connected:
             raise CommandFailed("not_connected")
-        if not self._lock_online:
+        if not self._link.says("availability"):
             raise CommandFailed("offline")
         command_id = str(uuid.uuid4())
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()

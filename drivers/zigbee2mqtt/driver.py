@@ -25,7 +25,9 @@ from drivers.base import (
     SlotValue,
     Unreadable,
     WakeCallback,
+    no_wake,
 )
+from drivers.reachability import Reachability
 from drivers.zigbee2mqtt.config import Zigbee2MqttOptions
 from drivers.zigbee2mqtt.protocol import (
     JsonObject,
@@ -45,10 +47,6 @@ from gateway.mqtt import MqttSession, NotConnected
 __all__ = ["Zigbee2MqttDriver", "create_driver"]
 
 log = get_logger("drivers.zigbee2mqtt")
-
-
-def _nothing() -> None:
-    """The wake callback until ``start`` is called."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +86,17 @@ class Zigbee2MqttDriver:
         self._session = session
         self._timing = timing
         self._code_lengths = code_lengths
-        self._wake: WakeCallback = _nothing
-        self._lock_online = False  # B/N/availability; forgotten when the broker link drops
-        self._bridge_online = True  # B/bridge/state; a missing bridge state blocks nothing
-        self._reported_online = False
+        self._wake: WakeCallback = no_wake
+        self._link = Reachability(
+            device_id=device_id,
+            session=session,
+            name="z2m",
+            # B/N/availability is forgotten when the broker link drops (it is resent, retained);
+            # a bridge that never said anything blocks nothing.
+            signals={"availability": False, "bridge_state": True},
+            forget_on_disconnect=("availability",),
+            on_change=self._reachability_changed,
+        )
         self._slots: dict[int, SlotValue] = {}
         self._table: SlotTable | None = None
         self._pending: dict[int, _Waiter] = {}  # user -> read in flight
@@ -103,7 +108,7 @@ class Zigbee2MqttDriver:
 
     @property
     def online(self) -> bool:
-        return self._lock_online and self._bridge_online and self._session.is_connected
+        return self._link.online
 
     @property
     def table(self) -> SlotTable | None:
@@ -111,38 +116,17 @@ class Zigbee2MqttDriver:
 
     async def start(self, wake: WakeCallback) -> None:
         self._wake = wake
-        self._session.on_disconnect(self._on_broker_lost)
-        await self._session.subscribe(self.topics.availability, self._on_availability)
-        await self._session.subscribe(self.topics.bridge_state, self._on_bridge_state)
+        self._link.start()
+        await self._session.subscribe(
+            self.topics.availability, self._link.handler("availability", parse_availability)
+        )
+        await self._session.subscribe(
+            self.topics.bridge_state, self._link.handler("bridge_state", parse_availability)
+        )
         await self._session.subscribe(self.topics.bridge_logging, self._on_logging)
         await self._session.subscribe(self.topics.state, self._on_state)
 
-    def _on_broker_lost(self) -> None:
-        self._lock_online = False
-        self._availability_changed()
-
-    def _on_availability(self, message: aiomqtt.Message) -> None:
-        try:
-            self._lock_online = parse_availability(message.payload)
-        except ValueError as exc:
-            log.warning("z2m.bad_availability", device_id=self.device_id, problem=str(exc))
-            return
-        self._availability_changed()
-
-    def _on_bridge_state(self, message: aiomqtt.Message) -> None:
-        try:
-            self._bridge_online = parse_availability(message.payload)
-        except ValueError as exc:
-            log.warning("z2m.bad_bridge_state", device_id=self.device_id, problem=str(exc))
-            return
-        self._availability_changed()
-
-    def _availability_changed(self) -> None:
-        online = self.online
-        if online == self._reported_online:
-            return
-        self._reported_online = online
-        log.info("z2m.availability", device_id=self.device_id, online=online)
+    def _reachability_changed(self, online: bool) -> None:
         if not online:
             # Nothing will answer now: settle waiting reads at once, as unknown outcomes.
             for waiter in self._pending.values():

@@ -26,7 +26,9 @@ from drivers.base import (
     SlotValue,
     Unreadable,
     WakeCallback,
+    no_wake,
 )
+from drivers.reachability import Reachability
 from drivers.zwave_js_ui.config import ZwaveJsUiOptions
 from drivers.zwave_js_ui.protocol import (
     MISSING,
@@ -61,10 +63,6 @@ CODE_LENGTHS: Final = (4, 10)
 APIS: Final = ("sendCommand",)
 
 
-def _nothing() -> None:
-    """The wake callback until ``start`` is called."""
-
-
 class ZwaveJsUiDriver:
     """One Z-Wave node with the User Code CC, as Z-Wave JS UI shows it over MQTT."""
 
@@ -85,11 +83,17 @@ class ZwaveJsUiDriver:
         self._configured_capacity = slots
         self._users_count: int | None = None
         self._code_lengths = code_lengths
-        self._wake: WakeCallback = _nothing
-        self._node_alive = False
-        self._gateway_online = False
-        self._zwave_driver_up = True  # `Z/driver/status`; absent until Z-Wave JS UI says otherwise
-        self._reported_online = False
+        self._wake: WakeCallback = no_wake
+        self._link = Reachability(
+            device_id=device_id,
+            session=session,
+            name="zwave",
+            # Retained statuses come again on reconnect; until then nothing is known. The
+            # Z-Wave driver status (`Z/driver/status`) counts as up until it says otherwise.
+            signals={"node_status": False, "gateway_status": False, "driver_status": True},
+            forget_on_disconnect=("node_status", "gateway_status"),
+            on_change=self._reachability_changed,
+        )
         self._values: dict[tuple[Property, int], object] = {}
         self._updates: dict[int, int] = {}  # slot -> value messages seen (fresh read-backs)
         self._changed = asyncio.Event()  # set on every value message
@@ -100,12 +104,7 @@ class ZwaveJsUiDriver:
 
     @property
     def online(self) -> bool:
-        return (
-            self._node_alive
-            and self._gateway_online
-            and self._zwave_driver_up
-            and self._session.is_connected
-        )
+        return self._link.online
 
     @property
     def table(self) -> SlotTable | None:
@@ -121,50 +120,23 @@ class ZwaveJsUiDriver:
 
     async def start(self, wake: WakeCallback) -> None:
         self._wake = wake
-        self._session.on_disconnect(self._on_broker_lost)
-        await self._session.subscribe(self.topics.gateway_status, self._on_gateway_status)
-        await self._session.subscribe(self.topics.node_status, self._on_node_status)
-        await self._session.subscribe(self.topics.driver_status, self._on_driver_status)
+        self._link.start()
+        link = self._link
+        await self._session.subscribe(
+            self.topics.gateway_status, link.handler("gateway_status", parse_gateway_status)
+        )
+        await self._session.subscribe(
+            self.topics.node_status,
+            link.handler("node_status", lambda payload: parse_node_status(payload).alive),
+        )
+        await self._session.subscribe(
+            self.topics.driver_status, link.handler("driver_status", parse_gateway_status)
+        )
         await self._session.subscribe(self.topics.values_filter, self._on_value)
         for api in APIS:
             await self._session.subscribe(self.topics.api_reply(api), self._on_api_reply)
 
-    def _on_broker_lost(self) -> None:
-        # Retained statuses come again on reconnect; until then nothing is known.
-        self._node_alive = False
-        self._gateway_online = False
-        self._availability_changed()
-
-    def _on_gateway_status(self, message: aiomqtt.Message) -> None:
-        try:
-            self._gateway_online = parse_gateway_status(_payload(message))
-        except ValueError as exc:
-            log.warning("zwave.bad_gateway_status", device_id=self.device_id, problem=str(exc))
-            return
-        self._availability_changed()
-
-    def _on_driver_status(self, message: aiomqtt.Message) -> None:
-        try:
-            self._zwave_driver_up = parse_gateway_status(_payload(message))
-        except ValueError as exc:
-            log.warning("zwave.bad_driver_status", device_id=self.device_id, problem=str(exc))
-            return
-        self._availability_changed()
-
-    def _on_node_status(self, message: aiomqtt.Message) -> None:
-        try:
-            self._node_alive = parse_node_status(_payload(message)).alive
-        except ValueError as exc:
-            log.warning("zwave.bad_node_status", device_id=self.device_id, problem=str(exc))
-            return
-        self._availability_changed()
-
-    def _availability_changed(self) -> None:
-        online = self.online
-        if online == self._reported_online:
-            return
-        self._reported_online = online
-        log.info("zwave.availability", device_id=self.device_id, online=online)
+    def _reachability_changed(self, online: bool) -> None:
         if not online:
             for future in self._pending.values():
                 if not future.done():

@@ -1,0 +1,84 @@
+"""Whether a lock can be reached, for every driver: each signal its stack gives must say yes
+(the lock's availability, a bridge or gateway status, a node status), and the broker link
+must be up.
+
+A driver declares its signals and hands each one's topic to :meth:`Reachability.handler`;
+it is told once per change, to settle commands still waiting (an unreachable lock will not
+answer) and to wake the reconciler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+import aiomqtt
+
+from gateway.logs import get_logger
+from gateway.mqtt import MqttSession
+
+log = get_logger("drivers.reachability")
+
+Parse = Callable[[bytes], bool]
+
+
+class Reachability:
+    def __init__(
+        self,
+        *,
+        device_id: str,
+        session: MqttSession,
+        name: str,
+        signals: Mapping[str, bool],
+        forget_on_disconnect: Iterable[str],
+        on_change: Callable[[bool], None],
+    ) -> None:
+        """``signals``: each signal's value until its stack reports it; ``forget_on_disconnect``:
+        the retained ones, unknown (False) again until the broker resends them."""
+        self._device_id = device_id
+        self._session = session
+        self._name = name  # log prefix: native, z2m, zwave
+        self._signals = dict(signals)
+        self._forget = tuple(forget_on_disconnect)
+        self._on_change = on_change
+        self._reported = False
+
+    @property
+    def online(self) -> bool:
+        return all(self._signals.values()) and self._session.is_connected
+
+    def says(self, signal: str) -> bool:
+        return self._signals[signal]
+
+    def start(self) -> None:
+        self._session.on_disconnect(self._broker_lost)
+
+    def handler(self, signal: str, parse: Parse) -> Callable[[aiomqtt.Message], None]:
+        """The MQTT handler for one signal's topic; a payload it cannot parse changes nothing."""
+
+        def handle(message: aiomqtt.Message) -> None:
+            payload = message.payload
+            try:
+                value = parse(bytes(payload) if isinstance(payload, bytes | bytearray) else b"")
+            except ValueError as exc:
+                log.warning(
+                    f"{self._name}.bad_{signal}", device_id=self._device_id, problem=str(exc)
+                )
+                return
+            self._signals[signal] = value
+            self.check()
+
+        return handle
+
+    def _broker_lost(self) -> None:
+        for signal in self._forget:
+            self._signals[signal] = False
+        self.check()
+
+    def check(self) -> None:
+        """Tell the driver if reachability changed (also after the session reconnected)."""
+        online = self.online
+        if online == self._reported:
+            return
+        self._reported = online
+        log.info(f"{self._name}.availability", device_id=self._device_id, online=online)
+        self._on_change(online)
