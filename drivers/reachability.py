@@ -9,10 +9,14 @@ answer) and to wake the reconciler.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable, Iterable, Mapping
+from typing import ClassVar
 
 import aiomqtt
 
+from drivers.base import SlotTable, WakeCallback, no_wake
+from gateway.config import Timing
 from gateway.logs import get_logger
 from gateway.mqtt import MqttSession
 
@@ -82,3 +86,45 @@ class Reachability:
         self._reported = online
         log.info(f"{self._name}.availability", device_id=self._device_id, online=online)
         self._on_change(online)
+
+
+class LinkedDriver(abc.ABC):
+    """What every driver shares: its lock's identity, the session, the reconciler's wake
+    callback, the last observed table and the lock's reachability."""
+
+    #: Log prefix and the stack's signals (see :class:`Reachability`).
+    name: ClassVar[str]
+    signals: ClassVar[Mapping[str, bool]]
+    forget_on_disconnect: ClassVar[tuple[str, ...]]
+
+    def __init__(self, device_id: str, session: MqttSession, timing: Timing) -> None:
+        self.device_id = device_id
+        self._session = session
+        self._timing = timing
+        self._wake: WakeCallback = no_wake
+        self._table: SlotTable | None = None
+        self._link = Reachability(
+            device_id=device_id,
+            session=session,
+            name=self.name,
+            signals=self.signals,
+            forget_on_disconnect=self.forget_on_disconnect,
+            on_change=self._reachability_changed,
+        )
+
+    @property
+    def online(self) -> bool:
+        return self._link.online
+
+    @property
+    def table(self) -> SlotTable | None:
+        return self._table
+
+    def _begin(self, wake: WakeCallback) -> None:
+        """The first step of ``start``: take the wake callback, follow the broker link."""
+        self._wake = wake
+        self._link.start()
+
+    @abc.abstractmethod
+    def _reachability_changed(self, online: bool) -> None:
+        """Settle what waits on the lock when it goes away; wake the reconciler."""

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
+from typing import ClassVar
 
 import aiomqtt
 
-from drivers.base import CommandFailed, CommandTimedOut, SlotTable, WakeCallback, no_wake
+from drivers.base import CommandFailed, CommandTimedOut, SlotTable, WakeCallback
 from drivers.native.config import NativeOptions
 from drivers.native.protocol import (
     Op,
@@ -26,7 +27,7 @@ from drivers.native.protocol import (
     parse_result,
     parse_slots,
 )
-from drivers.reachability import Reachability
+from drivers.reachability import LinkedDriver
 from gateway.config import DeviceConfig, Timing
 from gateway.logs import get_logger
 from gateway.mqtt import MqttSession, NotConnected
@@ -36,8 +37,12 @@ __all__ = ["NativeDriver", "create_driver"]
 log = get_logger("drivers.native")
 
 
-class NativeDriver:
+class NativeDriver(LinkedDriver):
     """One lock that speaks the native protocol on base topic ``topics.base``."""
+
+    name = "native"
+    signals: ClassVar[Mapping[str, bool]] = {"availability": False}
+    forget_on_disconnect = ("availability",)
 
     def __init__(
         self,
@@ -49,38 +54,17 @@ class NativeDriver:
         slots: int | None = None,
         code_lengths: tuple[int, int] | None = None,
     ) -> None:
-        self.device_id = device_id
+        super().__init__(device_id, session, timing)
         self.topics = topics
-        self._session = session
-        self._timing = timing
         self._fallback_capacity = slots
         self._fallback_code_lengths = code_lengths
-        self._wake: WakeCallback = no_wake
-        self._link = Reachability(
-            device_id=device_id,
-            session=session,
-            name="native",
-            signals={"availability": False},
-            forget_on_disconnect=("availability",),
-            on_change=self._reachability_changed,
-        )
-        self._table: SlotTable | None = None
         self._tables_seen = 0  # T/slots messages parsed: tells a read that the table is fresh
         self._pending: dict[str, asyncio.Future[Result]] = {}
 
     # -- observed state ---------------------------------------------------------------------
 
-    @property
-    def online(self) -> bool:
-        return self._link.online
-
-    @property
-    def table(self) -> SlotTable | None:
-        return self._table
-
     async def start(self, wake: WakeCallback) -> None:
-        self._wake = wake
-        self._link.start()
+        self._begin(wake)
         await self._session.subscribe(
             self.topics.availability, self._link.handler("availability", parse_availability)
         )

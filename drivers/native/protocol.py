@@ -10,10 +10,12 @@ Builders return JSON-ready dicts; ``gateway.mqtt.encode`` is the one wire encodi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
+
+from drivers.payloads import PayloadError, parse_availability
+from drivers.payloads import json_object as _object
 
 __all__ = [
     "ERRORS",
@@ -96,10 +98,6 @@ class Command:
     code: str | None = None
 
 
-class PayloadError(ValueError):
-    """A payload of the wrong shape; the message starts with the field at fault."""
-
-
 class BadCommand(PayloadError):
     """A command the lock cannot carry out; ``id`` is set when there is someone to answer."""
 
@@ -110,16 +108,6 @@ class BadCommand(PayloadError):
 
 
 # -- parsing helpers --------------------------------------------------------------------------
-
-
-def _object(payload: bytes | str) -> Mapping[str, Any]:
-    try:
-        value = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-        raise PayloadError(f"payload: not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise PayloadError(f"payload: expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 def _int(value: object, field: str, *, minimum: int) -> int:
@@ -154,19 +142,6 @@ def _slot_key(key: str) -> int:
 
 
 # -- lock -> gateway ----------------------------------------------------------------------------
-
-
-def parse_availability(payload: bytes | str) -> bool:
-    """True for online. A bare ``online``/``offline`` word is accepted too (older firmware)."""
-    text = payload.decode(errors="replace") if isinstance(payload, bytes) else payload
-    if text.strip() in ("online", "offline"):
-        return text.strip() == "online"
-    state = _object(payload).get("state")
-    if state == "online":
-        return True
-    if state == "offline":
-        return False
-    raise PayloadError("state: expected 'online' or 'offline'")
 
 
 def parse_slots(payload: bytes | str) -> SlotReport:

@@ -12,8 +12,9 @@ user again. Commands go out one at a time. Gateway slots are 1-based, Zigbee2MQT
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import aiomqtt
 
@@ -25,9 +26,8 @@ from drivers.base import (
     SlotValue,
     Unreadable,
     WakeCallback,
-    no_wake,
 )
-from drivers.reachability import Reachability
+from drivers.reachability import LinkedDriver
 from drivers.zigbee2mqtt.config import Zigbee2MqttOptions
 from drivers.zigbee2mqtt.protocol import (
     JsonObject,
@@ -67,8 +67,14 @@ class _Waiter:
     bridge_error: str | None = None
 
 
-class Zigbee2MqttDriver:
+class Zigbee2MqttDriver(LinkedDriver):
     """One lock ``topics.state`` behind Zigbee2MQTT, with ``capacity`` users (from the config)."""
+
+    name = "z2m"
+    # B/N/availability is forgotten when the broker link drops (it is resent, retained);
+    # a bridge that never said anything blocks nothing.
+    signals: ClassVar[Mapping[str, bool]] = {"availability": False, "bridge_state": True}
+    forget_on_disconnect = ("availability",)
 
     def __init__(
         self,
@@ -80,25 +86,11 @@ class Zigbee2MqttDriver:
         capacity: int,
         code_lengths: tuple[int, int] | None = None,
     ) -> None:
-        self.device_id = device_id
+        super().__init__(device_id, session, timing)
         self.topics = topics
         self.capacity = capacity
-        self._session = session
-        self._timing = timing
         self._code_lengths = code_lengths
-        self._wake: WakeCallback = no_wake
-        self._link = Reachability(
-            device_id=device_id,
-            session=session,
-            name="z2m",
-            # B/N/availability is forgotten when the broker link drops (it is resent, retained);
-            # a bridge that never said anything blocks nothing.
-            signals={"availability": False, "bridge_state": True},
-            forget_on_disconnect=("availability",),
-            on_change=self._reachability_changed,
-        )
         self._slots: dict[int, SlotValue] = {}
-        self._table: SlotTable | None = None
         self._pending: dict[int, _Waiter] = {}  # user -> read in flight
         self._cache: dict[int, UserEntry] = {}  # Zigbee2MQTT's users, as last published
         self._one_at_a_time = asyncio.Lock()
@@ -106,17 +98,8 @@ class Zigbee2MqttDriver:
 
     # -- observed state ---------------------------------------------------------------------
 
-    @property
-    def online(self) -> bool:
-        return self._link.online
-
-    @property
-    def table(self) -> SlotTable | None:
-        return self._table
-
     async def start(self, wake: WakeCallback) -> None:
-        self._wake = wake
-        self._link.start()
+        self._begin(wake)
         await self._session.subscribe(
             self.topics.availability, self._link.handler("availability", parse_availability)
         )

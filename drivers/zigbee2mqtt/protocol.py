@@ -8,12 +8,13 @@ attributes) and strict about the shape of what they use: a wrong shape raises ``
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from drivers.base import SlotValue, Unreadable
+from drivers.payloads import PayloadError, parse_availability
+from drivers.payloads import json_object as _object
 
 __all__ = [
     "PROGRAMMING_ACTIONS",
@@ -80,10 +81,6 @@ class Topics:
         return f"{self.base}/bridge/logging"
 
 
-class PayloadError(ValueError):
-    """A payload of the wrong shape; the message starts with the field at fault."""
-
-
 @dataclass(frozen=True, slots=True)
 class UserEntry:
     """One entry of ``users`` in the state message; ``pin_code`` only with ``expose_pin``."""
@@ -144,16 +141,6 @@ class BadRequest(PayloadError):
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _object(payload: bytes | str) -> Mapping[str, Any]:
-    try:
-        value = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadError(f"payload: not valid JSON ({exc})") from None
-    if not isinstance(value, dict):
-        raise PayloadError(f"payload: expected a JSON object, got {type(value).__name__}")
-    return value
-
-
 def _user(value: object, field: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise PayloadError(f"{field}: expected a user number (0 or more)")
@@ -180,17 +167,6 @@ def _entry(key: str, raw: object) -> UserEntry:
 
 
 # -- Zigbee2MQTT -> gateway ---------------------------------------------------------------------
-
-
-def parse_availability(payload: bytes | str) -> bool:
-    """``{"state": "online"|"offline"}`` (Z2M 2.x); the bare word of 1.x is accepted too."""
-    text = payload.decode(errors="replace") if isinstance(payload, bytes) else payload
-    if text.strip() in ("online", "offline"):
-        return text.strip() == "online"
-    state = _object(payload).get("state")
-    if state in ("online", "offline"):
-        return bool(state == "online")
-    raise PayloadError("state: expected 'online' or 'offline'")
 
 
 def parse_state(payload: bytes | str) -> StateReport:

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Collection
-from typing import Any, Final
+from collections.abc import Collection, Mapping
+from typing import Any, ClassVar, Final
 
 import aiomqtt
 
@@ -26,9 +26,8 @@ from drivers.base import (
     SlotValue,
     Unreadable,
     WakeCallback,
-    no_wake,
 )
-from drivers.reachability import Reachability
+from drivers.reachability import LinkedDriver
 from drivers.zwave_js_ui.config import ZwaveJsUiOptions
 from drivers.zwave_js_ui.protocol import (
     MISSING,
@@ -63,8 +62,18 @@ CODE_LENGTHS: Final = (4, 10)
 APIS: Final = ("sendCommand",)
 
 
-class ZwaveJsUiDriver:
+class ZwaveJsUiDriver(LinkedDriver):
     """One Z-Wave node with the User Code CC, as Z-Wave JS UI shows it over MQTT."""
+
+    name = "zwave"
+    # Retained statuses come again on reconnect; until then nothing is known. The Z-Wave
+    # driver status (`Z/driver/status`) counts as up until it says otherwise.
+    signals: ClassVar[Mapping[str, bool]] = {
+        "node_status": False,
+        "gateway_status": False,
+        "driver_status": True,
+    }
+    forget_on_disconnect = ("node_status", "gateway_status")
 
     def __init__(
         self,
@@ -76,39 +85,17 @@ class ZwaveJsUiDriver:
         slots: int | None = None,
         code_lengths: tuple[int, int] | None = None,
     ) -> None:
-        self.device_id = device_id
+        super().__init__(device_id, session, timing)
         self.topics = topics
-        self._session = session
-        self._timing = timing
         self._configured_capacity = slots
         self._users_count: int | None = None
         self._code_lengths = code_lengths
-        self._wake: WakeCallback = no_wake
-        self._link = Reachability(
-            device_id=device_id,
-            session=session,
-            name="zwave",
-            # Retained statuses come again on reconnect; until then nothing is known. The
-            # Z-Wave driver status (`Z/driver/status`) counts as up until it says otherwise.
-            signals={"node_status": False, "gateway_status": False, "driver_status": True},
-            forget_on_disconnect=("node_status", "gateway_status"),
-            on_change=self._reachability_changed,
-        )
         self._values: dict[tuple[Property, int], object] = {}
         self._updates: dict[int, int] = {}  # slot -> value messages seen (fresh read-backs)
         self._changed = asyncio.Event()  # set on every value message
-        self._table: SlotTable | None = None
         self._pending: dict[str, asyncio.Future[ApiReply]] = {}
 
     # -- observed state ---------------------------------------------------------------------
-
-    @property
-    def online(self) -> bool:
-        return self._link.online
-
-    @property
-    def table(self) -> SlotTable | None:
-        return self._table
 
     @property
     def capacity(self) -> int | None:
@@ -119,8 +106,7 @@ class ZwaveJsUiDriver:
         return max((slot for _, slot in self._values), default=None)
 
     async def start(self, wake: WakeCallback) -> None:
-        self._wake = wake
-        self._link.start()
+        self._begin(wake)
         link = self._link
         await self._session.subscribe(
             self.topics.gateway_status, link.handler("gateway_status", parse_gateway_status)

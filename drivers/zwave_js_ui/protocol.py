@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from drivers.base import SlotValue, Unreadable
+from drivers.payloads import PayloadError
 
 __all__ = [
     "API_ID_KEY",
@@ -67,10 +68,6 @@ API_ID_KEY: Final = "lockgate_id"
 STATUS_AVAILABLE: Final = 0
 STATUS_ENABLED: Final = 1
 STATUS_DISABLED: Final = 2
-
-
-class PayloadError(ValueError):
-    """A payload of the wrong shape; the message starts with the field at fault."""
 
 
 class Missing:
