@@ -15,6 +15,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from drivers.bounds import MAX_SLOTS
+
 
 class Unreadable(enum.Enum):
     """A slot whose PIN cannot be known: never read, or read back masked."""
@@ -33,6 +35,12 @@ class SlotTable:
     capacity: int
     code_lengths: tuple[int, int] | None = None
     slots: Mapping[int, SlotValue] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Defence in depth: the planner, the store and the API allocate per slot, so no table
+        # past the drivers' bounds may exist at all (drivers refuse such reports first).
+        if not 0 <= self.capacity <= MAX_SLOTS:
+            raise ValueError(f"capacity {self.capacity} is outside 0-{MAX_SLOTS}")
 
     def value(self, slot: int) -> SlotValue:
         return self.slots.get(slot, Unreadable.UNKNOWN)
@@ -78,6 +86,12 @@ class Driver(Protocol):
     @property
     def table(self) -> SlotTable | None:
         """The last observed slot table; None until the lock has reported once."""
+
+    @property
+    def refused_report(self) -> str | None:
+        """Why a report of the lock was refused (out of bounds or malformed: ``table`` stays as
+        it was), while that stands; None once the lock reports validly again. ``wake`` is called
+        when it changes. Never contains a PIN: it becomes the device's error message."""
 
     async def start(self, wake: WakeCallback) -> None:
         """Subscribe to the lock's topics; ``wake`` is called on every observed change."""

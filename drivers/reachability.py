@@ -1,6 +1,6 @@
 """Whether a lock can be reached, for every driver: each signal its stack gives must say yes
 (the lock's availability, a bridge or gateway status, a node status), and the broker link
-must be up.
+must be up. And which of its reports were refused (:class:`Refusals`).
 
 A driver declares its signals and hands each one's topic to :meth:`Reachability.handler`;
 it is told once per change, to settle commands still waiting (an unreachable lock will not
@@ -10,7 +10,7 @@ answer) and to wake the reconciler.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import ClassVar
 
 import aiomqtt
@@ -88,9 +88,51 @@ class Reachability:
         self._on_change(online)
 
 
+class Refusals:
+    """The lock's reports a driver refused, per source (a topic, one slot's value topic), each
+    until that source reports validly again; the driver's ``refused_report`` is the latest one
+    still standing.
+
+    Logged once per lock, not per message: a warning when the first refusal comes, ``info``
+    when the last is lifted, ``debug`` in between, so a lock that keeps lying cannot flood the
+    log. Reasons never hold a PIN (see drivers/bounds.py)."""
+
+    def __init__(self, *, device_id: str, name: str, on_change: Callable[[], None]) -> None:
+        self._device_id = device_id
+        self._name = name
+        self._on_change = on_change
+        self._refused: dict[Hashable, str] = {}  # in order of refusal: the last is the latest
+
+    @property
+    def reason(self) -> str | None:
+        return next(reversed(self._refused.values()), None)
+
+    def refuse(self, source: Hashable, reason: str) -> None:
+        before = self.reason
+        self._refused.pop(source, None)
+        self._refused[source] = reason
+        if before is None:
+            log.warning(f"{self._name}.report_refused", device_id=self._device_id, problem=reason)
+        else:
+            log.debug(f"{self._name}.report_refused", device_id=self._device_id, problem=reason)
+        if reason != before:
+            self._on_change()
+
+    def accept(self, source: Hashable) -> None:
+        """``source`` reported validly: its refusal, if any, is lifted."""
+        if source not in self._refused:
+            return
+        before = self.reason
+        del self._refused[source]
+        if not self._refused:
+            log.info(f"{self._name}.report_accepted", device_id=self._device_id)
+        if self.reason != before:
+            self._on_change()
+
+
 class LinkedDriver(abc.ABC):
     """What every driver shares: its lock's identity, the session, the reconciler's wake
-    callback, the last observed table and the lock's reachability."""
+    callback, the last observed table, the lock's reachability and its refused reports."""
 
     #: Log prefix and the stack's signals (see :class:`Reachability`).
     name: ClassVar[str]
@@ -111,6 +153,7 @@ class LinkedDriver(abc.ABC):
             forget_on_disconnect=self.forget_on_disconnect,
             on_change=self._reachability_changed,
         )
+        self._refusals = Refusals(device_id=device_id, name=self.name, on_change=self._poke)
 
     @property
     def online(self) -> bool:
@@ -119,6 +162,13 @@ class LinkedDriver(abc.ABC):
     @property
     def table(self) -> SlotTable | None:
         return self._table
+
+    @property
+    def refused_report(self) -> str | None:
+        return self._refusals.reason
+
+    def _poke(self) -> None:
+        self._wake()  # looked up on each call: ``start`` replaces the callback
 
     def _begin(self, wake: WakeCallback) -> None:
         """The first step of ``start``: take the wake callback, follow the broker link."""

@@ -42,6 +42,10 @@ class UnavailableDriver:
     def table(self) -> SlotTable | None:
         return None
 
+    @property
+    def refused_report(self) -> str | None:
+        return None
+
     async def start(self, wake: WakeCallback) -> None:
         log.error("driver.unavailable", device_id=self.device_id, driver=self.driver)
 

@@ -62,11 +62,13 @@ CONTROL_KEYS: Final = (
     "keypad",
     "reject_duplicates",
     "ignore_writes_next",
+    "duplicate_results",
     "enter",
+    "report",
     "reset",
 )
 _COUNTERS: Final = ("fail_next", "silent_next", "apply_silently_next", "ignore_writes_next")
-_FLAGS: Final = ("silent", "reject_duplicates")
+_FLAGS: Final = ("silent", "reject_duplicates", "duplicate_results")
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,7 @@ class Faults:
     error: str = "busy"
     apply_silently_next: int = 0
     ignore_writes_next: int = 0
+    duplicate_results: bool = False
 
     @classmethod
     def defaults(cls, spec: SimSpec) -> Faults:
@@ -193,6 +196,10 @@ def _text(value: object) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
+def _report(value: object) -> Mapping[str, object] | None:
+    return value if isinstance(value, dict) and "payload" in value else None
+
+
 #: Each key's check, in the order keys apply: ``reset`` first so the rest lands on top of it.
 _CHECKS: Final[tuple[tuple[str, Callable[[object], object | None]], ...]] = (
     ("reset", _flag),
@@ -202,6 +209,7 @@ _CHECKS: Final[tuple[tuple[str, Callable[[object], object | None]], ...]] = (
     *((name, _count) for name in _COUNTERS),
     *((name, _flag) for name in _FLAGS),
     ("enter", _text),  # checked with the rest, acted on in SimulatedLock.control
+    ("report", _report),  # likewise
 )
 
 
@@ -324,24 +332,24 @@ class SimulatedLock(abc.ABC):
             await self._publish_state()
             return
         if faults.consume("fail_next"):
-            await self.answer(command, faults.error)
+            await self._answer(command, faults.error)
             await self._publish_state()
             return
         if command.refused is not None:
-            await self.answer(command, command.refused)
+            await self._answer(command, command.refused)
             return
         if command.op == "read":
             await self.publish_table()
-            await self.answer(command, None)
+            await self._answer(command, None)
             return
         code = command.code if command.op == "set" else None
         slot = command.slot
         problem = self.check_set(slot, code) if command.op == "set" else self.check_slot(slot)
         if problem is not None or slot is None:
-            await self.answer(command, problem or "slot_out_of_range")
+            await self._answer(command, problem or "slot_out_of_range")
             return
         if command.op == "set" and faults.consume("ignore_writes_next"):
-            await self.answer(command, None)
+            await self._answer(command, None)
             await self._publish_state()
             return
         self.write(slot, code)
@@ -350,7 +358,14 @@ class SimulatedLock(abc.ABC):
         if faults.consume("apply_silently_next"):
             await self._publish_state()
             return
-        await self.answer(command, None)
+        await self._answer(command, None)
+
+    async def _answer(self, command: SimCommand, error: str | None) -> None:
+        """Answer once, or twice with ``duplicate_results``: radios retransmit, and a gateway
+        must take the second copy of an answer for what it is."""
+        await self.answer(command, error)
+        if self.faults.duplicate_results:
+            await self.answer(command, error)
 
     # -- control ----------------------------------------------------------------------------
 
@@ -363,6 +378,7 @@ class SimulatedLock(abc.ABC):
         was_online = self.online
         table_changed = self._apply(changes)
         entered = _text(changes.get("enter"))
+        report = _report(changes.get("report"))
         if self.online != was_online:
             await self.publish_availability()
         if self.online and (table_changed or not was_online):
@@ -373,7 +389,27 @@ class SimulatedLock(abc.ABC):
             await self._session.publish(
                 self.control_topics.keypad, {"code_accepted": slot is not None, "slot": slot}
             )
+        if report is not None:
+            await self._publish_report(report)
         await self._publish_state()
+
+    def report_topic(self, report: Mapping[str, object]) -> tuple[str, bool] | None:
+        """Where this protocol reports what the lock holds, and whether retained, for the
+        ``report`` switch (``report`` may say which slot's topic); None: it cannot lie there."""
+        return None
+
+    async def _publish_report(self, report: Mapping[str, object]) -> None:
+        """Make the lock lie: ``report["payload"]`` on its report topic, however wrong (a string
+        as it is, anything else as JSON). The lock's real table is left as it was."""
+        where = self.report_topic(report)
+        if where is None:
+            log.warning("sim.control_bad_value", device_id=self.device_id, key="report")
+            return
+        topic, retain = where
+        payload = report["payload"]
+        data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        log.info("sim.report", device_id=self.device_id, topic=topic, size=len(data))
+        await self._session.publish(topic, data, retain=retain)
 
     def _apply(self, changes: Mapping[str, object]) -> bool:
         """Apply the state part of a control message; True when the slot table changed."""
@@ -391,7 +427,7 @@ class SimulatedLock(abc.ABC):
                     self.online = True
             elif key == "online":
                 self.online = bool(value)
-            elif key != "enter":
+            elif key not in ("enter", "report"):
                 setattr(self.faults, key, value)
         if "fail_next" in changes and "error" not in changes:
             self.faults.error = "busy"

@@ -92,8 +92,20 @@ def isoformat(when: datetime) -> str:
 
 
 def parse_timestamp(text: str) -> datetime:
-    """ISO 8601 as clients write it; a time without an offset is refused, not guessed."""
+    """ISO 8601 as clients write it; a time without an offset is refused, not guessed.
+
+    Raises ValueError for anything else, also for an instant outside the years 1-9999 in UTC
+    (year 1 at +01:00 parses, but only as a moment before the calendar begins).
+    """
     value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     if value.tzinfo is None:
         raise ValueError(f"timestamp {text!r} has no time zone offset")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"timestamp {text!r} is out of range in UTC") from None
+
+
+def as_stored(when: datetime) -> datetime:
+    """``when`` cut to the whole milliseconds :func:`isoformat` keeps: compare what is stored."""
+    return when.replace(microsecond=when.microsecond // 1000 * 1000)

@@ -22,6 +22,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 
 import yaml
 
+from drivers.bounds import MAX_PIN_LENGTH, MAX_SLOTS
 from drivers.native.config import NativeOptions, topic_problem
 from drivers.native.config import parse_options as _native_options
 from drivers.zigbee2mqtt.config import Zigbee2MqttOptions
@@ -61,7 +62,7 @@ _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ID_RULE = "must be 1-64 characters, each a letter, digit, _ or -"
 _GENERATED_DIGITS = 4  # generated ids are "<prefix><i:04d>", i from 0
 _GENERATED_PREFIX = re.compile(rf"[A-Za-z0-9_-]{{0,{64 - _GENERATED_DIGITS}}}")
-_MAX_PIN_LENGTH = 16
+_MAX_PIN_LENGTH = MAX_PIN_LENGTH  # one ceiling for configuration, API and lock reports
 
 
 class ConfigError(Exception):
@@ -575,7 +576,7 @@ def _parse_device(section: _Section) -> DeviceConfig | None:
     driver = section.get("driver", _driver_name, None)
     if not section.given("driver"):
         section.report("driver", f"required (one of {', '.join(DRIVERS)})")
-    slots = section.get("slots", _integer(1, 1000), None)
+    slots = section.get("slots", _integer(1, MAX_SLOTS), None)
     code_lengths = section.get("code_lengths", _code_lengths, None)
     pool = _parse_device_pool(section.section("backup_pool"), slots)
     options = section.rest_named()  # every other key is the driver's
@@ -614,7 +615,7 @@ def _parse_simulator(
 ) -> SimulatorSettings:
     """``mentioned``: every device id the file names, also of devices refused for other reasons
     (those are not reported a second time here)."""
-    default_slots = section.get("default_slots", _integer(1, 1000), 30)
+    default_slots = section.get("default_slots", _integer(1, MAX_SLOTS), 30)
     generate_section = section.section("generate")
     generate = _parse_generate(generate_section) if generate_section.present else None
     generate_section.finish()

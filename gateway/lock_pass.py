@@ -39,12 +39,15 @@ from gateway.rules.schedule import (
     next_boundary,
     retry_delay,
 )
-from gateway.rules.slots import Action, Clear, CodeView, Plan, Write, plan
-from gateway.store import Tx
+from gateway.rules.slots import Action, Clear, CodeView, Plan, Write, Written, plan
+from gateway.store import Tx, slot_writes
 from gateway.store import codes as code_store
 from gateway.store import devices as device_store
 from gateway.store.observed import load_table
 from gateway.store.problems import problems_of, raised_problems, set_problem
+
+#: A write that timed out may still land this many command timeouts after it was sent.
+SETTLE_TIMEOUTS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,7 +92,14 @@ class LockPass:
     """One look at one lock, inside one transaction: record truths, pick the next command."""
 
     def __init__(
-        self, tx: Tx, device: Device, driver: Driver, config: Config, reads: ReadState
+        self,
+        tx: Tx,
+        device: Device,
+        driver: Driver,
+        config: Config,
+        reads: ReadState,
+        *,
+        answered: set[tuple[int, str]] | None = None,
     ) -> None:
         self.driver = driver
         self.timing = config.timing
@@ -103,6 +113,8 @@ class LockPass:
         self.raised: set[tuple[str, str]] = set()  # (owner, problem) raised, as of now
         self.codes: list[AccessCode] = []  # this pass's codes, kept current as it goes
         self.forgotten: set[str] = set()
+        self.answered = answered if answered is not None else set()
+        self.has_writes: set[str] = set()  # codes with a written PIN that may be on the lock
 
     async def run(self) -> Step:
         tx, device, reads = self.tx, self.device, self.reads
@@ -115,9 +127,13 @@ class LockPass:
             codes = [c for c in codes if c.deleting]
         self.codes = codes
         retry = await code_store.retry_state(tx, device.device_id)
+        written = await self._written(codes)
         table = self.driver.table
         reachable = self.driver.online and table is not None
-        result = plan(self._views(codes), table) if reachable and table is not None else None
+        result = None
+        if reachable and table is not None:
+            result = plan(self._views(codes), table, written)
+            await slot_writes.drop(tx, device.device_id, result.left)
 
         for code in codes:
             attempts, _, since = retry[code.access_code_id]
@@ -138,6 +154,26 @@ class LockPass:
         await self._pool_health(result, retry)
         # Only future moments can wake the worker; a past one would make it spin.
         return Step(command, earliest(t for t in self.deadlines if t is not None and t > self.now))
+
+    async def _written(self, codes: list[AccessCode]) -> list[Written]:
+        """The PINs this pass's codes have written, answered writes settled first."""
+        if self.answered:
+            await slot_writes.settle(self.tx, self.device.device_id, self.answered)
+            self.answered.clear()
+        ids = {c.access_code_id for c in codes}
+        written = []
+        for w, settles_at in await slot_writes.of_device(self.tx, self.device.device_id):
+            if w.code_id in ids:  # an unmanaged lock's other codes are not this pass's concern
+                written.append(w)
+                self.has_writes.add(w.code_id)
+                self.deadlines.append(settles_at)
+        return written
+
+    def _lingers(self, code: AccessCode, result: Plan | None) -> bool:
+        """A PIN of ``code`` may still be on the lock (not knowing counts as maybe)."""
+        if result is None:
+            return code.access_code_id in self.has_writes
+        return code.access_code_id in result.lingering
 
     def _read_if_allowed(self, slots: frozenset[int] | None) -> Read | None:
         not_before = self.reads.not_before
@@ -210,6 +246,10 @@ class LockPass:
         window = Window(code.starts_at, code.ends_at)
         self.deadlines.append(next_boundary(window, self.now, self.program_ahead))
         status_before = code.status
+        if code.slot is None and code.on_lock and not self._lingers(code, result):
+            # Its slot was taken over (an evicted backup): off the lock once it is seen gone.
+            await code_store.set_on_lock(tx, code, False)
+            await tx.emit(EventType.CODE_REMOVED, code.device_id, cid)
         if result is not None and cid in result.verified:
             await self._now_set(code, attempts)
         elif result is not None and cid in result.gone:
@@ -224,10 +264,13 @@ class LockPass:
         elif result is not None and cid in result.external and code.allow_external_modification:
             pass  # changed at the keypad, and allowed to be: the gateway leaves it as it is
         elif not wanted and code.slot is None:
-            if code.deleting or has_ended(window, self.now):
+            if self._lingers(code, result):
+                await code_store.set_status(tx, code, CodeStatus.REMOVING)
+            elif code.deleting or has_ended(window, self.now):
                 await self._forget(code)
                 return
-            await code_store.set_status(tx, code, CodeStatus.UNSET)
+            else:
+                await code_store.set_status(tx, code, CodeStatus.UNSET)
         elif not wanted:
             await code_store.set_status(tx, code, CodeStatus.REMOVING)
         elif result is not None and cid in result.no_space:
@@ -388,15 +431,18 @@ class LockPass:
         if isinstance(action, Write):
             if action.evicts is not None:
                 # Ordinary codes come first: the backup's slot is overwritten in one command.
+                # Its PIN stays recorded in that slot, so it is "removed" once seen overwritten.
                 victim = by_id[action.evicts]
-                if victim.on_lock:
-                    await tx.emit(EventType.CODE_REMOVED, victim.device_id, victim.access_code_id)
                 await code_store.set_slot(tx, victim, None)
-                await code_store.set_on_lock(tx, victim, False)
                 await code_store.set_status(tx, victim, CodeStatus.UNSET)
             await code_store.set_slot(tx, code, action.slot)
             await code_store.set_status(tx, code, CodeStatus.SETTING)
-        else:
+            settles_at = self.now + timedelta(
+                seconds=SETTLE_TIMEOUTS * self.timing.command_timeout
+            )
+            written = Written(code.access_code_id, action.slot, action.pin, settled=False)
+            await slot_writes.record(tx, written, code.device_id, settles_at)
+        elif action.slot == code.slot:
             await code_store.set_status(tx, code, CodeStatus.REMOVING)
         attempts, _, _ = (await code_store.retry_state(tx, code.device_id))[code.access_code_id]
         max_attempts = self.timing.max_attempts

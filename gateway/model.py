@@ -80,6 +80,12 @@ PROBLEMS: dict[str, ProblemSpec] = {
     "device_disconnected": ProblemSpec(
         ProblemKind.ERROR, "device", "The lock is offline or cannot be reached."
     ),
+    # Beyond contract section 7 (issue 7): the message names what was wrong.
+    "invalid_report_from_device": ProblemSpec(
+        ProblemKind.ERROR,
+        "device",
+        "The lock's last report was refused; its previous one stays in effect.",
+    ),
     "empty_backup_access_code_pool": ProblemSpec(
         ProblemKind.ERROR, "device", "No backup access code is available on this lock."
     ),

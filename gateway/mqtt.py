@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+import re
 import socket
 import ssl
 from collections.abc import Callable, Iterable
@@ -37,6 +38,54 @@ SUBSCRIBE_BATCH = 200
 
 class NotConnected(Exception):
     """Raised by :meth:`MqttSession.publish` while there is no broker connection."""
+
+
+class TopicRefused(NotConnected):
+    """Raised by :meth:`MqttSession.publish` for a topic the broker would refuse.
+
+    A subclass of :class:`NotConnected` on purpose: every caller already copes with a message
+    that was not sent, and none may crash on this one either.
+    """
+
+
+#: The topic length field of a PUBLISH is two bytes.
+MAX_TOPIC_BYTES = 65535
+#: Code points mosquitto refuses in any UTF-8 string (``mosquitto_validate_utf8``): controls,
+#: surrogates and the Unicode non-characters; plus the wildcards ``mosquitto_pub_topic_check``
+#: refuses in a PUBLISH topic.
+_REFUSED_IN_TOPIC = re.compile(
+    "[+#\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
+    + "".join(
+        re.escape(chr(plane + end))
+        for plane in range(0, 0x110000, 0x10000)
+        for end in (0xFFFE, 0xFFFF)
+    )
+    + "]"
+)
+
+
+def topic_problem(topic: str) -> str | None:
+    """Why mosquitto would refuse ``topic`` as the topic of a PUBLISH, or None if it accepts it.
+
+    Mosquitto answers such a PUBLISH by dropping the sender's whole connection, so anything
+    that publishes to a topic it did not build itself must ask this first.
+    """
+    if not topic:
+        return "is empty"
+    refused = _REFUSED_IN_TOPIC.search(topic)
+    if refused is not None:
+        char = refused.group()
+        if char in "+#":
+            return f"contains the wildcard '{char}'"
+        return f"contains U+{ord(char):04X}, which MQTT does not allow in a topic"
+    if len(topic.encode()) > MAX_TOPIC_BYTES:
+        return f"is longer than {MAX_TOPIC_BYTES} bytes"
+    return None
+
+
+def shown_topic(topic: str, limit: int = 100) -> str:
+    """A topic made fit for a log line: escaped (it may hold anything) and cut short."""
+    return ascii(topic[:limit])[1:-1] + ("..." if len(topic) > limit else "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +234,15 @@ class MqttSession:
         correlation_data: bytes | None = None,
         timeout: float | None = None,
     ) -> None:
-        """Publish and, for QoS 1, wait for the broker's ack (bounded by ``timeout``)."""
+        """Publish and, for QoS 1, wait for the broker's ack (bounded by ``timeout``).
+
+        A topic the broker would refuse is never sent (it would cost the whole connection):
+        it is logged and raises :class:`TopicRefused`.
+        """
+        problem = topic_problem(topic)
+        if problem is not None:
+            log.warning("mqtt.publish_refused", topic=shown_topic(topic), reason=problem)
+            raise TopicRefused(f"topic {shown_topic(topic)} {problem}")
         client = self._client
         if client is None or not self._connected.is_set():
             raise NotConnected(topic)

@@ -15,6 +15,9 @@ from gateway.mqtt import MqttSession, NotConnected
 
 log = get_logger("gateway.pump")
 
+#: After an unexpected error in a round, wait this long before the next one.
+FAILURE_PAUSE = 1.0
+
 
 class Pump(abc.ABC):
     def __init__(self, session: MqttSession) -> None:
@@ -37,6 +40,13 @@ class Pump(abc.ABC):
                 await self.catch_up()
             except (NotConnected, TimeoutError) as exc:
                 log.info("pump.waiting_for_broker", pump=type(self).__name__, reason=str(exc))
+                self._wake.set()
+                continue
+            except Exception:
+                # A database that cannot be written (a full disk) must not end the daemon: what
+                # was not marked published goes out again on a later round (at least once).
+                log.exception("pump.failed", pump=type(self).__name__)
+                await asyncio.sleep(FAILURE_PAUSE)
                 self._wake.set()
                 continue
             if not self._wake.is_set():

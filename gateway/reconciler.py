@@ -43,7 +43,9 @@ class LockWorker:
         self._wake = asyncio.Event()
         self._recorded_online: bool | None = None
         self._recorded_table: SlotTable | None = None
+        self._recorded_refused: str | None = None
         self.reads = ReadState()
+        self._answered: set[tuple[int, str]] = set()  # writes the lock answered, to settle
         self._last_command = 0.0
         self.passes = 0
         self.commands = 0
@@ -94,16 +96,26 @@ class LockWorker:
     async def _record_observation(self) -> None:
         online = self.driver.online
         table = self.driver.table
+        refused = self.driver.refused_report
         if online and not self._recorded_online:
             self.reads.request(None)  # back (or new): read it all
-        if online == self._recorded_online and table == self._recorded_table:
+        if (online, table, refused) == (
+            self._recorded_online,
+            self._recorded_table,
+            self._recorded_refused,
+        ):
             return
         async with self._store.transaction() as tx:
             await device_store.set_online(tx, self.device_id, online)
+            if refused is not None or table is not None:
+                # Cleared only once a report was taken since start: one raised before a
+                # restart stands until the lock reports again.
+                await device_store.set_report_refused(tx, self.device_id, refused)
             if table is not None and table != self._recorded_table:
                 await device_store.set_shape(tx, self.device_id, table.capacity, table.code_lengths)
                 await record_table(tx, self.device_id, table)
         self._recorded_online, self._recorded_table = online, table
+        self._recorded_refused = refused
 
     # -- one pass -----------------------------------------------------------------------------
 
@@ -112,7 +124,9 @@ class LockWorker:
             device = await device_store.get_device(tx, self.device_id)
             if device is None:
                 return Step()
-            return await LockPass(tx, device, self.driver, self._config, self.reads).run()
+            return await LockPass(
+                tx, device, self.driver, self._config, self.reads, answered=self._answered
+            ).run()
 
     # -- acting -------------------------------------------------------------------------------
 
@@ -124,7 +138,14 @@ class LockWorker:
                 await self._read(command.slots)
             elif isinstance(command, Write):
                 log.info("reconciler.write", slot=command.slot, access_code_id=command.code_id)
-                await self.driver.set_code(command.slot, command.pin)
+                try:
+                    await self.driver.set_code(command.slot, command.pin)
+                except CommandTimedOut:
+                    raise  # it may still land: its record stays unsettled
+                except CommandFailed:
+                    self._answered.add((command.slot, command.pin))
+                    raise
+                self._answered.add((command.slot, command.pin))
             else:
                 log.info("reconciler.clear", slot=command.slot, access_code_id=command.code_id)
                 await self.driver.clear_slot(command.slot)

@@ -182,9 +182,14 @@ async def test_idempotent_update_changes_once(make_config: ConfigFactory) -> Non
         assert (await device(site, "front_door"))["is_managed"] is True
         kinds = [(await next_conversion(events))["event_type"] for _ in range(2)]
         assert kinds == ["device.converted_to_unmanaged", "device.converted_to_managed"]
-        # A retry with the same key answers with the first reply, whatever it now carries.
-        other = await site.api.call("devices/update", device_id="back_door", idempotency_key=key)
-        assert other["device"]["device_id"] == "front_door"
+        # The key belongs to that request: with other parameters it is refused, not answered
+        # with the front door's reply, and nothing changes.
+        other = await site.api.call(
+            "devices/update", device_id="back_door", is_managed=False, idempotency_key=key
+        )
+        assert other["ok"] is False
+        assert other["error"]["type"] == "invalid_input"
+        assert "idempotency_key" in other["error"]["message"]
         assert (await device(site, "back_door"))["is_managed"] is True
 
 

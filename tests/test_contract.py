@@ -139,6 +139,8 @@ PROBLEM_TABLE = {
     "empty_backup_access_code_pool": ("device", "error"),
     "partial_backup_access_code_pool": ("device", "warning"),
     "many_active_backup_codes": ("device", "warning"),
+    # Beyond section 7 (issue 7): a lock's report refused as out of bounds.
+    "invalid_report_from_device": ("device", "error"),
 }
 
 EVENT_TYPES = {

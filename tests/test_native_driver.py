@@ -226,15 +226,20 @@ async def test_broker_outage(rig: Rig, broker: Broker) -> None:
 
 async def test_garbage_from_the_lock_is_ignored(rig: Rig, probe: Probe) -> None:
     topics = rig.driver.topics
-    table, woken = rig.driver.table, rig.wakes.count
+    table = rig.driver.table
     for topic in (topics.availability, topics.slots, topics.result):
         await probe.publish(topic, b"\x00 not json")
     await probe.publish(topics.slots, {"slots": {"1": 1234}})
     await probe.publish(topics.result, {"id": "nobody-asked", "ok": True})
+    # A refused table is the one thing said about it: the worker must hear of it.
+    refused = "slots.1: expected a PIN string or null"
+    await rig.wakes.until(lambda: rig.driver.refused_report == refused)
+    woken = rig.wakes.count
     await rig.driver.read()  # everything above was handled before this answer
     assert rig.driver.online
     assert rig.driver.table == table
-    assert rig.wakes.count == woken
+    assert rig.driver.refused_report is None  # the lock's table in answer to the read was good
+    assert rig.wakes.count == woken + 1  # for that, and for nothing else
 
 
 # -- a lock played by hand ---------------------------------------------------------------------
@@ -288,11 +293,11 @@ async def test_a_hand_played_lock(bare_config: Config, broker: Broker, probe: Pr
         # A result carrying the table is fine; the table that counts is T/slots.
         read = asyncio.create_task(driver.read(), name="test-read")
         await answer(
-            (topics.slots, {"capacity": 20, "slots": {"1": "12345", "2": "222222"}}),
+            (topics.slots, {"capacity": 10, "slots": {"1": "12345", "2": "222222"}}),
             (topics.result, {"ok": True, "slots": {"1": "wrong"}}),
         )
         table = await read
-        assert (table.capacity, table.code_lengths, table.value(2)) == (20, (5, 6), "222222")
+        assert (table.capacity, table.code_lengths, table.value(2)) == (10, (5, 6), "222222")
 
         # A refusal without a reason.
         write = asyncio.create_task(driver.set_code(3, "33333"), name="test-set")

@@ -35,13 +35,14 @@ class Daemon:
         self.log_file = log_file
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def start(self, **popen: Any) -> None:
+        """``popen``: more ``subprocess.Popen`` options, or others than the log file's."""
         with self.log_file.open("ab") as log:
+            options: dict[str, Any] = {"stdout": log, "stderr": subprocess.STDOUT, **popen}
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "gateway", "run", "-c", str(self.config_file)],
                 cwd=ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
+                **options,
             )
 
     async def started(self, status: asyncio.Queue[Any], timeout: float = 20) -> Any:

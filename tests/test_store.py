@@ -19,7 +19,10 @@ async def test_file_is_created_private_whatever_the_umask(tmp_path: Path) -> Non
     try:
         store = await Store.open(tmp_path / "sub" / "lockgate.db", ManualClock())
         async with store.transaction() as tx:
-            await tx.execute("INSERT INTO idempotency VALUES ('k', 'e', '{}', 'now')")
+            await tx.execute(
+                "INSERT INTO idempotency (key, endpoint, reply, created_at)"
+                " VALUES ('k', 'e', '{}', 'now')"
+            )
         await store.close()
     finally:
         os.umask(old)

@@ -362,16 +362,22 @@ async def test_going_offline_settles_a_waiting_read(rig: Rig) -> None:
 
 async def test_garbage_is_ignored(rig: Rig, probe: Probe) -> None:
     await rig.driver.read()
-    table, woken = rig.driver.table, rig.wakes.count
+    table = rig.driver.table
     for topic in (TOPICS.availability, TOPICS.state, TOPICS.bridge_state, TOPICS.bridge_logging):
         await probe.publish(topic, b"\x00 not json")
     await probe.publish(TOPICS.state, {"users": {"0": {"status": "enabled", "pin_code": 1}}})
+    # A refused state message is the one thing said about it: the worker must hear of it.
+    await rig.wakes.until(
+        lambda: rig.driver.refused_report == "users.0.pin_code: expected a string"
+    )
+    woken = rig.wakes.count
     await rig.driver.set_code(2, "2222")
     assert rig.driver.online
     assert rig.driver.table is not None
     assert table is not None
     assert {**table.slots, 2: "2222"} == rig.driver.table.slots
-    assert rig.wakes.count == woken + 1
+    assert rig.driver.refused_report is None  # the read-back was a good state message
+    assert rig.wakes.count == woken + 2  # for that, and for the slot
 
 
 async def test_create_driver_wants_its_options(make_config: ConfigFactory, broker: Broker) -> None:

@@ -16,6 +16,7 @@ from typing import ClassVar
 import aiomqtt
 
 from drivers.base import CommandFailed, CommandTimedOut, SlotTable, WakeCallback
+from drivers.bounds import slot_limit
 from drivers.native.config import NativeOptions
 from drivers.native.protocol import (
     Op,
@@ -59,6 +60,7 @@ class NativeDriver(LinkedDriver):
         self._fallback_capacity = slots
         self._fallback_code_lengths = code_lengths
         self._tables_seen = 0  # T/slots messages parsed: tells a read that the table is fresh
+        self._refused_tables = 0  # T/slots messages refused (out of bounds or malformed)
         self._pending: dict[str, asyncio.Future[Result]] = {}
 
     # -- observed state ---------------------------------------------------------------------
@@ -82,11 +84,18 @@ class NativeDriver(LinkedDriver):
 
     def _on_slots(self, message: aiomqtt.Message) -> None:
         try:
-            report = parse_slots(message.payload)
+            report = parse_slots(
+                message.payload,
+                max_slots=slot_limit(self._fallback_capacity),
+                code_lengths=self._fallback_code_lengths,
+            )
         except ValueError as exc:
-            log.warning("native.bad_slots", device_id=self.device_id, problem=str(exc))
+            # Refused as a whole: the table last accepted stays in effect.
+            self._refused_tables += 1
+            self._refusals.refuse("slots", str(exc))
             return
         self._tables_seen += 1
+        self._refusals.accept("slots")
         table = self._table_from(report)
         if table != self._table:
             self._table = table
@@ -127,8 +136,10 @@ class NativeDriver(LinkedDriver):
         """The table the lock republished before answering (it must, by the contract).
 
         One command returns the whole table, so ``slots`` narrows nothing here."""
-        seen = self._tables_seen
+        seen, refused = self._tables_seen, self._refused_tables
         await self._command("read")
+        if self._tables_seen == seen and self._refused_tables != refused:
+            raise CommandFailed("internal", f"the lock's table was refused: {self.refused_report}")
         if self._tables_seen == seen or self._table is None:
             raise CommandFailed("internal", "the lock answered a read without publishing T/slots")
         return self._table

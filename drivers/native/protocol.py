@@ -14,6 +14,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from drivers.bounds import (
+    MAX_SLOTS,
+    check_capacity,
+    check_code_lengths,
+    check_pin,
+    check_slot,
+    decimal_key,
+    shown,
+)
 from drivers.payloads import PayloadError, parse_availability
 from drivers.payloads import json_object as _object
 
@@ -131,35 +140,52 @@ def _code_lengths(value: object) -> tuple[int, int] | None:
         raise PayloadError("code_lengths: expected [shortest, longest]")
     shortest = _int(value[0], "code_lengths[0]", minimum=1)
     longest = _int(value[1], "code_lengths[1]", minimum=shortest)
-    return (shortest, longest)
+    return check_code_lengths(shortest, longest)
 
 
-def _slot_key(key: str) -> int:
+def _slot_key(key: str, capacity: int) -> int:
     # int() would accept " 3", "+3" and "0003"; the contract's keys are plain decimals.
-    if not key.isdecimal() or key.startswith("0"):
-        raise PayloadError(f"slots.{key}: slot keys must be positive integers written as strings")
-    return int(key)
+    field = f"slots.{shown(key)}"
+    slot = decimal_key(key)
+    if slot is None or slot == 0:
+        raise PayloadError(f"{field}: slot keys must be positive integers written as strings")
+    return check_slot(slot, capacity, field)
 
 
 # -- lock -> gateway ----------------------------------------------------------------------------
 
 
-def parse_slots(payload: bytes | str) -> SlotReport:
+def parse_slots(
+    payload: bytes | str,
+    *,
+    max_slots: int = MAX_SLOTS,
+    code_lengths: tuple[int, int] | None = None,
+) -> SlotReport:
+    """A ``T/slots`` within bounds (drivers/bounds.py), else ``PayloadError`` for all of it.
+
+    ``max_slots``: the most slots the lock may have (the device's configured ``slots``); no
+    capacity above it, no slot number above the capacity (or above it, when the lock leaves
+    the capacity out). ``code_lengths``: the configured PIN lengths, which every PIN must fit
+    when the report leaves its own out.
+    """
     raw = _object(payload)
     capacity = _optional_int(raw, "capacity", minimum=1)
-    code_lengths = _code_lengths(raw.get("code_lengths"))
+    if capacity is not None:
+        check_capacity(capacity, max_slots)
+    lengths = _code_lengths(raw.get("code_lengths"))
     table = raw.get("slots")
     if not isinstance(table, dict):
         raise PayloadError("slots: expected an object of slot number -> PIN or null")
+    pin_lengths = lengths or code_lengths
     slots: dict[int, str | None] = {}
     for key, value in table.items():
-        slot = _slot_key(key)
-        if capacity is not None and slot > capacity:
-            raise PayloadError(f"slots.{key}: beyond capacity {capacity}")
-        if value is not None and not isinstance(value, str):
-            raise PayloadError(f"slots.{key}: expected a PIN string or null")
+        slot = _slot_key(key, capacity or max_slots)
+        if value is not None:
+            if not isinstance(value, str):
+                raise PayloadError(f"slots.{slot}: expected a PIN string or null")
+            check_pin(value, f"slots.{slot}", pin_lengths)
         slots[slot] = value
-    return SlotReport(capacity=capacity, code_lengths=code_lengths, slots=slots)
+    return SlotReport(capacity=capacity, code_lengths=lengths, slots=slots)
 
 
 def parse_result(payload: bytes | str) -> Result:

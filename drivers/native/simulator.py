@@ -6,6 +6,8 @@ in :class:`drivers.sim.SimulatedLock`; this class only turns it into ``T/...`` m
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import aiomqtt
 
 from drivers.native.config import NativeOptions
@@ -60,6 +62,9 @@ class SimulatedNativeLock(SimulatedLock):
     async def publish_table(self) -> None:
         payload = slots_payload(self.capacity, self.code_lengths, self.slots)
         await self._session.publish(self.topics.slots, payload, retain=True)
+
+    def report_topic(self, report: Mapping[str, object]) -> tuple[str, bool] | None:
+        return self.topics.slots, True
 
     async def answer(self, command: SimCommand, error: str | None) -> None:
         if command.token is not None:

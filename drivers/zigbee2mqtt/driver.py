@@ -127,10 +127,14 @@ class Zigbee2MqttDriver(LinkedDriver):
 
     def _on_state(self, message: aiomqtt.Message) -> None:
         try:
-            report = parse_state(message.payload)
+            report = parse_state(
+                message.payload, capacity=self.capacity, code_lengths=self._code_lengths
+            )
         except ValueError as exc:
-            log.warning("z2m.bad_state", device_id=self.device_id, problem=str(exc))
+            # Refused as a whole: it answers no read, and what the lock showed stays.
+            self._refusals.refuse("state", str(exc))
             return
+        self._refusals.accept("state")
         changed_user = report.programming_user
         if changed_user is not None:
             self._reread_later(changed_user)

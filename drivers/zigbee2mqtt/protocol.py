@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from drivers.base import SlotValue, Unreadable
+from drivers.bounds import MAX_SLOTS, check_pin, decimal_key, shown
 from drivers.payloads import PayloadError, parse_availability
 from drivers.payloads import json_object as _object
 
@@ -148,36 +149,59 @@ def _user(value: object, field: str) -> int:
 
 
 def _user_key(key: str) -> int:
-    if not key.isdecimal() or (key.startswith("0") and key != "0"):
-        raise PayloadError(f"users.{key}: user keys must be decimal numbers from 0")
-    return int(key)
+    user = decimal_key(key)
+    if user is None:
+        raise PayloadError(f"users.{shown(key)}: user keys must be decimal numbers from 0")
+    if user + 1 > MAX_SLOTS:
+        raise PayloadError(
+            f"users.{shown(key)}: user {user} (slot {user + 1}) exceeds the limit of"
+            f" {MAX_SLOTS} slots"
+        )
+    return user
 
 
-def _entry(key: str, raw: object) -> UserEntry:
+def _entry(user: int, raw: object, code_lengths: tuple[int, int] | None) -> UserEntry:
     if not isinstance(raw, dict):
-        raise PayloadError(f"users.{key}: expected an object")
+        raise PayloadError(f"users.{user}: expected an object")
     status = raw.get("status")
     if status not in STATUSES:
-        raise PayloadError(f"users.{key}.status: expected one of {', '.join(STATUSES)}")
+        raise PayloadError(f"users.{user}.status: expected one of {', '.join(STATUSES)}")
     pin = raw.get("pin_code")
     if pin is not None and not isinstance(pin, str):
         # A number would have lost its leading zeros: not a PIN one can trust.
-        raise PayloadError(f"users.{key}.pin_code: expected a string")
+        raise PayloadError(f"users.{user}.pin_code: expected a string")
+    if pin:  # an empty slot reads "" with expose_pin
+        check_pin(pin, f"users.{user}.pin_code", code_lengths)
     return UserEntry(status=status, pin_code=pin or None)
 
 
 # -- Zigbee2MQTT -> gateway ---------------------------------------------------------------------
 
 
-def parse_state(payload: bytes | str) -> StateReport:
-    """The device's state message. Entries of ``users`` may be stale: see the driver."""
+def parse_state(
+    payload: bytes | str,
+    *,
+    capacity: int | None = None,
+    code_lengths: tuple[int, int] | None = None,
+) -> StateReport:
+    """The device's state message. Entries of ``users`` may be stale: see the driver.
+
+    Within bounds (drivers/bounds.py) or ``PayloadError`` for all of it. Users beyond the
+    lock's ``capacity`` (its configured ``slots``) are left out unread: Zigbee2MQTT keeps every
+    user anyone ever read in its cache, so they are not a lie, just not the gateway's; a user
+    number beyond the ceiling of slots, or a PIN that is not one, is.
+    """
     raw = _object(payload)
     users_raw = raw.get("users", {})
     if users_raw is None:
         users_raw = {}
     if not isinstance(users_raw, dict):
         raise PayloadError("users: expected an object of user number -> entry")
-    users = {_user_key(key): _entry(key, value) for key, value in users_raw.items()}
+    users: dict[int, UserEntry] = {}
+    for key, value in users_raw.items():
+        user = _user_key(key)
+        if capacity is None or user < capacity:
+            users[user] = _entry(user, value, code_lengths)
     action = raw.get("action")
     if action is not None and not isinstance(action, str):
         raise PayloadError("action: expected a string")

@@ -9,6 +9,7 @@ cache stale too; PINs appear only with ``expose_pin``.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import aiomqtt
@@ -114,6 +115,9 @@ class SimulatedZigbee2MqttLock(SimulatedLock):
     async def _publish_state_message(self, **action: Any) -> None:
         payload = state_payload(self.cache, **action, **_ATTRIBUTES)
         await self._session.publish(self.topics.state, payload)
+
+    def report_topic(self, report: Mapping[str, object]) -> tuple[str, bool] | None:
+        return self.topics.state, False
 
     async def answer(self, command: SimCommand, error: str | None) -> None:
         if error is not None:

@@ -27,6 +27,7 @@ from drivers.base import (
     Unreadable,
     WakeCallback,
 )
+from drivers.bounds import MAX_SLOTS, check_capacity, check_slot
 from drivers.reachability import LinkedDriver
 from drivers.zwave_js_ui.config import ZwaveJsUiOptions
 from drivers.zwave_js_ui.protocol import (
@@ -35,6 +36,7 @@ from drivers.zwave_js_ui.protocol import (
     Property,
     Topics,
     api_request_payload,
+    check_value,
     clear_payload,
     get_args,
     parse_api_reply,
@@ -134,12 +136,26 @@ class ZwaveJsUiDriver(LinkedDriver):
         found = self.topics.parse_value_topic(message.topic.value)
         if found is None:
             return
-        try:
-            report = parse_value(_payload(message))
-        except ValueError as exc:
-            log.warning("zwave.bad_value", device_id=self.device_id, problem=str(exc))
-            return
         prop, slot = found
+        # Each value topic is a report of its own, refused or accepted on its own; those
+        # beyond the ceiling share one source, so no lie can grow what is kept here.
+        source = (prop, min(slot, MAX_SLOTS + 1))
+        payload = _payload(message)
+        if not payload:
+            self._refusals.accept(source)  # the retained value was removed: nothing to refuse
+            return
+        configured = self._configured_capacity
+        if configured is not None and configured < slot <= MAX_SLOTS:
+            return  # a user of the lock beyond the configured slots: not the gateway's
+        try:
+            check_slot(slot, MAX_SLOTS, f"{prop}/{slot}")
+            report = parse_value(payload)
+            check_value(prop, report.value, f"{prop}/{slot}", self._code_lengths)
+        except ValueError as exc:
+            # Refused: the slot keeps what it showed before.
+            self._refusals.refuse(source, str(exc))
+            return
+        self._refusals.accept(source)
         self._values[(prop, slot)] = report.value
         self._updates[slot] = self._updates.get(slot, 0) + 1
         self._changed.set()
@@ -277,16 +293,25 @@ class ZwaveJsUiDriver(LinkedDriver):
             count = await self._call("sendCommand", users_count_args(self.topics.node_id))
             if not isinstance(count, int) or isinstance(count, bool) or count < 1:
                 raise CommandFailed("internal", "getUsersCount: not a positive integer")
+            try:
+                check_capacity(count, MAX_SLOTS, "getUsersCount")
+            except ValueError as exc:
+                self._refusals.refuse("users_count", str(exc))
+                raise CommandFailed("internal", str(exc)) from None
+            self._refusals.accept("users_count")
             self._users_count = capacity = count
         for slot in sorted(slots) if slots is not None else range(1, capacity + 1):
             if not 1 <= slot <= capacity:
                 raise CommandFailed("slot_out_of_range", f"slot {slot} of {capacity}")
             result = await self._call("sendCommand", get_args(self.topics.node_id, slot))
             try:
-                parse_user_get_result(result)
+                parse_user_get_result(result, self._code_lengths)
             except ValueError as exc:
+                self._refusals.refuse(("userCode", slot), f"get slot {slot}: {exc}")
                 raise CommandFailed("internal", f"get slot {slot}: {exc}") from None
             assert isinstance(result, dict)  # checked by the parser
+            self._refusals.accept(("userCode", slot))
+            self._refusals.accept(("userIdStatus", slot))
             # The same values the value topics carry, so the table is built one way only.
             for prop in ("userIdStatus", "userCode"):
                 self._values[(prop, slot)] = result.get(prop, MISSING)

@@ -16,13 +16,15 @@ What the real gateway does, and what shapes these definitions (protocols.md, fix
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from drivers.base import SlotValue, Unreadable
+from drivers.bounds import MAX_PIN_LENGTH, check_pin, decimal_key
 from drivers.payloads import PayloadError
+from drivers.payloads import json_object as _object
+from drivers.payloads import json_value as _json
 
 __all__ = [
     "API_ID_KEY",
@@ -38,6 +40,7 @@ __all__ = [
     "ValueReport",
     "api_reply_payload",
     "api_request_payload",
+    "check_value",
     "clear_payload",
     "gateway_status_payload",
     "get_args",
@@ -139,10 +142,11 @@ class Topics:
         if not topic.startswith(prefix):
             return None
         rest = topic[len(prefix) :].split("/")
-        if len(rest) != 2 or not rest[1].isdecimal() or rest[1].startswith("0"):
+        slot = decimal_key(rest[1]) if len(rest) == 2 else None
+        if not slot:  # None, or 0: not a slot
             return None
         prop = next((p for p in PROPERTIES if p == rest[0]), None)
-        return None if prop is None else (prop, int(rest[1]))
+        return None if prop is None else (prop, slot)
 
     @property
     def node_status(self) -> str:
@@ -173,20 +177,6 @@ class Topics:
 
 
 # -- parsing helpers --------------------------------------------------------------------------
-
-
-def _json(payload: bytes | str) -> Any:
-    try:
-        return json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadError(f"payload: not valid JSON ({exc})") from None
-
-
-def _object(payload: bytes | str) -> Mapping[str, Any]:
-    value = _json(payload)
-    if not isinstance(value, dict):
-        raise PayloadError(f"payload: expected a JSON object, got {type(value).__name__}")
-    return value
 
 
 def _is_int(value: object) -> bool:
@@ -242,28 +232,69 @@ def is_masked(code: str) -> bool:
     return bool(code) and (set(code) == {"*"} or set(code) == {"0"})
 
 
-def normalize_code(value: object) -> str | Unreadable | None:
-    """A userCode value as a PIN, None (empty), or OCCUPIED (masked / not readable as digits).
-
-    Padding (trailing NULs or spaces, as some locks report) is removed. A Buffer object
-    (``{"type": "Buffer", "data": [...]}``, for non-ASCII codes) is decoded when it holds digits.
-    """
+def _code_text(value: object) -> str | None:
+    """A userCode value as text without its padding (trailing NULs or spaces, as some locks
+    report), a Buffer (``{"type": "Buffer", "data": [...]}``, for non-ASCII codes) decoded;
+    None when it is not text at all."""
     if isinstance(value, dict) and value.get("type") == "Buffer":
         data = value.get("data")
         if isinstance(data, list) and all(_is_int(b) and 0 <= b < 256 for b in data):
             value = bytes(data).decode("latin-1")
         else:
-            return Unreadable.OCCUPIED
+            return None
     if _is_int(value):
         value = str(value)
     if not isinstance(value, str):
+        return None
+    return value.rstrip("\x00 ").lstrip("\x00")
+
+
+def normalize_code(value: object) -> str | Unreadable | None:
+    """A userCode value as a PIN, None (empty), or OCCUPIED (masked / not readable as digits)."""
+    code = _code_text(value)
+    if code is None:
         return Unreadable.OCCUPIED
-    code = value.rstrip("\x00 ").lstrip("\x00")
     if not code:
         return None
     if is_masked(code) or not (code.isascii() and code.isdigit()):
         return Unreadable.OCCUPIED
     return code
+
+
+#: The longest userCode taken, padding included (zwave-js pads a code to the lock's length).
+MAX_RAW_CODE: Final = 4 * MAX_PIN_LENGTH
+
+
+def check_value(
+    prop: Property, value: object, field: str, code_lengths: tuple[int, int] | None = None
+) -> object:
+    """``value`` if it is within bounds (drivers/bounds.py) for ``prop``, else ``PayloadError``.
+
+    ``userIdStatus``: a number 0-255. ``userCode``: at most :data:`MAX_RAW_CODE` characters
+    (or Buffer bytes), at most ``MAX_PIN_LENGTH`` without padding, and a readable PIN within
+    ``code_lengths`` when known. A masked code or one that is not digits stays what it was
+    (occupied but unreadable); never read (:data:`MISSING`) and null are taken as they are.
+    """
+    if value is MISSING or value is None:
+        return value
+    if prop == "userIdStatus":
+        if not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 255):
+            raise PayloadError(f"{field}: expected a status number 0-255")
+        return value
+    raw = value.get("data") if isinstance(value, dict) and value.get("type") == "Buffer" else value
+    if isinstance(raw, dict | list | str) and len(raw) > MAX_RAW_CODE:
+        raise PayloadError(f"{field}: {len(raw)} characters exceed the limit of {MAX_RAW_CODE}")
+    if isinstance(value, dict | list) and _code_text(value) is None:
+        raise PayloadError(f"{field}: expected a code (a string, or a Buffer of bytes)")
+    code = normalize_code(value)
+    text = _code_text(value) or ""
+    if isinstance(code, str):
+        check_pin(code, field, code_lengths)
+    elif len(text) > MAX_PIN_LENGTH:
+        raise PayloadError(
+            f"{field}: a code of {len(text)} characters exceeds the limit of {MAX_PIN_LENGTH}"
+        )
+    return value
 
 
 def slot_value(status: object, code: object) -> SlotValue:
@@ -407,12 +438,15 @@ def parse_api_reply(payload: bytes | str) -> ApiReply:
     )
 
 
-def parse_user_get_result(result: object) -> SlotValue:
-    """The result of ``sendCommand get``: ``{"userIdStatus": 1, "userCode": "0123"}``."""
+def parse_user_get_result(result: object, code_lengths: tuple[int, int] | None = None) -> SlotValue:
+    """The result of ``sendCommand get``: ``{"userIdStatus": 1, "userCode": "0123"}``, each
+    value within bounds (:func:`check_value`)."""
     if not isinstance(result, dict):
         raise PayloadError("result: expected an object with userIdStatus and userCode")
     status = result.get("userIdStatus", MISSING)
     code = result.get("userCode", MISSING)
     if status is MISSING and code is MISSING:
         raise PayloadError("result: neither userIdStatus nor userCode")
+    check_value("userIdStatus", status, "result.userIdStatus")
+    check_value("userCode", code, "result.userCode", code_lengths)
     return slot_value(status, code)

@@ -246,6 +246,19 @@ class SimulatedZwaveJsUiLock(SimulatedLock):
             self.topics.user_code(slot), value_payload(code, now), retain=True
         )
 
+    def report_topic(self, report: Mapping[str, object]) -> tuple[str, bool] | None:
+        """A value topic: ``report``'s ``slot`` (default 1, any number: the lie may be there
+        too) and ``property`` (``userCode``, the default, or ``userIdStatus``)."""
+        slot = report.get("slot", 1)
+        prop = report.get("property", "userCode")
+        if not isinstance(slot, int) or isinstance(slot, bool) or slot < 1:
+            return None
+        if prop == "userCode":
+            return self.topics.user_code(slot), True
+        if prop == "userIdStatus":
+            return self.topics.user_id_status(slot), True
+        return None
+
     async def publish_availability(self) -> None:
         now = _now_ms()
         if self.online:  # the gateway itself is up as long as the simulator runs

@@ -15,16 +15,16 @@ from gateway.api.devices import require_device
 from gateway.api.errors import ApiError, invalid
 from gateway.api.params import (
     Field,
+    Integer,
+    ListOf,
+    Nullable,
+    OneOf,
+    Text,
     access_code_id,
     boolean,
     device_id,
     digits,
-    integer,
-    list_of,
-    nullable,
-    one_of,
-    text,
-    timestamp,
+    window_timestamp,
 )
 from gateway.api.router import Endpoint
 from gateway.model import AccessCode, BackupState, CodeType, Device, EventType, Json
@@ -286,19 +286,22 @@ async def unmanaged(tx: Tx, params: dict[str, Any]) -> Json:
     return {"access_codes": found}
 
 
-_WINDOW = {"starts_at": Field(nullable(timestamp)), "ends_at": Field(nullable(timestamp))}
+_WINDOW = {
+    "starts_at": Field(Nullable(window_timestamp)),
+    "ends_at": Field(Nullable(window_timestamp)),
+}
 
 ENDPOINTS = (
     Endpoint(
         "access_codes/create",
         {
             "device_id": Field(device_id, required=True),
-            "name": Field(nullable(text(MAX_NAME))),
+            "name": Field(Nullable(Text(MAX_NAME))),
             "code": Field(digits),
             **_WINDOW,
             "use_backup_access_code_pool": Field(boolean),
             "allow_external_modification": Field(boolean),
-            "preferred_code_length": Field(integer(1, 16)),
+            "preferred_code_length": Field(Integer(1, 16)),
         },
         create,
         writes=True,
@@ -316,7 +319,7 @@ ENDPOINTS = (
         "access_codes/list",
         {
             "device_id": Field(device_id),
-            "access_code_ids": Field(list_of(access_code_id, 1000)),
+            "access_code_ids": Field(ListOf(access_code_id, 1000)),
             "include_backup_pool": Field(boolean),
         },
         list_codes,
@@ -325,10 +328,10 @@ ENDPOINTS = (
         "access_codes/update",
         {
             "access_code_id": Field(access_code_id, required=True),
-            "name": Field(nullable(text(MAX_NAME))),
+            "name": Field(Nullable(Text(MAX_NAME))),
             "code": Field(digits),
             **_WINDOW,
-            "type": Field(one_of(CodeType.ONGOING.value, CodeType.TIME_BOUND.value)),
+            "type": Field(OneOf((CodeType.ONGOING.value, CodeType.TIME_BOUND.value))),
         },
         update,
         writes=True,

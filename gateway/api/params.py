@@ -1,6 +1,8 @@
 """Declarative request parameters: each endpoint says what it takes, and nothing else passes.
 
-Bad input is refused before anything is touched, with a message naming the field.
+Bad input is refused before anything is touched, with a message naming the field. Parsers with
+settings are small frozen dataclasses rather than closures, so what an endpoint accepts can be
+read back from its declaration (the API fuzzer builds its inputs from them).
 """
 
 from __future__ import annotations
@@ -8,11 +10,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from gateway.api.errors import invalid
-from gateway.clock import parse_timestamp
+from gateway.clock import as_stored, parse_timestamp
 
 #: Ids that are safe inside an MQTT topic and a log line.
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -38,18 +40,19 @@ def device_id(name: str, value: Any) -> str:
     return value
 
 
-def uuid_of(what: str) -> Parser:
-    """A parser for ids that are uuids, naming what kind of id was expected."""
+@dataclass(frozen=True, slots=True)
+class UuidOf:
+    """Ids that are uuids; ``what`` names the kind of id expected, for the message."""
 
-    def parse(name: str, value: Any) -> str:
+    what: str
+
+    def __call__(self, name: str, value: Any) -> str:
         if not isinstance(value, str) or not UUID_PATTERN.fullmatch(value.lower()):
-            raise invalid(name, f"must be {what} (a uuid)")
+            raise invalid(name, f"must be {self.what} (a uuid)")
         return value.lower()
 
-    return parse
 
-
-access_code_id = uuid_of("an access code id")
+access_code_id = UuidOf("an access code id")
 
 
 def boolean(name: str, value: Any) -> bool:
@@ -58,15 +61,16 @@ def boolean(name: str, value: Any) -> bool:
     return value
 
 
-def text(max_length: int) -> Parser:
-    def parse(name: str, value: Any) -> str:
+@dataclass(frozen=True, slots=True)
+class Text:
+    max_length: int
+
+    def __call__(self, name: str, value: Any) -> str:
         if not isinstance(value, str):
             raise invalid(name, "must be a string")
-        if len(value) > max_length:
-            raise invalid(name, f"must be at most {max_length} characters")
+        if len(value) > self.max_length:
+            raise invalid(name, f"must be at most {self.max_length} characters")
         return value
-
-    return parse
 
 
 def digits(name: str, value: Any) -> str:
@@ -77,15 +81,19 @@ def digits(name: str, value: Any) -> str:
     return value
 
 
-def integer(low: int, high: int) -> Parser:
-    def parse(name: str, value: Any) -> int:
+@dataclass(frozen=True, slots=True)
+class Integer:
+    """A JSON integer in ``low..high``; ``true``/``false`` and ``2.0`` are not integers."""
+
+    low: int
+    high: int
+
+    def __call__(self, name: str, value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise invalid(name, "must be an integer")
-        if not low <= value <= high:
-            raise invalid(name, f"must be between {low} and {high}")
+        if not self.low <= value <= self.high:
+            raise invalid(name, f"must be between {self.low} and {self.high}")
         return value
-
-    return parse
 
 
 def timestamp(name: str, value: Any) -> datetime:
@@ -99,31 +107,50 @@ def timestamp(name: str, value: Any) -> datetime:
         ) from None
 
 
-def nullable(parse: Parser) -> Parser:
-    def parse_or_none(name: str, value: Any) -> Any:
-        return None if value is None else parse(name, value)
-
-    return parse_or_none
-
-
-def one_of(*choices: str) -> Parser:
-    def parse(name: str, value: Any) -> str:
-        if value not in choices:
-            raise invalid(name, f"must be one of {', '.join(choices)}")
-        return str(value)
-
-    return parse
+#: A window's bounds stay far from the calendar's ends, so that the scheduling arithmetic done
+#: on them later (``starts_at - program_ahead``, deadlines) can never overflow.
+WINDOW_EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+WINDOW_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
-def list_of(item: Parser, max_items: int) -> Parser:
-    def parse(name: str, value: Any) -> list[Any]:
+def window_timestamp(name: str, value: Any) -> datetime:
+    """``timestamp``, limited to the instants a code's window may have, at the precision it is
+    stored with: a window 1 µs long would be stored empty, so it is judged as such."""
+    when = timestamp(name, value)
+    if not WINDOW_EARLIEST <= when < WINDOW_LATEST:
+        raise invalid(name, "must be in the years 1970 to 8999")
+    return as_stored(when)
+
+
+@dataclass(frozen=True, slots=True)
+class Nullable:
+    inner: Parser
+
+    def __call__(self, name: str, value: Any) -> Any:
+        return None if value is None else self.inner(name, value)
+
+
+@dataclass(frozen=True, slots=True)
+class OneOf:
+    choices: tuple[str, ...]
+
+    def __call__(self, name: str, value: Any) -> str:
+        if not isinstance(value, str) or value not in self.choices:
+            raise invalid(name, f"must be one of {', '.join(self.choices)}")
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class ListOf:
+    item: Parser
+    max_items: int
+
+    def __call__(self, name: str, value: Any) -> list[Any]:
         if not isinstance(value, list):
             raise invalid(name, "must be a list")
-        if len(value) > max_items:
-            raise invalid(name, f"must have at most {max_items} items")
-        return [item(f"{name}[{i}]", v) for i, v in enumerate(value)]
-
-    return parse
+        if len(value) > self.max_items:
+            raise invalid(name, f"must have at most {self.max_items} items")
+        return [self.item(f"{name}[{i}]", v) for i, v in enumerate(value)]
 
 
 def validate(raw: Mapping[str, Any], fields: Mapping[str, Field]) -> dict[str, Any]:

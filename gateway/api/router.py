@@ -9,10 +9,13 @@ transaction committed, so "ok" always means durable.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import math
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import aiomqtt
@@ -22,7 +25,7 @@ from gateway.api.params import Field, validate
 from gateway.clock import isoformat
 from gateway.logs import get_logger, log_context
 from gateway.model import Json
-from gateway.mqtt import MqttSession, NotConnected
+from gateway.mqtt import MqttSession, NotConnected, shown_topic, topic_problem
 from gateway.store import Store, Tx
 
 log = get_logger("gateway.api")
@@ -32,6 +35,13 @@ MAX_REQUEST_BYTES = 64 * 1024
 MAX_PARSED_FOR_REFUSAL = 1024 * 1024
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 MAX_KEY_LENGTH = 256
+#: ``reply_to`` is held to less than the broker allows: a reply address, not a payload.
+MAX_REPLY_TO = 1024
+#: No parameter nests deeper than a list of strings; this leaves room for odd ``request_id``s.
+MAX_DEPTH = 16
+#: No parameter needs a longer number; far below Python's int/str conversion limit (4300).
+MAX_INT_DIGITS = 100
+_SURROGATE = re.compile("[\ud800-\udfff]")
 #: Requests served at once; more wait their turn instead of piling up work.
 CONCURRENCY = 64
 
@@ -67,6 +77,11 @@ class Router:
     def endpoint_names(self) -> list[str]:
         return sorted(self._endpoints)
 
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        """What is served, as declared: tests derive their requests from it."""
+        return [self._endpoints[name] for name in self.endpoint_names()]
+
     async def serve(self, message: aiomqtt.Message, session: MqttSession) -> None:
         """Handle one request message and publish its reply, if it asked for one."""
         async with self._slots:
@@ -79,14 +94,15 @@ class Router:
         if reply is None:
             return
         try:
+            payload = encode_reply(reply.body)
             await session.publish(
-                reply.topic, reply.body, qos=1, correlation_data=reply.correlation_data
+                reply.topic, payload, qos=1, correlation_data=reply.correlation_data
             )
         except (NotConnected, TimeoutError) as exc:
             # The client retries with its idempotency key; the change itself is committed.
-            log.warning("api.reply_lost", topic=reply.topic, reason=str(exc))
+            log.warning("api.reply_lost", topic=shown_topic(reply.topic), reason=str(exc))
         except Exception:  # a reply that cannot be sent must never take the daemon down
-            log.exception("api.reply_failed", topic=reply.topic)
+            log.exception("api.reply_failed", topic=shown_topic(reply.topic))
 
     async def handle(
         self,
@@ -96,30 +112,33 @@ class Router:
         response_topic: str | None = None,
         correlation_data: bytes | None = None,
     ) -> Reply | None:
-        """Everything but the publish: separated so tests and ``lockgate call`` share it."""
-        body: Any = None
-        reply_to = response_topic
-        request_id: Any = None
+        """Everything but the publish: separated so tests and ``lockgate call`` share it.
+
+        None when there is nowhere to reply: no reply address, or one the broker would refuse
+        (publishing there would cost the gateway its connection). A request with an address
+        that cannot be answered is not carried out either.
+        """
+        name = topic.removeprefix(self._api_root)
+        refusal: ApiError | None = None
         try:
-            if len(payload) > MAX_REQUEST_BYTES:
-                body = _envelope_of_oversized(payload)
-                request_id = body.get("request_id")
-                raise ApiError(
-                    "payload_too_large",
-                    f"request is {len(payload)} bytes; the limit is {MAX_REQUEST_BYTES}",
-                )
-            try:
-                body = json.loads(payload)
-            except UnicodeDecodeError:
-                raise invalid("payload", "is not valid JSON (not UTF-8)") from None
-            except json.JSONDecodeError as exc:
-                raise invalid("payload", f"is not valid JSON ({exc.msg})") from None
-            if not isinstance(body, dict):
-                raise invalid("payload", "must be a JSON object")
-            request_id = body.get("request_id")
-            if reply_to is None:
-                reply_to = _reply_to(body)
-            name = topic.removeprefix(self._api_root)
+            body = parse_request(payload)
+        except ApiError as exc:
+            body, refusal = _envelope(payload), exc
+        request_id = _echoable(body.get("request_id"))
+        if response_topic is not None and (problem := topic_problem(response_topic)):
+            _unanswerable(name, f"Response Topic {problem}", request_id)
+            return None
+        try:
+            reply_to = _reply_to(body)
+        except ApiError as exc:
+            if response_topic is None:
+                _unanswerable(name, exc.message, request_id)
+                return None
+            reply_to, refusal = None, refusal or exc
+        reply_to = response_topic or reply_to
+        try:
+            if refusal is not None:
+                raise refusal
             endpoint = self._endpoints.get(name)
             if endpoint is None:
                 raise ApiError("unknown_endpoint", f"there is no endpoint '{name}'")
@@ -127,8 +146,6 @@ class Router:
                 result = await self._run(endpoint, body)
             reply_body: Json = {"ok": True, "request_id": request_id, **result}
         except ApiError as exc:
-            if reply_to is None and isinstance(body, dict):
-                reply_to = _safe_reply_to(body)
             reply_body = _error(request_id, exc)
             log.info("api.refused", endpoint=topic, error=exc.type, message=exc.message)
         except Exception:
@@ -146,14 +163,26 @@ class Router:
         if not endpoint.writes:
             async with self._store.reading() as tx:
                 return await endpoint.handler(tx, params)
+        request = fingerprint(endpoint.name, params)
         async with self._store.transaction() as tx:
             if key is not None:
                 first = await tx.fetchone(
-                    "SELECT endpoint, reply FROM idempotency WHERE key = ? AND created_at >= ?",
+                    "SELECT endpoint, fingerprint, reply FROM idempotency"
+                    " WHERE key = ? AND created_at >= ?",
                     (key, isoformat(tx.now - IDEMPOTENCY_WINDOW)),
                 )
                 if first is not None:
-                    # The first reply, whatever this repetition says (contract section 4).
+                    # Rows from before fingerprints (NULL) can only be held to their endpoint.
+                    if first["endpoint"] != endpoint.name or first["fingerprint"] not in (
+                        None,
+                        request,
+                    ):
+                        raise invalid(
+                            "idempotency_key",
+                            "was already used for a different request within the last 24 hours;"
+                            " give every distinct request its own key",
+                        )
+                    # The first reply to this very request (contract section 4).
                     stored: Json = json.loads(first["reply"])
                     return stored
             result = await endpoint.handler(tx, params)
@@ -163,25 +192,161 @@ class Router:
                     (isoformat(tx.now - IDEMPOTENCY_WINDOW),),
                 )
                 await tx.execute(
-                    "INSERT OR REPLACE INTO idempotency (key, endpoint, reply, created_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (key, endpoint.name, json.dumps(result), isoformat(tx.now)),
+                    "INSERT OR REPLACE INTO idempotency"
+                    " (key, endpoint, fingerprint, reply, created_at) VALUES (?, ?, ?, ?, ?)",
+                    (key, endpoint.name, request, json.dumps(result), isoformat(tx.now)),
                 )
             return result
 
 
-def _envelope_of_oversized(payload: bytes) -> dict[str, Any]:
-    """Only to address the refusal: an oversized request is parsed for its ``reply_to`` and
-    ``request_id`` when it is not absurdly large, and never executed."""
+# -- reading a request ------------------------------------------------------------------------
+
+
+class _NotJson(ValueError):
+    """A JSON text Python would accept but RFC 8259 (or any sane reader) would not."""
+
+
+def _refuse_constant(literal: str) -> Any:
+    raise _NotJson(f"{literal} is not a JSON value")
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_INT_DIGITS:
+        raise _NotJson(f"a number has more than {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotJson(f"the number {text[:20]} is out of range")
+    return value
+
+
+def parse_request(payload: bytes) -> dict[str, Any]:
+    """The request object, or ApiError: oversized, not strict JSON, not an object, nested too
+    deeply, or holding a string that is not Unicode text (a lone surrogate)."""
+    if len(payload) > MAX_REQUEST_BYTES:
+        raise ApiError(
+            "payload_too_large",
+            f"request is {len(payload)} bytes; the limit is {MAX_REQUEST_BYTES}",
+        )
+    try:
+        body = json.loads(
+            payload,
+            parse_constant=_refuse_constant,
+            parse_int=_bounded_int,
+            parse_float=_finite_float,
+        )
+    except UnicodeDecodeError:
+        raise invalid("payload", "is not valid JSON (not UTF-8)") from None
+    except RecursionError:
+        raise invalid("payload", f"is nested more than {MAX_DEPTH} levels deep") from None
+    except json.JSONDecodeError as exc:
+        raise invalid("payload", f"is not valid JSON ({exc.msg})") from None
+    except ValueError as exc:  # _NotJson, or anything else json.loads gives up on
+        raise invalid("payload", f"is not valid JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise invalid("payload", "must be a JSON object")
+    _check_values(body)
+    return body
+
+
+def _check_values(body: dict[str, Any]) -> None:
+    """Refuse what parsed but cannot be meant: deep nesting, and strings with lone surrogates
+    (JSON's ``\\ud800`` escape yields them; they cannot be stored, logged or echoed as UTF-8).
+    Iterative, so no input can exhaust the stack."""
+    pending: list[tuple[str, Any, int]] = [(k, v, 1) for k, v in body.items()]
+    for key in body:
+        if _SURROGATE.search(key):
+            raise invalid(_shown_name(key), "a field name contains a lone surrogate")
+    while pending:
+        path, value, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise invalid("payload", f"is nested more than {MAX_DEPTH} levels deep")
+        if isinstance(value, str):
+            if _SURROGATE.search(value):
+                raise invalid(path, "contains a lone surrogate, which is not Unicode text")
+        elif isinstance(value, list):
+            pending.extend((f"{path}[{i}]", v, depth + 1) for i, v in enumerate(value))
+        elif isinstance(value, dict):
+            for key, v in value.items():
+                if _SURROGATE.search(key):
+                    raise invalid(path, "a field name contains a lone surrogate")
+                pending.append((f"{path}.{key}", v, depth + 1))
+
+
+def _envelope(payload: bytes) -> dict[str, Any]:
+    """Only to address a refusal: a request that was refused before it could be read (too
+    large, not strict JSON) is parsed leniently for its ``reply_to`` and ``request_id``, when
+    it is not absurdly large, and never executed."""
     if len(payload) > MAX_PARSED_FOR_REFUSAL:
         return {}
     try:
-        body = json.loads(payload)
-    except ValueError:
+        body = json.loads(payload, parse_constant=lambda _: None, parse_int=_int_or_none)
+    except (ValueError, RecursionError):
         return {}
     if not isinstance(body, dict):
         return {}
     return {k: body[k] for k in ("reply_to", "request_id") if k in body}
+
+
+def _int_or_none(text: str) -> int | None:
+    try:
+        return _bounded_int(text)
+    except ValueError:
+        return None
+
+
+def _echoable(request_id: Any) -> Any:
+    """``request_id`` as it can be echoed in a strict JSON reply, else None (e.g. a lone
+    surrogate): a client always gets a reply it can parse, if not its own id back."""
+    try:
+        strict_json(request_id)
+    except (ValueError, RecursionError):
+        return None
+    return request_id
+
+
+def strict_json(value: Any) -> bytes:
+    """Compact UTF-8 JSON that any RFC 8259 reader accepts: no NaN, no lone surrogates.
+
+    Raises ValueError (UnicodeEncodeError is one) for anything else.
+    """
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+
+
+def encode_reply(body: Json) -> bytes:
+    """The reply as sent: strict JSON, or a bare ``internal_error`` if the body cannot be."""
+    try:
+        return strict_json(body)
+    except (ValueError, RecursionError):
+        log.exception("api.reply_unencodable")
+        return strict_json(
+            _error(None, ApiError("internal_error", "the gateway failed to encode its reply"))
+        )
+
+
+def fingerprint(endpoint: str, params: Mapping[str, Any]) -> str:
+    """What an idempotency key is bound to: the endpoint and its validated parameters, in a
+    canonical form (so ``Z`` and ``+00:00``, or upper- and lower-case ids, are one request)."""
+    canonical = json.dumps(
+        [endpoint, params],
+        sort_keys=True,
+        separators=(",", ":"),
+        default=_canonical,
+        allow_nan=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return isoformat(value)
+    raise TypeError(f"no canonical form for {type(value).__name__}")
+
+
+# -- the reply address ------------------------------------------------------------------------
 
 
 def _error(request_id: Any, exc: ApiError) -> Json:
@@ -196,23 +361,31 @@ def _reply_to(body: Mapping[str, Any]) -> str | None:
     value = body.get("reply_to")
     if value is None:
         return None
-    if not isinstance(value, str) or not _is_topic_name(value):
-        raise invalid("reply_to", "must be an MQTT topic name without wildcards")
+    if not isinstance(value, str):
+        raise invalid("reply_to", "must be a string (an MQTT topic name)")
+    problem = topic_problem(value)
+    if problem is None and value.startswith("$"):
+        problem = "starts with '$' (reserved for the broker)"
+    if problem is None and len(value) > MAX_REPLY_TO:
+        problem = f"is longer than {MAX_REPLY_TO} characters"
+    if problem is not None:
+        raise invalid("reply_to", f"must be an MQTT topic name the broker accepts: it {problem}")
     return value
 
 
-def _safe_reply_to(body: Mapping[str, Any]) -> str | None:
-    """The reply topic for an error reply; a bad ``reply_to`` cannot be answered at all."""
-    try:
-        return _reply_to(body)
-    except ApiError:
-        return None
-
-
-def _is_topic_name(topic: str) -> bool:
-    return (
-        0 < len(topic) <= 1024 and not any(c in topic for c in "+#\0") and not topic.startswith("$")
+def _unanswerable(endpoint: str, reason: str, request_id: Any) -> None:
+    """A request whose reply address is unusable is neither carried out nor answered; only
+    the log tells (never its parameters: they may hold a PIN)."""
+    log.warning(
+        "api.unanswerable",
+        endpoint=shown_topic(endpoint),
+        reason=reason,
+        request_id=_loggable(request_id),
     )
+
+
+def _shown_name(name: str) -> str:
+    return ascii(name[:MAX_KEY_LENGTH])[1:-1]
 
 
 def _idempotency_key(body: Mapping[str, Any]) -> str | None:

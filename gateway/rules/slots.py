@@ -3,14 +3,21 @@
 The planner is the whole of the reconciler's judgement, kept pure so every case can be tested
 without a lock. It never touches a slot that holds a code the gateway did not create, never
 assumes an unread slot is empty, and puts ordinary codes before backup codes.
+
+No PIN outlives its code: besides each code's current PIN, the planner is told every PIN the
+gateway has written (or begun to write) to a slot and not yet seen leave it (:class:`Written`).
+Those PINs are the gateway's own wherever they sit — an old PIN after an update, a write that
+timed out and landed late, a backup's PIN in the slot an ordinary code took over — so they are
+cleared, never listed as somebody else's, and a code is not gone while any of them may still be
+on the lock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from drivers.base import SlotTable, Unreadable
+from drivers.base import SlotTable, SlotValue, Unreadable
 from gateway.model import CodeStatus
 
 
@@ -27,6 +34,16 @@ class CodeView:
     is_backup: bool = False
     allow_external: bool = False
     order: int = 0  # placement priority among codes waiting for a slot (lower first)
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """A PIN the gateway wrote (or began to write) to a slot, until the lock is seen without it."""
+
+    code_id: str
+    slot: int
+    pin: str
+    settled: bool = True  # no command carrying it can still land (answered, or long timed out)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +71,8 @@ class Plan:
     duplicates: set[str] = field(default_factory=set)  # its PIN sits in a slot not ours
     no_space: set[str] = field(default_factory=set)  # wanted, no slot to be had
     unreadable: set[int] = field(default_factory=set)  # slots that must be read first
+    lingering: set[str] = field(default_factory=set)  # may still have a PIN on the lock
+    left: list[Written] = field(default_factory=list)  # seen gone for good: may be forgotten
     actions: list[Action] = field(default_factory=list)  # clears first, then writes
 
     @property
@@ -61,12 +80,14 @@ class Plan:
         return bool(self.unreadable)
 
 
-def plan(codes: Sequence[CodeView], table: SlotTable) -> Plan:
+def plan(codes: Sequence[CodeView], table: SlotTable, written: Sequence[Written] = ()) -> Plan:
     result = Plan()
     assigned = {c.slot: c for c in codes if c.slot is not None}
-    foreign = _foreign_pins(assigned, table)
+    ours = _written_pins(written)
+    foreign = _foreign_pins(assigned, table, ours)
     clears: list[Action] = []
     writes: list[Action] = []
+    residue, present = _residue(table, written, assigned, result)
 
     for code in codes:
         if code.slot is None:
@@ -78,6 +99,7 @@ def plan(codes: Sequence[CodeView], table: SlotTable) -> Plan:
         holds_it = value == code.pin or (
             value is Unreadable.OCCUPIED and code.status is not CodeStatus.UNSET
         )
+        holds_ours = holds_it or _is_ours(ours, code.slot, value)
         if code.wanted and code.pin in foreign.values():
             # Writing it would put one PIN in two slots (most locks refuse it anyway).
             result.duplicates.add(code.code_id)
@@ -86,16 +108,17 @@ def plan(codes: Sequence[CodeView], table: SlotTable) -> Plan:
         if code.wanted and holds_it:
             result.verified.add(code.code_id)
         elif code.wanted:
-            if code.status is CodeStatus.SET:
+            if code.status is CodeStatus.SET and not holds_ours:
                 result.external.add(code.code_id)
                 if code.allow_external:
                     continue
             writes.append(Write(code.code_id, code.slot, code.pin))
-        elif holds_it:
+        elif holds_ours:
             clears.append(Clear(code.code_id, code.slot))
-        else:
+        elif code.code_id not in result.lingering:
             result.gone.add(code.code_id)
 
+    clears += residue
     free = [
         slot
         for slot in range(1, table.capacity + 1)
@@ -117,6 +140,8 @@ def plan(codes: Sequence[CodeView], table: SlotTable) -> Plan:
         if code.pin in foreign.values():
             result.duplicates.add(code.code_id)
             continue
+        if code.pin in present:
+            continue  # still in the slot it was written to: cleared first, never twice on a lock
         if free:
             writes.append(Write(code.code_id, free.pop(0), code.pin))
         elif not code.is_backup and evictable:
@@ -124,7 +149,7 @@ def plan(codes: Sequence[CodeView], table: SlotTable) -> Plan:
             assert victim.slot is not None
             # The victim's own pending write or clear is void now: its slot is taken over.
             writes = [w for w in writes if w.code_id != victim.code_id]
-            clears = [c for c in clears if c.code_id != victim.code_id]
+            clears = [c for c in clears if c.slot != victim.slot]
             writes.append(Write(code.code_id, victim.slot, code.pin, evicts=victim.code_id))
         else:
             result.no_space.add(code.code_id)
@@ -133,13 +158,64 @@ def plan(codes: Sequence[CodeView], table: SlotTable) -> Plan:
     return result
 
 
-def _foreign_pins(assigned: dict[int, CodeView], table: SlotTable) -> dict[int, str]:
-    """PINs on the lock in slots that no managed code occupies: someone else's codes."""
+def _foreign_pins(
+    assigned: Mapping[int, CodeView], table: SlotTable, ours: Mapping[int, set[str]]
+) -> dict[int, str]:
+    """PINs on the lock in slots no managed code occupies and the gateway never wrote there."""
     return {
         slot: value
         for slot, value in table.slots.items()
-        if isinstance(value, str) and slot not in assigned
+        if isinstance(value, str) and slot not in assigned and not _is_ours(ours, slot, value)
     }
+
+
+def _written_pins(written: Sequence[Written]) -> dict[int, set[str]]:
+    ours: dict[int, set[str]] = {}
+    for w in written:
+        ours.setdefault(w.slot, set()).add(w.pin)
+    return ours
+
+
+def _is_ours(ours: Mapping[int, set[str]], slot: int, value: SlotValue) -> bool:
+    """The slot holds a PIN the gateway wrote there (masked: it may)."""
+    if value is Unreadable.OCCUPIED:
+        return slot in ours
+    return isinstance(value, str) and value in ours.get(slot, ())
+
+
+def _residue(
+    table: SlotTable, written: Sequence[Written], assigned: Mapping[int, CodeView], result: Plan
+) -> tuple[list[Action], set[str]]:
+    """Judge every written PIN: still (maybe) there, gone for good, or left in a slot that no
+    code holds any more, which is cleared. Fills ``lingering``, ``left`` and ``unreadable``;
+    returns the clears and the PINs that are (maybe) on the lock."""
+    clears: list[Action] = []
+    cleared: set[int] = set()
+    present: set[str] = set()
+    for w in written:
+        value = table.value(w.slot)
+        if value is Unreadable.UNKNOWN:
+            result.unreadable.add(w.slot)
+            result.lingering.add(w.code_id)
+            continue
+        holder = assigned.get(w.slot)
+        superseded = (  # the slot's own code is verified there with another PIN
+            holder is not None
+            and holder.pin != w.pin
+            and value is Unreadable.OCCUPIED
+            and holder.status is CodeStatus.SET
+        )
+        there = value == w.pin or (value is Unreadable.OCCUPIED and not superseded)
+        if there:
+            present.add(w.pin)
+        if there or not w.settled:
+            result.lingering.add(w.code_id)
+        else:
+            result.left.append(w)
+        if there and holder is None and w.slot not in cleared:
+            cleared.add(w.slot)
+            clears.append(Clear(w.code_id, w.slot))
+    return clears, present
 
 
 def _write_priority(codes: Sequence[CodeView]) -> Callable[[Action], tuple[bool, int]]:
@@ -151,6 +227,15 @@ def _write_priority(codes: Sequence[CodeView]) -> Callable[[Action], tuple[bool,
     return key
 
 
-def unmanaged_pins(codes: Sequence[CodeView], table: SlotTable) -> dict[int, str]:
-    """Slots holding a PIN that no managed code accounts for (``access_codes/unmanaged/list``)."""
-    return _foreign_pins({c.slot: c for c in codes if c.slot is not None}, table)
+def unmanaged_pins(
+    codes: Sequence[CodeView], table: SlotTable, written: Sequence[Written] = ()
+) -> dict[int, str]:
+    """Slots holding a PIN the gateway neither manages there nor wrote there
+    (``access_codes/unmanaged/list``)."""
+    assigned = {c.slot: c for c in codes if c.slot is not None}
+    ours = _written_pins(written)
+    return {
+        slot: pin
+        for slot, pin in _foreign_pins({}, table, ours).items()
+        if slot not in assigned or assigned[slot].pin != pin
+    }

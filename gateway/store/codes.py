@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.clock import isoformat, parse_timestamp
 from gateway.model import AccessCode, BackupState, CodeStatus, EventType, Json
+from gateway.store import slot_writes
 from gateway.store.db import Row, Tx
 from gateway.store.problems import clear_all, problems_of, set_problem
 
@@ -175,7 +176,7 @@ async def mark_deleting(tx: Tx, code: AccessCode) -> None:
 async def remove(tx: Tx, code: AccessCode) -> None:
     """Delete: gone at once when the lock never got it, else ``removing`` until it is cleared."""
     await mark_deleting(tx, code)
-    if code.slot is None:
+    if code.slot is None and not await slot_writes.has_any(tx, code.access_code_id):
         await forget(tx, code)
     else:
         # Possibly written already (outcome unknown): removing until the lock is seen without it.
@@ -185,6 +186,7 @@ async def remove(tx: Tx, code: AccessCode) -> None:
 async def forget(tx: Tx, code: AccessCode) -> None:
     """Drop a code that is off its lock for good; its history stays in the events."""
     await clear_all(tx, code.access_code_id, device_id=code.device_id)
+    await slot_writes.forget_code(tx, code.access_code_id)
     await tx.execute(
         "UPDATE access_codes SET pulled_backup_id = NULL WHERE pulled_backup_id = ?",
         (code.access_code_id,),

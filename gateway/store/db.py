@@ -260,13 +260,20 @@ async def _configure(conn: aiosqlite.Connection, *extra: str) -> None:
 
 
 def _create_private(path: Path) -> None:
-    """Create the database file 0600 before SQLite does, so PINs are never world-readable."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    """Create the database file 0600 before SQLite does, so PINs are never world-readable.
+
+    A directory or file the gateway may not write (read-only, wrong owner) is a StoreError:
+    the one-line message an operator can act on, not a traceback.
+    """
     try:
-        os.fchmod(fd, 0o600)
-    finally:
-        os.close(fd)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise StoreError(f"cannot open database {path}: {exc.strerror or exc}") from exc
 
 
 def _statements(script: str) -> list[str]:

@@ -151,6 +151,19 @@ async def set_online(tx: Tx, device_id: str, online: bool) -> bool:
     return bool(changed)
 
 
+async def set_report_refused(tx: Tx, device_id: str, reason: str | None) -> None:
+    """Raise ``invalid_report_from_device`` naming ``reason`` (never a PIN), or clear it."""
+    message = None if reason is None else f"The lock's last report was refused: {reason}."
+    await set_problem(
+        tx,
+        device_id,
+        "invalid_report_from_device",
+        reason is not None,
+        device_id=device_id,
+        message=message,
+    )
+
+
 async def set_shape(
     tx: Tx, device_id: str, capacity: int | None, code_lengths: tuple[int, int] | None
 ) -> None:

@@ -99,4 +99,22 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX idempotency_created ON idempotency (created_at);
     """,
+    # 2: every PIN the gateway has written to a slot, until the lock is seen without it (no PIN
+    # outlives its code); idempotency records remember what they answered, not only the key.
+    """
+    CREATE TABLE slot_writes (
+        device_id       TEXT NOT NULL,
+        slot            INTEGER NOT NULL,
+        code            TEXT NOT NULL,
+        access_code_id  TEXT NOT NULL,
+        settles_at      TEXT,  -- until then a timed-out write may still land (NULL: answered)
+        PRIMARY KEY (device_id, slot, code)
+    ) WITHOUT ROWID;
+    CREATE INDEX slot_writes_code ON slot_writes (access_code_id);
+    -- What a code's row says it holds was written by the gateway too.
+    INSERT INTO slot_writes (device_id, slot, code, access_code_id)
+        SELECT device_id, slot, code, access_code_id FROM access_codes
+        WHERE slot IS NOT NULL;
+    ALTER TABLE idempotency ADD COLUMN fingerprint TEXT;  -- NULL: stored before version 2
+    """,
 )
