@@ -39,6 +39,7 @@ from typing import Any
 
 from gateway import site
 from gateway.broker import mosquitto_binary
+from gateway.client import ApiClient
 from gateway.clock import SystemClock
 from gateway.config import Config, parse_config
 from gateway.logs import configure_logging
@@ -318,12 +319,18 @@ def bench_main(
     parser.add_argument("--quick", action="store_true", help="a small run (seconds)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the figures as JSON")
     args = parser.parse_args(argv)
-    # Warnings and errors of the gateway go to stderr, apart from the tables.
+    return report_run(lambda: run(args.quick), args.json)
+
+
+def report_run(
+    run: Callable[[], Coroutine[Any, Any, Result]], json_file: Path | None = None
+) -> int:
+    """Run one benchmark with the gateway's warnings on stderr; print (and store) its figures."""
     configure_logging("warning", stream=sys.stderr)
-    pending = _PendingPublishWarnings()
+    pending = PendingPublishWarnings()
     logging.getLogger("mqtt").addFilter(pending)
     try:
-        result = asyncio.run(run(args.quick))
+        result = asyncio.run(run())
     finally:
         logging.getLogger("mqtt").removeFilter(pending)
     if pending.count:
@@ -332,12 +339,31 @@ def bench_main(
             f"(up to N={pending.highest}); suppressed here"
         )
     print_result(result)
-    if args.json:
-        args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    if json_file:
+        json_file.write_text(json.dumps(result.to_json(), indent=2) + "\n")
     return 0
 
 
-class _PendingPublishWarnings(logging.Filter):
+async def create_one_code_each(
+    api: ApiClient, device_ids: Sequence[str], in_flight: int, timeout: float
+) -> tuple[dict[str, str], float]:
+    """An ongoing code on every lock, ``in_flight`` creates outstanding: the PINs and the
+    seconds until every create was answered."""
+    pins: dict[str, str] = {}
+
+    async def create(i: int) -> None:
+        device_id = device_ids[i]
+        reply = await api.call(
+            "access_codes/create", timeout=timeout, device_id=device_id, name="Bench"
+        )
+        if not reply.get("ok"):
+            raise BenchError(f"create on {device_id}: {reply.get('error')}")
+        pins[device_id] = reply["access_code"]["code"]
+
+    return pins, await concurrent(create, len(device_ids), in_flight)
+
+
+class PendingPublishWarnings(logging.Filter):
     """Counts and drops aiomqtt's warning for more than 10 unacknowledged publishes.
 
     The gateway keeps up to ``MAX_INFLIGHT`` publishes in flight on purpose, so under load this

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import signal
 import sqlite3
@@ -34,17 +33,16 @@ from bench.common import (
     BenchError,
     Result,
     bench_config,
-    concurrent,
+    create_one_code_each,
     new_result,
     now,
-    print_result,
+    report_run,
     wait_until,
 )
 from drivers.sim import Simulator
 from gateway import site
 from gateway.client import connect
 from gateway.config import Config
-from gateway.logs import configure_logging
 from gateway.site import running_simulator
 
 IN_FLIGHT = 64
@@ -100,6 +98,7 @@ async def run(locks: int) -> Result:
         headline="peak_rss_mib",
         higher=False,
     )
+    result.notes.append(f"cores: {os.cpu_count()}")
     with site.private_config(bench_config({})) as private:
         database = private.database
         raw: dict[str, Any] = {
@@ -120,7 +119,7 @@ async def run(locks: int) -> Result:
             sampler = Sampler(child.pid)
             sampling = asyncio.create_task(sampler.run(), name="bench-sampler")
             try:
-                await _load(
+                load = _load(
                     config,
                     database=database,
                     locks=locks,
@@ -128,6 +127,14 @@ async def run(locks: int) -> Result:
                     started=started,
                     simulator=simulator,
                 )
+                loading = asyncio.create_task(load, name="bench-load")
+                exited = asyncio.create_task(child.wait(), name="bench-child")
+                await asyncio.wait({loading, exited}, return_when=asyncio.FIRST_COMPLETED)
+                exited.cancel()
+                if not loading.done():
+                    loading.cancel()
+                    raise BenchError(f"the gateway exited with status {child.returncode}")
+                loading.result()
                 sampler.sample()
                 current = _rss_kib(child.pid)
                 result.add(
@@ -176,19 +183,8 @@ async def _load(
 
     async with connect(config.mqtt, config.prefix) as api:
         device_ids = [d.device_id for d in config.all_devices]
-        pins: dict[str, str] = {}
-
-        async def create(i: int) -> None:
-            device_id = device_ids[i]
-            reply = await api.call(
-                "access_codes/create", timeout=120.0, device_id=device_id, name="Bench"
-            )
-            if not reply.get("ok"):
-                raise BenchError(f"create on {device_id}: {reply.get('error')}")
-            pins[device_id] = reply["access_code"]["code"]
-
         begun = now()
-        replies = await concurrent(create, locks, IN_FLIGHT)
+        pins, replies = await create_one_code_each(api, device_ids, IN_FLIGHT, timeout=120.0)
         result.add("create_s", f"{locks:,} creates answered", replies, "s", 1)
 
         async def all_set() -> bool:
@@ -217,13 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="100 locks (seconds)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the figures as JSON")
     args = parser.parse_args(argv)
-    configure_logging("warning", stream=sys.stderr)
-    result = asyncio.run(run(100 if args.quick else args.locks))
-    result.notes.append(f"cores: {os.cpu_count()}")
-    print_result(result)
-    if args.json:
-        args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    return 0
+    return report_run(lambda: run(100 if args.quick else args.locks), args.json)
 
 
 if __name__ == "__main__":

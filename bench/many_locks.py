@@ -22,7 +22,7 @@ from bench.common import (
     BenchError,
     Result,
     bench_main,
-    concurrent,
+    create_one_code_each,
     new_result,
     now,
     private_config,
@@ -71,19 +71,10 @@ async def run(quick: bool) -> Result:
 
                 async with connect(config.mqtt, config.prefix) as api:
                     device_ids = [d.device_id for d in config.all_devices]
-                    pins: dict[str, str] = {}
-
-                    async def create(i: int) -> None:
-                        device_id = device_ids[i]
-                        reply = await api.call(
-                            "access_codes/create", timeout=60.0, device_id=device_id, name="Bench"
-                        )
-                        if not reply.get("ok"):
-                            raise BenchError(f"create on {device_id}: {reply.get('error')}")
-                        pins[device_id] = reply["access_code"]["code"]
-
                     started = now()
-                    replies = await concurrent(create, locks, IN_FLIGHT)
+                    pins, replies = await create_one_code_each(
+                        api, device_ids, IN_FLIGHT, timeout=60.0
+                    )
                     result.add("create_s", f"{locks} creates answered", replies, "s", 2)
 
                     async def all_set() -> bool:

@@ -23,12 +23,13 @@ from typing import Any, Final, NamedTuple, TypeVar
 import yaml
 
 from drivers.bounds import MAX_PIN_LENGTH, MAX_SLOTS
-from drivers.native.config import NativeOptions, topic_problem
+from drivers.native.config import NativeOptions
 from drivers.native.config import parse_options as _native_options
 from drivers.zigbee2mqtt.config import Zigbee2MqttOptions
 from drivers.zigbee2mqtt.config import parse_options as _zigbee2mqtt_options
 from drivers.zwave_js_ui.config import ZwaveJsUiOptions
 from drivers.zwave_js_ui.config import parse_options as _zwave_js_ui_options
+from gateway.topics import config_topic_problem
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -331,7 +332,7 @@ def _identifier(value: object) -> str:
 def _topic(value: object) -> str:
     if not isinstance(value, str):
         raise _Invalid("must be a string")
-    why = topic_problem(value)
+    why = config_topic_problem(value)
     if why is not None:
         raise _Invalid(why)
     return value

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-import re
 import socket
 import ssl
 from collections.abc import Callable, Iterable
@@ -24,6 +23,7 @@ from paho.mqtt.properties import Properties
 
 from gateway.config import MqttSettings
 from gateway.logs import get_logger
+from gateway.topics import topic_problem
 
 Handler = Callable[[aiomqtt.Message], None]
 Payload = bytes | str | dict[str, Any] | list[Any]
@@ -32,6 +32,9 @@ log = get_logger("gateway.mqtt")
 
 #: paho's default of 20 in-flight QoS 1 messages caps throughput at ~280/s (practice.md).
 MAX_INFLIGHT = 1000
+#: The largest packet the broker may send us: requests over 64 KiB are refused, and up to 1 MiB
+#: still answered (``api.router``); the rest is headroom for the topic and properties.
+MAX_PACKET_BYTES = 1024 * 1024 + 64 * 1024
 #: Subscribing to many topics is done in batches so one SUBSCRIBE stays a sane size.
 SUBSCRIBE_BATCH = 200
 
@@ -46,41 +49,6 @@ class TopicRefused(NotConnected):
     A subclass of :class:`NotConnected` on purpose: every caller already copes with a message
     that was not sent, and none may crash on this one either.
     """
-
-
-#: The topic length field of a PUBLISH is two bytes.
-MAX_TOPIC_BYTES = 65535
-#: Code points mosquitto refuses in any UTF-8 string (``mosquitto_validate_utf8``): controls,
-#: surrogates and the Unicode non-characters; plus the wildcards ``mosquitto_pub_topic_check``
-#: refuses in a PUBLISH topic.
-_REFUSED_IN_TOPIC = re.compile(
-    "[+#\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef"
-    + "".join(
-        re.escape(chr(plane + end))
-        for plane in range(0, 0x110000, 0x10000)
-        for end in (0xFFFE, 0xFFFF)
-    )
-    + "]"
-)
-
-
-def topic_problem(topic: str) -> str | None:
-    """Why mosquitto would refuse ``topic`` as the topic of a PUBLISH, or None if it accepts it.
-
-    Mosquitto answers such a PUBLISH by dropping the sender's whole connection, so anything
-    that publishes to a topic it did not build itself must ask this first.
-    """
-    if not topic:
-        return "is empty"
-    refused = _REFUSED_IN_TOPIC.search(topic)
-    if refused is not None:
-        char = refused.group()
-        if char in "+#":
-            return f"contains the wildcard '{char}'"
-        return f"contains U+{ord(char):04X}, which MQTT does not allow in a topic"
-    if len(topic.encode()) > MAX_TOPIC_BYTES:
-        return f"is longer than {MAX_TOPIC_BYTES} bytes"
-    return None
 
 
 def shown_topic(topic: str, limit: int = 100) -> str:
@@ -134,9 +102,11 @@ def build_client(
 ) -> aiomqtt.Client:
     """An MQTT 5 client with the settings every connection of ours needs (TCP_NODELAY, a raised
     in-flight window, TLS and credentials from the config)."""
-    properties = None
+    properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    # The broker drops (never delivers) anything larger: no client or lock can make us hold a
+    # giant message in memory before the size checks of the API and the drivers see it.
+    properties.MaximumPacketSize = MAX_PACKET_BYTES
     if session_expiry is not None:
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = session_expiry
     client = aiomqtt.Client(
         settings.host,

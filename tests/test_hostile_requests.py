@@ -468,3 +468,20 @@ def test_unwritable_database_is_one_line_and_exit_1(
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("lockgate: ")
     assert data["database"] in lines[0]
+
+
+async def test_giant_messages_never_reach_the_gateway(make_config: ConfigFactory) -> None:
+    """The gateway tells the broker its Maximum Packet Size: a 2 MiB request or lock report is
+    dropped at the broker, so it costs the gateway nothing, and everything else goes on."""
+    config = make_config()
+    async with running_site(config) as site:
+        replies = await site.api.subscribe("giant/replies")
+        giant = {"reply_to": "giant/replies", "name": "x" * 2_000_000}
+        await site.api.publish(f"{config.prefix}/api/devices/list", giant)
+        await site.api.publish("locks/front_door/slots", giant)
+        # Requests are answered in order: had the giant one arrived, its refusal came first.
+        ok(await site.api.call("devices/list"))
+        assert replies.empty(), "the 2 MiB request reached the gateway"
+        front = await device(site)
+        assert front["errors"] == []
+        assert front["properties"]["online"] is True

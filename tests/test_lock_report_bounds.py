@@ -239,6 +239,18 @@ async def prompt(site: Site, device_id: str) -> Json:
     return found
 
 
+async def watched_with_a_set_code(
+    site: Site, device_id: str, pin: str
+) -> tuple[Recorder, Recorder, str]:
+    """Events and the device's objects recorded from now on, and a code already ``set``."""
+    events = await Recorder.events(site)
+    objects = await Recorder.of(site, f"{site.config.prefix}/devices/{device_id}")
+    cid = await new_code(site, pin, device_id=device_id)
+    await site.settled()
+    assert (await get_code(site, cid))["status"] == "set"
+    return events, objects, cid
+
+
 async def test_a_native_lock_lying_about_its_capacity_changes_nothing(
     make_config: ConfigFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -246,11 +258,7 @@ async def test_a_native_lock_lying_about_its_capacity_changes_nothing(
         devices=[{"device_id": "front_door", "name": "Front", "driver": "native", "slots": 30}]
     )
     async with running_site(config) as site:
-        events = await Recorder.events(site)
-        objects = await Recorder.of(site, f"{config.prefix}/devices/front_door")
-        cid = await new_code(site, "1357")
-        await site.settled()
-        assert (await get_code(site, cid))["status"] == "set"
+        events, objects, cid = await watched_with_a_set_code(site, "front_door", "1357")
         assert await observed_rows(site, "front_door") == 30
         capsys.readouterr()
 
@@ -318,11 +326,7 @@ async def test_a_zigbee2mqtt_state_message_out_of_bounds_is_refused(
         devices=[{"device_id": "zb", "name": "Zigbee door", "driver": "zigbee2mqtt", "slots": 10}]
     )
     async with running_site(config) as site:
-        events = await Recorder.events(site)
-        objects = await Recorder.of(site, f"{config.prefix}/devices/zb")
-        cid = await new_code(site, "4826", device_id="zb")
-        await site.settled()
-        assert (await get_code(site, cid))["status"] == "set"
+        events, objects, cid = await watched_with_a_set_code(site, "zb", "4826")
         capsys.readouterr()
 
         pin = {"status": "enabled", "pin_code": "3" * 20}
@@ -365,11 +369,7 @@ async def test_a_zwave_value_out_of_bounds_is_refused_until_its_topic_is_good(
         ]
     )
     async with running_site(config) as site:
-        events = await Recorder.events(site)
-        objects = await Recorder.of(site, f"{config.prefix}/devices/zw")
-        cid = await new_code(site, "4826", device_id="zw")
-        await site.settled()
-        assert (await get_code(site, cid))["status"] == "set"
+        events, objects, cid = await watched_with_a_set_code(site, "zw", "4826")
         capsys.readouterr()
 
         await lie(site, "zw", {"time": 1, "value": "1" * 30}, slot=1)

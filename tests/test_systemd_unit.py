@@ -6,6 +6,7 @@ verify`` exits 0 even on a misspelt key and only prints a warning, so any output
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shutil
 import subprocess
@@ -17,6 +18,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "lockgate.service"
+BROKER_DROP_IN = ROOT / "systemd" / "broker-address.conf.example"
+BENCHMARKS = ROOT / "docs" / "benchmarks.md"
+
+# The gateway alone at 10,000 locks (`python -m bench.gateway_process`, recorded in
+# docs/benchmarks.md): the limits below are checked against these, so a re-measurement that
+# grows them fails here until the unit's limits grow too.
+MEASURED_PEAK_RSS_MIB = 305
+MEASURED_THREADS = 4
+# asyncio's default executor grows to min(32, cores + 4) threads: 32 on a large machine.
+EXECUTOR_THREADS_MAX = 32
+MAX_EXPOSURE = 1.5
 
 Unit = dict[str, dict[str, list[str]]]
 
@@ -93,6 +105,76 @@ def test_hardening_key(unit: Unit, key: str, value: str) -> None:
     assert value in unit["Service"].get(key, []), f"{key}={value} missing from the unit"
 
 
+def parse_size(value: str) -> int:
+    """A systemd byte size (``640M``; K, M, G, T are powers of 1024) in bytes. Percentages and
+    ``infinity`` are refused: the limits are meant to be absolute figures from a measurement."""
+    match = re.fullmatch(r"(\d+)([KMGT]?)", value)
+    assert match, f"not an absolute size: {value!r}"
+    return int(match.group(1)) << (10 * " KMGT".index(match.group(2) or " "))
+
+
+def test_parse_size() -> None:
+    assert parse_size("640M") == 640 * 2**20
+    assert parse_size("1G") == 2**30
+    assert parse_size("4096") == 4096
+    with pytest.raises(AssertionError):
+        parse_size("50%")
+
+
+def test_memory_limits_leave_headroom_above_the_measured_peak(unit: Unit) -> None:
+    service = unit["Service"]
+    assert len(service.get("MemoryMax", [])) == 1, "MemoryMax= set once"
+    assert len(service.get("MemoryHigh", [])) == 1, "MemoryHigh= set once"
+    peak = MEASURED_PEAK_RSS_MIB * 2**20
+    high, hard = parse_size(service["MemoryHigh"][0]), parse_size(service["MemoryMax"][0])
+    assert hard >= 2 * peak, f"MemoryMax={service['MemoryMax'][0]} is below twice the peak"
+    assert 1.5 * peak <= high < hard, "MemoryHigh= between 1.5x the peak and MemoryMax="
+
+
+def test_tasks_max_covers_every_thread_the_gateway_can_start(unit: Unit) -> None:
+    (value,) = unit["Service"]["TasksMax"]
+    assert value.isdigit(), f"TasksMax={value}: an absolute count"
+    assert int(value) >= MEASURED_THREADS + EXECUTOR_THREADS_MAX
+
+
+def test_measured_figures_are_the_documented_ones() -> None:
+    """The constants above and docs/benchmarks.md tell the same measurement."""
+    text = BENCHMARKS.read_text()
+    assert f"peak resident set (`VmHWM`) | {MEASURED_PEAK_RSS_MIB} MiB |" in text
+    assert f"most threads seen (`Threads`) | {MEASURED_THREADS} |" in text
+
+
+def _allowed(values: list[str]) -> list[str]:
+    return [item for value in values for item in value.split()]
+
+
+def test_ip_traffic_is_limited_to_this_machine(unit: Unit) -> None:
+    service = unit["Service"]
+    assert service.get("IPAddressDeny") == ["any"]
+    allowed = _allowed(service.get("IPAddressAllow", []))
+    assert "localhost" in allowed or {"127.0.0.0/8", "::1"} <= set(allowed)
+    assert "any" not in allowed
+
+
+def test_broker_drop_in_allows_only_addresses() -> None:
+    drop_in = parse_unit(BROKER_DROP_IN.read_text())
+    assert list(drop_in) == ["Service"]
+    assert list(drop_in["Service"]) == ["IPAddressAllow"]
+    addresses = _allowed(drop_in["Service"]["IPAddressAllow"])
+    assert addresses
+    for address in addresses:
+        network = ipaddress.ip_network(address)  # raises on anything but an address or prefix
+        assert not network.is_loopback, "localhost is in the unit already"
+        assert network.num_addresses < 2**16 or network.version == 6, "not a wide-open prefix"
+
+
+def test_operations_doc_shows_the_drop_in() -> None:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    assert "/etc/systemd/system/lockgate.service.d/broker.conf" in text
+    assert "IPAddressAllow=" in text
+    assert BROKER_DROP_IN.name in text
+
+
 def test_exec_start_is_the_console_script(unit: Unit) -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
     program, subcommand = unit["Service"]["ExecStart"][0].split()[:2]
@@ -138,10 +220,33 @@ def _verify(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _with_drop_in(unit_path: Path, text: str) -> None:
+    """``verify`` and ``security`` read drop-ins from ``<unit file>.d/`` beside the file."""
+    directory = unit_path.parent / f"{unit_path.name}.d"
+    directory.mkdir()
+    (directory / "broker.conf").write_text(text)
+
+
 def test_systemd_analyze_verify_is_silent(tmp_path: Path) -> None:
     result = _verify(_checkable_copy(tmp_path))
     assert result.returncode == 0, result.stderr
     assert result.stdout + result.stderr == ""
+
+
+def test_systemd_analyze_verify_is_silent_with_the_broker_drop_in(tmp_path: Path) -> None:
+    path = _checkable_copy(tmp_path)
+    _with_drop_in(path, BROKER_DROP_IN.read_text())
+    result = _verify(path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout + result.stderr == ""
+
+
+def test_verify_reads_the_drop_in(tmp_path: Path) -> None:
+    """Proves the test above can fail: a bad address in the drop-in is reported."""
+    path = _checkable_copy(tmp_path)
+    _with_drop_in(path, BROKER_DROP_IN.read_text().replace("192.0.2.10", "192.0.2.300"))
+    output = _verify(path)
+    assert "192.0.2.300" in output.stdout + output.stderr
 
 
 def test_verify_check_catches_a_misspelt_key(tmp_path: Path) -> None:
@@ -152,9 +257,9 @@ def test_verify_check_catches_a_misspelt_key(tmp_path: Path) -> None:
     assert "ProtectHom" in result.stdout + result.stderr
 
 
-def test_security_exposure_is_low(tmp_path: Path) -> None:
+def _exposure(path: Path) -> tuple[float, str]:
     result = subprocess.run(
-        [_systemd_analyze(), "security", "--offline=true", str(_checkable_copy(tmp_path))],
+        [_systemd_analyze(), "security", "--offline=true", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -165,4 +270,18 @@ def test_security_exposure_is_low(tmp_path: Path) -> None:
         reason = f"systemd-analyze security --offline=true is unsupported here: {result.stderr}"
         print(reason)
         pytest.skip(reason)
-    assert float(match.group(1)) <= 2.0, result.stdout
+    return float(match.group(1)), result.stdout
+
+
+def test_security_exposure_is_low(tmp_path: Path) -> None:
+    exposure, report = _exposure(_checkable_copy(tmp_path))
+    assert exposure <= MAX_EXPOSURE, report
+    assert "allow list with only localhost entries" in report, report
+
+
+def test_security_exposure_is_low_with_the_broker_drop_in(tmp_path: Path) -> None:
+    path = _checkable_copy(tmp_path)
+    _with_drop_in(path, BROKER_DROP_IN.read_text())
+    exposure, report = _exposure(path)
+    assert exposure <= MAX_EXPOSURE, report
+    assert "non-localhost entries" in report, "the drop-in was not read"

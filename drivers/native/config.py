@@ -1,7 +1,8 @@
 """Config options of the ``native`` driver, and the MQTT naming rules every driver shares.
 
 The shared helpers live here, in the driver package that speaks lockgate's own protocol, so that
-driver config modules stay leaves: they never import ``gateway`` (which imports them).
+driver config modules stay leaves: of ``gateway`` they import only ``gateway.topics``, which
+imports nothing.
 """
 
 from __future__ import annotations
@@ -9,41 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from gateway.topics import config_topic_problem
+
 __all__ = [
     "NativeOptions",
     "parse_options",
     "report_unknown_keys",
     "take_name",
-    "topic_problem",
 ]
-
-_MAX_TOPIC_BYTES = 65535  # the MQTT length limit of a topic name
-
-
-def topic_problem(value: str, *, single_level: bool = False) -> str | None:
-    """Why ``value`` cannot be (part of) a topic the gateway publishes or subscribes to.
-
-    Stricter than MQTT: empty levels, a leading ``$`` (broker-reserved, skipped by ``#``) and
-    leading or trailing ``/`` are legal but always a mistake in a config file.
-    """
-    if not value:
-        return "must not be empty"
-    if "\0" in value:
-        return "must not contain a NUL character"
-    if "+" in value or "#" in value:
-        return "must not contain the MQTT wildcards + or #"
-    if single_level and "/" in value:
-        return "must not contain /"
-    if value.startswith("/") or value.endswith("/"):
-        return "must not start or end with /"
-    if "//" in value:
-        return "must not contain empty topic levels (//)"
-    if value.startswith("$"):
-        return "must not start with $ (reserved for the broker)"
-    if len(value.encode("utf-8", "surrogatepass")) > _MAX_TOPIC_BYTES:
-        return "is longer than an MQTT topic may be"
-    return None
-
 
 def take_name(
     raw: Mapping[str, object],
@@ -64,7 +38,7 @@ def take_name(
     if not isinstance(value, str):
         problems.append(f"{path}.{key}: must be a string")
         return default
-    why = topic_problem(value, single_level=single_level)
+    why = config_topic_problem(value, single_level=single_level)
     if why is not None:
         problems.append(f"{path}.{key}: {why}")
         return default

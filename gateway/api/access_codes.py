@@ -11,6 +11,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
+from drivers.base import SlotTable
 from gateway.api.devices import require_device
 from gateway.api.errors import ApiError, invalid
 from gateway.api.params import (
@@ -29,7 +30,8 @@ from gateway.api.params import (
 from gateway.api.router import Endpoint
 from gateway.model import AccessCode, BackupState, CodeType, Device, EventType, Json
 from gateway.rules.codes import CodeRuleViolation, check_code, generate_code
-from gateway.store import Tx
+from gateway.rules.slots import CodeView, unmanaged_pins
+from gateway.store import Tx, slot_writes
 from gateway.store import codes as store
 from gateway.store import devices as device_store
 from gateway.store.observed import load_table
@@ -259,7 +261,14 @@ async def generate(tx: Tx, params: dict[str, Any]) -> Json:
 async def unmanaged(tx: Tx, params: dict[str, Any]) -> Json:
     device = await require_device(tx, params["device_id"])
     observed = await load_table(tx, device.device_id)
-    managed = {c.slot: c.code for c in await store.codes_of_device(tx, device.device_id) if c.slot}
+    codes = await store.codes_of_device(tx, device.device_id)
+    views = [
+        CodeView(c.access_code_id, c.code, c.slot, c.status, wanted=True)
+        for c in codes
+        if c.slot is not None
+    ]
+    ours = [w for w, _ in await slot_writes.of_device(tx, device.device_id)]
+    table = SlotTable(capacity=max(observed, default=0), slots=observed)
     found: list[Json] = [
         {
             "access_code_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{device.device_id}/{slot}/{v}")),
@@ -280,8 +289,7 @@ async def unmanaged(tx: Tx, params: dict[str, Any]) -> Json:
             "is_external_modification_allowed": False,
             "slot": slot,
         }
-        for slot, v in sorted(observed.items())
-        if isinstance(v, str) and managed.get(slot) != v
+        for slot, v in sorted(unmanaged_pins(views, table, ours).items())
     ]
     return {"access_codes": found}
 

@@ -13,6 +13,7 @@ import hashlib
 import json
 import math
 import re
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,8 +26,9 @@ from gateway.api.params import Field, validate
 from gateway.clock import isoformat
 from gateway.logs import get_logger, log_context
 from gateway.model import Json
-from gateway.mqtt import MqttSession, NotConnected, shown_topic, topic_problem
+from gateway.mqtt import MqttSession, NotConnected, shown_topic
 from gateway.store import Store, Tx
+from gateway.topics import topic_problem
 
 log = get_logger("gateway.api")
 
@@ -148,6 +150,16 @@ class Router:
         except ApiError as exc:
             reply_body = _error(request_id, exc)
             log.info("api.refused", endpoint=topic, error=exc.type, message=exc.message)
+        except sqlite3.OperationalError as exc:
+            # A full or failing disk: the transaction rolled back, so nothing changed. Say so.
+            log.error("api.storage_failed", endpoint=topic, reason=str(exc))  # noqa: TRY400 (no traceback per request)
+            reply_body = _error(
+                request_id,
+                ApiError(
+                    "internal_error",
+                    f"the gateway could not store the change ({exc}); nothing was changed",
+                ),
+            )
         except Exception:
             log.exception("api.internal_error", endpoint=topic)
             reply_body = _error(
