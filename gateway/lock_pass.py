@@ -46,9 +46,6 @@ from gateway.store import devices as device_store
 from gateway.store.observed import load_table
 from gateway.store.problems import problems_of, raised_problems, set_problem
 
-#: A write that timed out may still land this many command timeouts after it was sent.
-SETTLE_TIMEOUTS = 2
-
 
 @dataclass(frozen=True, slots=True)
 class Read:
@@ -99,7 +96,7 @@ class LockPass:
         config: Config,
         reads: ReadState,
         *,
-        answered: set[tuple[int, str]] | None = None,
+        lock_answered: bool = False,
     ) -> None:
         self.driver = driver
         self.timing = config.timing
@@ -113,7 +110,7 @@ class LockPass:
         self.raised: set[tuple[str, str]] = set()  # (owner, problem) raised, as of now
         self.codes: list[AccessCode] = []  # this pass's codes, kept current as it goes
         self.forgotten: set[str] = set()
-        self.answered = answered if answered is not None else set()
+        self.lock_answered = lock_answered  # since the last pass: earlier writes are settled
         self.has_writes: set[str] = set()  # codes with a written PIN that may be on the lock
 
     async def run(self) -> Step:
@@ -156,17 +153,15 @@ class LockPass:
         return Step(command, earliest(t for t in self.deadlines if t is not None and t > self.now))
 
     async def _written(self, codes: list[AccessCode]) -> list[Written]:
-        """The PINs this pass's codes have written, answered writes settled first."""
-        if self.answered:
-            await slot_writes.settle(self.tx, self.device.device_id, self.answered)
-            self.answered.clear()
+        """The PINs this pass's codes have written, settled first if the lock has answered."""
+        if self.lock_answered:
+            await slot_writes.settle(self.tx, self.device.device_id)
         ids = {c.access_code_id for c in codes}
         written = []
-        for w, settles_at in await slot_writes.of_device(self.tx, self.device.device_id):
+        for w in await slot_writes.of_device(self.tx, self.device.device_id):
             if w.code_id in ids:  # an unmanaged lock's other codes are not this pass's concern
                 written.append(w)
                 self.has_writes.add(w.code_id)
-                self.deadlines.append(settles_at)
         return written
 
     def _lingers(self, code: AccessCode, result: Plan | None) -> bool:
@@ -437,11 +432,8 @@ class LockPass:
                 await code_store.set_status(tx, victim, CodeStatus.UNSET)
             await code_store.set_slot(tx, code, action.slot)
             await code_store.set_status(tx, code, CodeStatus.SETTING)
-            settles_at = self.now + timedelta(
-                seconds=SETTLE_TIMEOUTS * self.timing.command_timeout
-            )
             written = Written(code.access_code_id, action.slot, action.pin, settled=False)
-            await slot_writes.record(tx, written, code.device_id, settles_at)
+            await slot_writes.record(tx, written, code.device_id)
         elif action.slot == code.slot:
             await code_store.set_status(tx, code, CodeStatus.REMOVING)
         attempts, _, _ = (await code_store.retry_state(tx, code.device_id))[code.access_code_id]

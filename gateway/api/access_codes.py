@@ -267,7 +267,7 @@ async def unmanaged(tx: Tx, params: dict[str, Any]) -> Json:
         for c in codes
         if c.slot is not None
     ]
-    ours = [w for w, _ in await slot_writes.of_device(tx, device.device_id)]
+    ours = await slot_writes.of_device(tx, device.device_id)
     table = SlotTable(capacity=max(observed, default=0), slots=observed)
     found: list[Json] = [
         {

@@ -107,7 +107,7 @@ MIGRATIONS: tuple[str, ...] = (
         slot            INTEGER NOT NULL,
         code            TEXT NOT NULL,
         access_code_id  TEXT NOT NULL,
-        settles_at      TEXT,  -- until then a timed-out write may still land (NULL: answered)
+        answered        INTEGER NOT NULL DEFAULT 0,  -- 1: the lock has answered since
         PRIMARY KEY (device_id, slot, code)
     ) WITHOUT ROWID;
     CREATE INDEX slot_writes_code ON slot_writes (access_code_id);

@@ -1,46 +1,44 @@
 """Every PIN the gateway has written (or begun to write) to a slot, until the lock is seen
-without it: the memory that lets no PIN outlive its code (see ``rules.slots.Written``)."""
+without it: the memory that lets no PIN outlive its code (see ``rules.slots.Written``).
+
+A write that timed out may still land, even much later: a slow lock queues its commands. But a
+lock works through its commands in order, and one worker sends it one command at a time, so the
+lock's next real answer (to any command) proves every earlier write applied or dropped. Until
+then a record is unsettled, and its code cannot be forgotten."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import datetime
 
-from gateway.clock import isoformat, parse_timestamp
 from gateway.rules.slots import Written
 from gateway.store.db import Tx
 
 
-async def record(tx: Tx, written: Written, device_id: str, settles_at: datetime) -> None:
+async def record(tx: Tx, written: Written, device_id: str) -> None:
     """Before the command is sent: after a crash the write may have landed."""
     await tx.execute(
-        "INSERT OR REPLACE INTO slot_writes (device_id, slot, code, access_code_id, settles_at)"
-        " VALUES (?, ?, ?, ?, ?)",
-        (device_id, written.slot, written.pin, written.code_id, isoformat(settles_at)),
+        "INSERT OR REPLACE INTO slot_writes (device_id, slot, code, access_code_id, answered)"
+        " VALUES (?, ?, ?, ?, 0)",
+        (device_id, written.slot, written.pin, written.code_id),
     )
 
 
-async def settle(tx: Tx, device_id: str, answered: Iterable[tuple[int, str]]) -> None:
-    """The lock answered these writes: none of them can land later."""
-    await tx.executemany(
-        "UPDATE slot_writes SET settles_at = NULL WHERE device_id = ? AND slot = ? AND code = ?",
-        [(device_id, slot, pin) for slot, pin in answered],
+async def settle(tx: Tx, device_id: str) -> None:
+    """The lock answered a command: every write sent to it before can no longer land."""
+    await tx.execute(
+        "UPDATE slot_writes SET answered = 1 WHERE device_id = ? AND answered = 0", (device_id,)
     )
 
 
-async def of_device(tx: Tx, device_id: str) -> list[tuple[Written, datetime | None]]:
-    """Each written PIN with the moment it settles (None: settled), as of ``tx.now``."""
+async def of_device(tx: Tx, device_id: str) -> list[Written]:
     rows = await tx.fetchall(
-        "SELECT slot, code, access_code_id, settles_at FROM slot_writes WHERE device_id = ?",
+        "SELECT slot, code, access_code_id, answered FROM slot_writes WHERE device_id = ?",
         (device_id,),
     )
-    found = []
-    for row in rows:
-        settles_at = parse_timestamp(row["settles_at"]) if row["settles_at"] else None
-        settled = settles_at is None or settles_at <= tx.now
-        written = Written(row["access_code_id"], row["slot"], row["code"], settled)
-        found.append((written, None if settled else settles_at))
-    return found
+    return [
+        Written(r["access_code_id"], r["slot"], r["code"], settled=bool(r["answered"]))
+        for r in rows
+    ]
 
 
 async def drop(tx: Tx, device_id: str, left: Iterable[Written]) -> None:
