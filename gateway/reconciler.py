@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from drivers.base import CommandFailed, CommandTimedOut, Driver, SlotTable
-from gateway.clock import Clock, Timer
+from gateway.clock import Clock
 from gateway.config import Config
 from gateway.lock_pass import Command, LockPass, Read, ReadState, Step
 from gateway.logs import get_logger, log_context
@@ -30,9 +30,6 @@ log = get_logger("gateway.reconciler")
 NOT_SENT = frozenset({"offline", "not_connected"})
 #: After an unexpected error in a pass, wait this long (real time) before the next one.
 PASS_ERROR_PAUSE = 1.0
-#: How long a lock's topics may be missing on a connected broker before the device says so
-#: (``device_not_found_on_stack``): its stack's retained topics come within milliseconds.
-NOT_FOUND_AFTER = timedelta(minutes=1)
 
 
 class LockWorker:
@@ -49,9 +46,6 @@ class LockWorker:
         self._recorded_online: bool | None = None
         self._recorded_table: SlotTable | None = None
         self._recorded_refused: str | None = None
-        self._recorded_not_found: str | None = None
-        self._lost_since: datetime | None = None  # since when the driver cannot find the lock
-        self._lost_timer: Timer | None = None
         self.reads = ReadState()
         self._lock_answered = False  # since the last pass: every earlier write has settled
         self._last_command = 0.0
@@ -105,20 +99,16 @@ class LockWorker:
         online = self.driver.online
         table = self.driver.table
         refused = self.driver.refused_report
-        not_found = self._not_found()
         if online and not self._recorded_online:
             self.reads.request(None)  # back (or new): read it all
-        if (online, table, refused, not_found) == (
+        if (online, table, refused) == (
             self._recorded_online,
             self._recorded_table,
             self._recorded_refused,
-            self._recorded_not_found,
         ):
             return
         async with self._store.transaction() as tx:
             await device_store.set_online(tx, self.device_id, online)
-            if not_found != self._recorded_not_found or self._recorded_online is None:
-                await device_store.set_not_found(tx, self.device_id, not_found)
             if refused is not None or table is not None:
                 # Cleared only once a report was taken since start: one raised before a
                 # restart stands until the lock reports again.
@@ -128,28 +118,6 @@ class LockWorker:
                 await record_table(tx, self.device_id, table)
         self._recorded_online, self._recorded_table = online, table
         self._recorded_refused = refused
-        if not_found != self._recorded_not_found:
-            if not_found is not None:
-                log.warning("reconciler.device_not_found", check=not_found)
-            else:
-                log.info("reconciler.device_found")
-        self._recorded_not_found = not_found
-
-    def _not_found(self) -> str | None:
-        """The driver's ``not_found`` once it has stood for :data:`NOT_FOUND_AFTER` on the
-        clock (a timer wakes the worker then); None before, and once the lock is found."""
-        hint = self.driver.not_found
-        if hint is None:
-            self._lost_since = None
-            if self._lost_timer is not None:
-                self._lost_timer.cancel()
-                self._lost_timer = None
-            return None
-        now = self._clock.now()
-        if self._lost_since is None:
-            self._lost_since = now
-            self._lost_timer = self._clock.call_at(now + NOT_FOUND_AFTER, self.wake)
-        return hint if now - self._lost_since >= NOT_FOUND_AFTER else None
 
     # -- one pass -----------------------------------------------------------------------------
 
@@ -193,9 +161,7 @@ class LockWorker:
     async def _read(self, slots: frozenset[int] | None) -> None:
         try:
             await self.driver.read(slots)
-        except CommandFailed as exc:
-            if exc.reason in NOT_SENT:
-                raise  # never reached the lock: read again (no backoff) once it is back
+        except CommandFailed:
             # Not answering reads either: go on with what was last seen. Unverified writes are
             # then retried and counted, so the code fails visibly instead of waiting forever.
             self.reads.due = False
