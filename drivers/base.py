@@ -93,6 +93,14 @@ class Driver(Protocol):
         it was), while that stands; None once the lock reports validly again. ``wake`` is called
         when it changes. Never contains a PIN: it becomes the device's error message."""
 
+    @property
+    def not_found(self) -> str | None:
+        """What to check while none of the lock's own topics has appeared since start on a
+        connected broker (its address in the configuration is not where its stack publishes
+        it, or the stack is not there); None once one has, or when the driver cannot tell.
+        ``wake`` is called when it changes. Never a PIN. The worker raises
+        ``device_not_found_on_stack`` with it once it has stood for a grace period."""
+
     async def start(self, wake: WakeCallback) -> None:
         """Subscribe to the lock's topics; ``wake`` is called on every observed change."""
 

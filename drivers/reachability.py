@@ -35,9 +35,16 @@ class Reachability:
         signals: Mapping[str, bool],
         forget_on_disconnect: Iterable[str],
         on_change: Callable[[bool], None],
+        stale_after_down: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
         """``signals``: each signal's value until its stack reports it; ``forget_on_disconnect``:
-        the retained ones, unknown (False) again until the broker resends them."""
+        the retained ones, unknown (False) again until the broker resends them.
+
+        ``stale_after_down``: per signal, the retained signals its going down leaves behind (a
+        stack killed hard leaves its last statuses on the broker; its will says only that it
+        went down). When it says down, each of them is unknown (False) until reported afresh;
+        what arrives while it is known down is a leftover, kept aside as stale: only
+        :meth:`confirm_stale` (the stack proved it is ready) brings such a value back."""
         self._device_id = device_id
         self._session = session
         self._name = name  # log prefix: native, z2m, zwave
@@ -45,6 +52,9 @@ class Reachability:
         self._forget = tuple(forget_on_disconnect)
         self._on_change = on_change
         self._reported = False
+        self._dependents = {k: tuple(v) for k, v in (stale_after_down or {}).items()}
+        self._down: set[str] = set()  # signals reported down since the broker link came up
+        self._stale: dict[str, bool] = {}  # dependent -> its value left from before the down
 
     @property
     def online(self) -> bool:
@@ -52,6 +62,26 @@ class Reachability:
 
     def says(self, signal: str) -> bool:
         return self._signals[signal]
+
+    @property
+    def stale(self) -> bool:
+        """Whether a signal waits for a fresh report after its stack went down."""
+        return bool(self._stale)
+
+    def invalidate(self, signal: str) -> None:
+        """The stack showed ``signal`` is not what it last said: unknown until reported again."""
+        self._stale.pop(signal, None)
+        self._signals[signal] = False
+        self.check()
+
+    def confirm_stale(self) -> None:
+        """The stack proved it is ready: the values left from before it went down are its
+        current ones (it was cut off from the broker, not restarted, and republishes nothing)."""
+        if any(signal in self._down for signal in self._dependents):
+            return  # down again meanwhile
+        self._signals.update(self._stale)
+        self._stale.clear()
+        self.check()
 
     def start(self) -> None:
         self._session.on_disconnect(self._broker_lost)
@@ -68,14 +98,35 @@ class Reachability:
                     f"{self._name}.bad_{signal}", device_id=self._device_id, problem=str(exc)
                 )
                 return
-            self._signals[signal] = value
-            self.check()
+            self._take(signal, value)
 
         return handle
+
+    def _take(self, signal: str, value: bool) -> None:
+        dependents = self._dependents.get(signal)
+        if dependents is not None:
+            if value:
+                self._down.discard(signal)
+            else:
+                self._down.add(signal)
+                for dependent in dependents:
+                    if dependent not in self._stale:
+                        self._stale[dependent] = self._signals[dependent]
+                    self._signals[dependent] = False
+        elif any(signal in self._dependents[down] for down in self._down):
+            # A retained leftover replayed while its stack is down: not news of the stack.
+            log.debug(f"{self._name}.stale_{signal}", device_id=self._device_id, value=value)
+            self._stale[signal] = value
+            return
+        else:
+            self._stale.pop(signal, None)
+        self._signals[signal] = value
+        self.check()
 
     def _broker_lost(self) -> None:
         for signal in self._forget:
             self._signals[signal] = False
+        self._down.clear()  # known again from the statuses the broker resends
         self.check()
 
     def check(self) -> None:
@@ -138,6 +189,7 @@ class LinkedDriver(abc.ABC):
     name: ClassVar[str]
     signals: ClassVar[Mapping[str, bool]]
     forget_on_disconnect: ClassVar[tuple[str, ...]]
+    stale_after_down: ClassVar[Mapping[str, tuple[str, ...]]] = {}
 
     def __init__(self, device_id: str, session: MqttSession, timing: Timing) -> None:
         self.device_id = device_id
@@ -152,6 +204,7 @@ class LinkedDriver(abc.ABC):
             signals=self.signals,
             forget_on_disconnect=self.forget_on_disconnect,
             on_change=self._reachability_changed,
+            stale_after_down=self.stale_after_down,
         )
         self._refusals = Refusals(device_id=device_id, name=self.name, on_change=self._poke)
 
@@ -166,6 +219,10 @@ class LinkedDriver(abc.ABC):
     @property
     def refused_report(self) -> str | None:
         return self._refusals.reason
+
+    @property
+    def not_found(self) -> str | None:
+        return None  # a driver that can tell a wrong address from an absent lock says so
 
     def _poke(self) -> None:
         self._wake()  # looked up on each call: ``start`` replaces the callback

@@ -46,6 +46,10 @@ class UnavailableDriver:
     def refused_report(self) -> str | None:
         return None
 
+    @property
+    def not_found(self) -> str | None:
+        return None
+
     async def start(self, wake: WakeCallback) -> None:
         log.error("driver.unavailable", device_id=self.device_id, driver=self.driver)
 

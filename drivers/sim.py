@@ -20,13 +20,13 @@ import importlib
 import json
 import math
 from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, ClassVar, Final, Literal
 
 import aiomqtt
 
-from gateway.config import Config, DeviceConfig, SimulatorSettings
+from gateway.config import Config, DeviceConfig, SimLockSettings, SimulatorSettings
 from gateway.logs import get_logger
 from gateway.mqtt import MqttSession, NotConnected, Retained
 
@@ -83,6 +83,8 @@ class SimSpec:
     reject_duplicates: bool
     expose_pin: bool
     control_topic: str
+    #: The lock's own settings, for what only its protocol's simulator knows.
+    settings: SimLockSettings = field(default_factory=SimLockSettings)
 
     @classmethod
     def resolve(cls, device: DeviceConfig, settings: SimulatorSettings) -> SimSpec:
@@ -97,6 +99,7 @@ class SimSpec:
             reject_duplicates=lock.reject_duplicates if lock is not None else True,
             expose_pin=lock.expose_pin if lock is not None else True,
             control_topic=settings.control_topic,
+            settings=lock if lock is not None else SimLockSettings(),
         )
 
 

@@ -159,6 +159,11 @@ class SimLockSettings:
     initial_codes: Mapping[int, str] = field(default_factory=_no_codes)  # slot (from 1) -> PIN
     reject_duplicates: bool = True
     expose_pin: bool = True  # zigbee2mqtt/zwave_js_ui: False = reads show codes masked
+    # zigbee2mqtt only: the users Zigbee2MQTT's device definition has (``pinCodeCount``; beyond
+    # it Zigbee2MQTT refuses the request), and the users the lock really holds (beyond them
+    # reads show ``not_supported_255`` and writes are refused). None: the device's slots.
+    pin_code_count: int | None = None
+    lock_users: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -674,6 +679,9 @@ def _parse_sim_locks(
             continue
         if lock.given("expose_pin") and device.driver not in ("zigbee2mqtt", "zwave_js_ui"):
             lock.report("expose_pin", "applies to drivers zigbee2mqtt and zwave_js_ui only")
+        for setting in ("pin_code_count", "lock_users"):
+            if lock.given(setting) and device.driver != "zigbee2mqtt":
+                lock.report(setting, "applies to driver zigbee2mqtt only")
         locks[device.device_id] = SimLockSettings(
             latency=lock.get("latency", _duration(), None),
             initial_codes=_parse_initial_codes(
@@ -681,6 +689,8 @@ def _parse_sim_locks(
             ),
             reject_duplicates=lock.get("reject_duplicates", _flag, True),
             expose_pin=lock.get("expose_pin", _flag, True),
+            pin_code_count=lock.get("pin_code_count", _integer(1, MAX_SLOTS), None),
+            lock_users=lock.get("lock_users", _integer(1, MAX_SLOTS), None),
         )
         lock.finish()
     return MappingProxyType(locks)

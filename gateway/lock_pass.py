@@ -97,6 +97,7 @@ class LockPass:
         reads: ReadState,
         *,
         lock_answered: bool = False,
+        not_sent: str | None = None,
     ) -> None:
         self.driver = driver
         self.timing = config.timing
@@ -111,6 +112,7 @@ class LockPass:
         self.codes: list[AccessCode] = []  # this pass's codes, kept current as it goes
         self.forgotten: set[str] = set()
         self.lock_answered = lock_answered  # since the last pass: earlier writes are settled
+        self.not_sent = not_sent  # its last command never left: that was no attempt
         self.has_writes: set[str] = set()  # codes with a written PIN that may be on the lock
 
     async def run(self) -> Step:
@@ -123,6 +125,8 @@ class LockPass:
             # Hands off: only what unmanaging asked to remove (the backup codes) is touched.
             codes = [c for c in codes if c.deleting]
         self.codes = codes
+        if self.not_sent is not None:
+            await code_store.uncount_attempt(tx, self.not_sent)
         retry = await code_store.retry_state(tx, device.device_id)
         written = await self._written(codes)
         table = self.driver.table

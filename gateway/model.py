@@ -86,6 +86,12 @@ PROBLEMS: dict[str, ProblemSpec] = {
         "device",
         "The lock's last report was refused; its previous one stays in effect.",
     ),
+    # Issue 8: the message names the settings to check.
+    "device_not_found_on_stack": ProblemSpec(
+        ProblemKind.ERROR,
+        "device",
+        "The lock has not appeared where its configuration says its hub publishes it.",
+    ),
     "empty_backup_access_code_pool": ProblemSpec(
         ProblemKind.ERROR, "device", "No backup access code is available on this lock."
     ),

@@ -11,10 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from drivers.base import CommandFailed, CommandTimedOut, Driver, SlotTable
-from gateway.clock import Clock
+from gateway.clock import Clock, Timer
 from gateway.config import Config
 from gateway.lock_pass import Command, LockPass, Read, ReadState, Step
 from gateway.logs import get_logger, log_context
@@ -30,6 +30,9 @@ log = get_logger("gateway.reconciler")
 NOT_SENT = frozenset({"offline", "not_connected"})
 #: After an unexpected error in a pass, wait this long (real time) before the next one.
 PASS_ERROR_PAUSE = 1.0
+#: How long a lock's topics may be missing on a connected broker before the device says so
+#: (``device_not_found_on_stack``): its stack's retained topics come within milliseconds.
+NOT_FOUND_AFTER = timedelta(minutes=1)
 
 
 class LockWorker:
@@ -46,8 +49,12 @@ class LockWorker:
         self._recorded_online: bool | None = None
         self._recorded_table: SlotTable | None = None
         self._recorded_refused: str | None = None
+        self._recorded_not_found: str | None = None
+        self._lost_since: datetime | None = None  # since when the driver cannot find the lock
+        self._lost_timer: Timer | None = None
         self.reads = ReadState()
         self._lock_answered = False  # since the last pass: every earlier write has settled
+        self._not_sent: str | None = None  # the code whose command never left: not an attempt
         self._last_command = 0.0
         self.passes = 0
         self.commands = 0
@@ -99,16 +106,20 @@ class LockWorker:
         online = self.driver.online
         table = self.driver.table
         refused = self.driver.refused_report
+        not_found = self._not_found()
         if online and not self._recorded_online:
             self.reads.request(None)  # back (or new): read it all
-        if (online, table, refused) == (
+        if (online, table, refused, not_found) == (
             self._recorded_online,
             self._recorded_table,
             self._recorded_refused,
+            self._recorded_not_found,
         ):
             return
         async with self._store.transaction() as tx:
             await device_store.set_online(tx, self.device_id, online)
+            if not_found != self._recorded_not_found or self._recorded_online is None:
+                await device_store.set_not_found(tx, self.device_id, not_found)
             if refused is not None or table is not None:
                 # Cleared only once a report was taken since start: one raised before a
                 # restart stands until the lock reports again.
@@ -118,19 +129,55 @@ class LockWorker:
                 await record_table(tx, self.device_id, table)
         self._recorded_online, self._recorded_table = online, table
         self._recorded_refused = refused
+        if not_found != self._recorded_not_found:
+            if not_found is not None:
+                log.warning("reconciler.device_not_found", check=not_found)
+            else:
+                log.info("reconciler.device_found")
+        self._recorded_not_found = not_found
+
+    def _not_found(self) -> str | None:
+        """The driver's ``not_found`` once it has stood for :data:`NOT_FOUND_AFTER` on the
+        clock (a timer wakes the worker then); None before, and once the lock is found."""
+        hint = self.driver.not_found
+        if hint is None:
+            self._lost_since = None
+            if self._lost_timer is not None:
+                self._lost_timer.cancel()
+                self._lost_timer = None
+            return None
+        now = self._clock.now()
+        if self._lost_since is None:
+            self._lost_since = now
+        due = self._lost_since + NOT_FOUND_AFTER
+        if now >= due:
+            return hint
+        if self._lost_timer is None:  # armed again if it fired early (a clock may)
+            self._lost_timer = self._clock.call_at(due, self._lost_timer_fired)
+        return None
+
+    def _lost_timer_fired(self) -> None:
+        self._lost_timer = None
+        self.wake()
 
     # -- one pass -----------------------------------------------------------------------------
 
     async def _pass(self) -> Step:
-        answered = self._lock_answered
+        answered, not_sent = self._lock_answered, self._not_sent
         async with self._store.transaction() as tx:
             device = await device_store.get_device(tx, self.device_id)
             if device is None:
                 return Step()
             step = await LockPass(
-                tx, device, self.driver, self._config, self.reads, lock_answered=answered
+                tx,
+                device,
+                self.driver,
+                self._config,
+                self.reads,
+                lock_answered=answered,
+                not_sent=not_sent,
             ).run()
-        self._lock_answered = False  # committed: those writes are settled in the store
+        self._lock_answered, self._not_sent = False, None  # committed in the store
         return step
 
     # -- acting -------------------------------------------------------------------------------
@@ -155,13 +202,17 @@ class LockWorker:
         except CommandFailed as exc:
             log.warning("reconciler.refused", command=type(command).__name__, reason=exc.reason)
             if exc.reason in NOT_SENT:
+                if not isinstance(command, Read):
+                    self._not_sent = command.code_id
                 return
         self._lock_answered = True
 
     async def _read(self, slots: frozenset[int] | None) -> None:
         try:
             await self.driver.read(slots)
-        except CommandFailed:
+        except CommandFailed as exc:
+            if exc.reason == "offline":
+                raise  # the lock went away before the read: read (no backoff) once it is back
             # Not answering reads either: go on with what was last seen. Unverified writes are
             # then retried and counted, so the code fails visibly instead of waiting forever.
             self.reads.due = False

@@ -141,6 +141,8 @@ PROBLEM_TABLE = {
     "many_active_backup_codes": ("device", "warning"),
     # Beyond section 7 (issue 7): a lock's report refused as out of bounds.
     "invalid_report_from_device": ("device", "error"),
+    # Beyond section 7 (issue 8): a lock whose topics never appeared where configured.
+    "device_not_found_on_stack": ("device", "error"),
 }
 
 EVENT_TYPES = {

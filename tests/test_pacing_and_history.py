@@ -6,7 +6,7 @@ import asyncio
 import itertools
 
 from tests.conftest import ConfigFactory
-from tests.harness import at, new_code, running_site
+from tests.harness import at, get_code, new_code, running_site
 
 
 async def test_commands_to_one_lock_keep_min_command_interval(make_config: ConfigFactory) -> None:
@@ -60,3 +60,25 @@ async def test_events_list_reads_the_history_back(make_config: ConfigFactory) ->
             "events/list", since=start, device_id="front_door", event_types=["access_code.created"]
         )
         assert [e["access_code_id"] for e in typed["events"]] == [cid]
+
+
+async def test_a_write_that_never_left_is_not_an_attempt(make_config: ConfigFactory) -> None:
+    """The pass counts an attempt before the command goes out; if the lock goes offline while
+    the command waits for its spacing, nothing was sent, so nothing was tried: once the lock
+    is back the code goes on at once, not after a backoff (the clock here never moves)."""
+    config = make_config(timing={"min_command_interval": "1s", "max_attempts": 1})
+    async with running_site(config) as site:
+        lock = site.lock("front_door")
+        await new_code(site, "3141")
+        await site.settled()
+        second = await new_code(site, "2718")
+        async with asyncio.timeout(5):  # committed to its slot, now waiting out the spacing
+            while (code := await get_code(site, second))["slot"] is None:
+                await asyncio.sleep(0.01)
+        assert code["status"] == "setting"
+        await lock.control({"online": False})
+        await site.settled()  # the paced write was refused as offline, the pass after it ran
+        await lock.control({"online": True})
+        await site.settled()
+        assert (await get_code(site, second))["status"] == "set"
+        assert "2718" in lock.slots.values()

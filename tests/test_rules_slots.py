@@ -200,7 +200,15 @@ def check_invariants(codes: Sequence[CodeView], table: SlotTable, result: Plan) 
         assert c.slot is None
         assert cid not in result.duplicates
         assert not actions_of(result, cid)
-    sets = [result.verified, result.gone, result.external, result.no_space]
+    for cid in result.waiting_for_read:
+        c = by_id[cid]
+        assert c.wanted
+        assert c.slot is None
+        assert not actions_of(result, cid)
+        assert any(
+            table.value(n) is UNKNOWN and n not in assigned for n in range(1, table.capacity + 1)
+        ), f"{cid} waits for a read, but no slot is unread"
+    sets = [result.verified, result.gone, result.external, result.no_space, result.waiting_for_read]
     for a, b in itertools.combinations(sets, 2):
         assert not a & b
     acting = set(ids)
@@ -220,6 +228,7 @@ def check_invariants(codes: Sequence[CodeView], table: SlotTable, result: Plan) 
                 bool(actions_of(result, c.code_id)),
                 c.code_id in result.duplicates,
                 c.code_id in result.no_space,
+                c.code_id in result.waiting_for_read,
             ]
             assert outcomes.count(True) == 1, (c, result)
             assert (c.code_id in result.duplicates) == (c.pin in foreign.values())
@@ -232,7 +241,7 @@ def check_invariants(codes: Sequence[CodeView], table: SlotTable, result: Plan) 
     # backup with a readable slot is left to give one up.
     fresh = [w.slot for w in writes(result) if w.evicts is None and by_id[w.code_id].slot is None]
     assert fresh == free[: len(fresh)]
-    if victims or result.no_space:
+    if victims or result.no_space or result.waiting_for_read:
         assert len(fresh) == len(free), "a free slot was left while a code went without"
     evictable = {
         c.code_id
@@ -419,6 +428,22 @@ def test_a_lock_with_no_empty_slot_in_range_has_no_space() -> None:
     result = planned([code("a", PIN)], table)
     assert result.no_space == {"a"}
     assert result.actions == []
+
+
+def test_codes_waiting_for_unread_slots_are_not_out_of_space() -> None:
+    """Issue 8 (11): at first contact zwave-js has read only the slots it was asked about; the
+    rest are unknown. Unread is not full: the pool's backups wait for the read, not fail."""
+    table = SlotTable(capacity=30, slots={1: None, 2: OTHER, 3: "5678"})
+    backups = [code(f"b{n}", f"100{n}", pooled=True, order=n) for n in range(3)]
+    result = planned(backups, table)
+    assert writes(result) == [Write("b0", 1, "1000")]
+    assert result.waiting_for_read == {"b1", "b2"}
+    assert not result.no_space
+    # Once every slot is read and none is free, the same codes are out of space.
+    full = lock(3, {1: "1000", 2: OTHER, 3: "5678"})
+    result = planned([replace(backups[0], slot=1, status=SET), *backups[1:]], full)
+    assert result.no_space == {"b1", "b2"}
+    assert not result.waiting_for_read
 
 
 def test_an_unread_lock_is_never_written() -> None:
@@ -954,6 +979,7 @@ def test_one_command_per_pass_reaches_a_steady_state(scene: Scene) -> None:
                 or (c.slot is not None and not readable)
                 or c.code_id in result.duplicates
                 or c.code_id in result.no_space
+                or c.code_id in result.waiting_for_read  # only a read can move it on
             ), c
         else:
             assert c.slot is None or not readable, c

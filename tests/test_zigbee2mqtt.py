@@ -15,8 +15,9 @@ import pytest
 from drivers.base import CommandFailed, CommandTimedOut, Unreadable
 from drivers.registry import FACTORIES
 from drivers.sim import SimulatedLock, Simulator, simulated_lock_class
-from drivers.zigbee2mqtt.driver import Zigbee2MqttDriver, create_driver
+from drivers.zigbee2mqtt.driver import QUIET_SHARE, Zigbee2MqttDriver, create_driver
 from drivers.zigbee2mqtt.protocol import (
+    KEYPAD,
     PayloadError,
     PinRequest,
     StateReport,
@@ -28,16 +29,20 @@ from drivers.zigbee2mqtt.protocol import (
     parse_logging_error,
     parse_set,
     parse_state,
+    range_error_payload,
     read_all_payload,
     read_payload,
+    redact_pins,
     set_payload,
+    set_timeout_payload,
 )
 from drivers.zigbee2mqtt.simulator import SimulatedZigbee2MqttLock
 from gateway.config import Config, DeviceConfig, Timing
 from gateway.mqtt import encode
 from tests.broker import Broker
 from tests.conftest import ConfigFactory
-from tests.harness import Recorder, barrier, get_code, is_event, new_code, running_site
+from tests.harness import Recorder, barrier, error_codes, get_code, is_event, new_code, running_site
+from tests.harness import device as device_json
 from tests.helpers import Probe, Wakes, eventually, running, session_for, simulation
 
 PIN = "8642"  # in slot 1 (Zigbee2MQTT user 0) at start
@@ -59,6 +64,11 @@ def zb_config(make_config: ConfigFactory, *, expose_pin: bool = True, **lock: An
 
 def device(config: Config, device_id: str = ZB) -> DeviceConfig:
     return next(d for d in config.all_devices if d.device_id == device_id)
+
+
+def logged(out: str, event: str) -> int:
+    """How many log lines of ``event`` the JSON log ``out`` holds."""
+    return sum(1 for line in out.splitlines() if f'"event": "{event}"' in line)
 
 
 # -- payloads ------------------------------------------------------------------------------------
@@ -142,16 +152,79 @@ def test_state_message_actions() -> None:
         b"not json",
         b'"users"',
         b'{"users": []}',
-        b'{"users": {"one": {"status": "enabled"}}}',
-        b'{"users": {"01": {"status": "enabled"}}}',
-        b'{"users": {"1": {"status": "occupied"}}}',
-        b'{"users": {"1": {"status": "enabled", "pin_code": 123}}}',  # leading zeros lost
         b'{"action": "pin_code_added", "action_user": "x"}',
     ],
 )
 def test_bad_state_messages(payload: bytes) -> None:
     with pytest.raises(PayloadError):
         parse_state(payload)
+
+
+@pytest.mark.parametrize(
+    ("entry", "refused"),
+    [
+        ('"one": {"status": "enabled"}', "users.one: user keys must be decimal numbers from 0"),
+        ('"01": {"status": "enabled"}', "users.01: user keys must be decimal numbers from 0"),
+        ('"1": {"status": 3}', "users.1.status: expected a string"),
+        ('"1": "enabled"', "users.1: expected an object"),
+        ('"1": {"status": "enabled", "pin_code": 123}', "users.1.pin_code: expected a string"),
+    ],
+)
+def test_one_bad_entry_hides_no_other(entry: str, refused: str) -> None:
+    """Finding 1: Zigbee2MQTT republishes a bad entry in every later message, for good; it is
+    left out on its own, and the message still answers for every other user."""
+    report = parse_state(f'{{"users": {{{entry}, "4": {{"status": "available"}}}}}}')
+    assert report.users == {4: UserEntry("available")}
+    assert report.refused == (refused,)
+
+
+def test_a_status_the_converter_does_not_know_is_an_occupied_slot() -> None:
+    """Finding 1: ``not_supported_<n>`` (0xFF past the lock's real users) is no refusal."""
+    report = parse_state(
+        b'{"users": {"2": {"status": "not_supported_255"}, "3": {"status": "not_supported_NaN"},'
+        b' "4": {"status": "enabled", "pin_code": "4444"}}}'
+    )
+    assert report.refused == ()
+    assert {user: entry.value() for user, entry in report.users.items()} == {
+        2: Unreadable.OCCUPIED,
+        3: Unreadable.OCCUPIED,
+        4: "4444",
+    }
+    assert not report.users[2].hides_pin  # says nothing about expose_pin
+
+
+def test_what_the_deep_merge_leaves_behind() -> None:
+    """Finding 9: an empty slot reads ``""`` with expose_pin; an answer without ``pin_code``
+    keeps the old one in Zigbee2MQTT's cache, which then betrays that PINs are hidden."""
+    empty = UserEntry("available", "")
+    assert (empty.value(), empty.hides_pin) == (None, False)
+    leftover = UserEntry("available", "1234")  # cleared, read without expose_pin
+    assert (leftover.value(), leftover.hides_pin) == (None, True)
+    masked = UserEntry("enabled")
+    assert (masked.value(), masked.hides_pin) == (Unreadable.OCCUPIED, True)
+    stale = UserEntry("enabled", "1234")  # may be a leftover: not trusted once PINs are hidden
+    assert (stale.value(), stale.value(pins_hidden=True)) == ("1234", Unreadable.OCCUPIED)
+    assert UserEntry("enabled", "").value() is Unreadable.OCCUPIED
+
+
+def test_pins_in_the_stacks_error_lines_are_redacted() -> None:
+    """Finding 2: herdsman's text quotes the ZCL payload, PIN included."""
+    line = set_timeout_payload("zb", 6, "7777")
+    assert '"pincodevalue":"7777"' in line["message"]  # as the real stack says it
+    error = parse_logging_error(encode(line), "zb")
+    assert error is not None
+    assert "7777" not in error.message
+    assert '"pincodevalue":***' in error.message
+    assert (error.verb, error.key, error.user) == ("set", "pin_code", 6)
+    assert error.about_pin_codes
+    for text, hidden in [
+        ('{"user":1,"pin_code":"0123"}', "0123"),
+        ("code=4826 tail", "4826"),
+        ('pincodevalue: {"type":"Buffer","data":[55,55]}', "55,55"),
+        ("'pin_code': '9911'", "9911"),
+    ]:
+        assert hidden not in redact_pins(text)
+    assert redact_pins("Publish 'set' 'pin_code' to 'zb'") == "Publish 'set' 'pin_code' to 'zb'"
 
 
 def test_availability_and_logging() -> None:
@@ -165,6 +238,17 @@ def test_availability_and_logging() -> None:
     assert parse_logging_error(line, "other") is None
     assert parse_logging_error(b'{"level":"info","message":"\'zb\'"}', "zb") is None
     assert parse_logging_error(b"garbage", "zb") is None
+    # Finding 5: other lines about the lock are no answer to a pin_code request.
+    for other in (
+        "Failed to configure 'zb', attempt 2 (Error: timeout)",
+        "Publish 'set' 'state' to 'zb' failed: 'Error: timeout'",
+    ):
+        error = parse_logging_error(encode({"level": "error", "message": other}), "zb")
+        assert error is not None
+        assert not error.about_pin_codes
+    ranged = parse_logging_error(encode(range_error_payload("zb", "get")), "zb")
+    assert ranged is not None
+    assert ranged.out_of_range
 
 
 def test_driver_and_simulated_lock_are_registered() -> None:
@@ -262,11 +346,19 @@ async def test_accepted_but_not_applied(rig: Rig) -> None:
     assert value(rig.driver, 2) is None
 
 
-async def test_refused_by_the_lock(rig: Rig) -> None:
+async def test_refused_by_the_lock(rig: Rig, probe: Probe) -> None:
+    """Finding 4: Zigbee2MQTT does not look at setPinCodeRsp's status: a refusal is silent and
+    shows only as an unchanged read-back, believed once the lock stays quiet."""
+    await probe.subscribe(TOPICS.bridge_logging)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     with pytest.raises(CommandFailed) as caught:
         await rig.driver.set_code(2, PIN)  # a duplicate
     assert caught.value.reason == "not_applied"
+    assert not isinstance(caught.value, CommandTimedOut)
+    assert loop.time() - started >= TIMEOUT * QUIET_SHARE
     assert value(rig.driver, 2) is None
+    assert probe.seen(TOPICS.bridge_logging) == []
 
 
 async def test_silence_times_out_and_the_slot_becomes_unknown(rig: Rig) -> None:
@@ -290,7 +382,8 @@ async def test_stale_users_are_not_trusted(rig: Rig, probe: Probe) -> None:
     # Zigbee2MQTT republishes its whole cache on any change: entries nobody asked for.
     stale = {"users": {"0": {"status": "available"}, "4": {"status": "enabled", "pin_code": "9"}}}
     await probe.publish(TOPICS.state, {**stale, "battery": 79})
-    await rig.driver.set_code(3, "3333")  # its answer comes after the stale message
+    await rig.driver.read([2])  # a round trip through the lock: the stale message came first
+    await rig.driver.set_code(3, "3333")
     assert value(rig.driver, 1) == PIN
     assert value(rig.driver, 5) is None
     assert rig.wakes.count == woken + 1  # slot 3 only
@@ -304,7 +397,9 @@ async def test_keypad_change_is_read_back(rig: Rig, probe: Probe, config_topic: 
     await rig.wakes.until(lambda: value(rig.driver, 4) == "4444")
     event = await probe.next_where(TOPICS.state, lambda m: "action" in m)
     assert (event["action"], event["action_user"]) == ("pin_code_added", 3)
-    assert event["users"]["3"] == {"status": "available"}
+    assert event["action_source_name"] == "keypad"
+    assert event["users"]["3"] == {"status": "available", "pin_code": ""}
+    # Finding 3: the simulated lock republishes that stale cache again before its answer.
     assert probe.seen(TOPICS.get) == [read_payload(3)]
     await probe.publish(config_topic, {"keypad": {"slot": 4, "code": None}})
     await rig.wakes.until(lambda: value(rig.driver, 4) is None)
@@ -399,10 +494,12 @@ async def test_a_failed_read_is_unknown_not_empty(rig: Rig, probe: Probe) -> Non
 async def test_the_simulated_bridge_reads_every_user(rig: Rig, probe: Probe) -> None:
     await probe.subscribe(TOPICS.state)
     await probe.publish(TOPICS.get, read_all_payload())
+    stale = await probe.next(TOPICS.state)  # a frame of the lock first: the cache as it was
+    assert stale["users"] == {}
     state = await probe.next(TOPICS.state)
     assert state["users"] == {
         "0": {"status": "enabled", "pin_code": PIN},
-        **{str(user): {"status": "available"} for user in range(1, 10)},
+        **{str(user): {"status": "available", "pin_code": ""} for user in range(1, 10)},
     }
     assert "battery" in state
 
@@ -461,7 +558,7 @@ async def test_a_republished_cache_is_not_taken_for_the_answer(
         with pytest.raises(CommandFailed) as caught:
             await write
         assert caught.value.reason == "not_applied"
-        assert loop.time() - started >= TIMEOUT
+        assert loop.time() - started >= TIMEOUT * QUIET_SHARE
         assert value(driver, 4) is None
 
         # A bridge error says at once that the unchanged entry is the answer.
@@ -564,14 +661,21 @@ async def test_through_the_gateway(make_config: ConfigFactory) -> None:
         assert (1, PIN) in await unmanaged()
 
 
-async def test_masked_pins_through_the_gateway(make_config: ConfigFactory) -> None:
+async def test_masked_pins_through_the_gateway(
+    make_config: ConfigFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """expose_pin off is a setting gone wrong: codes still go on, but the device says why their
+    PINs cannot be checked, and the log says it once."""
     async with running_site(zb_config(make_config, expose_pin=False)) as site:
         cid = await new_code(site, "4826", device_id=ZB)
         await barrier(site)
         got = await get_code(site, cid)
-        assert (got["status"], got["errors"]) == ("set", [])
+        assert got["status"] == "set"
+        assert [e["error_code"] for e in got["errors"]] == ["invalid_report_from_device"]
+        assert "expose_pin" in got["errors"][0]["message"]
         assert site.lock(ZB).slots[got["slot"]] == "4826"
         assert got["slot"] != 1  # slot 1 is occupied, though its PIN cannot be read
+    assert logged(capsys.readouterr().out, "z2m.pins_hidden") == 1
 
 
 async def test_resync_reads_only_the_slots_the_gateway_answers_for(
@@ -596,3 +700,203 @@ async def test_resync_reads_only_the_slots_the_gateway_answers_for(
             assert isinstance(message.payload, bytes)
             asked.append(json.loads(message.payload)["pin_code"]["user"])
         assert asked == [slot - 1]  # one read, of the code's own slot (users count from 0)
+
+
+# -- issue 8: what the real stack does, through the truthful simulated lock ------------------------
+
+
+async def test_a_poisoned_entry_disables_nothing(
+    make_config: ConfigFactory, broker: Broker
+) -> None:
+    """Finding 1: reads past the lock's real users give ``not_supported_255``, which rides along
+    in every later message; those slots are occupied and unreadable, the others work on."""
+    async with rigged(zb_config(make_config, lock_users=6), broker) as rig:
+        table = await rig.driver.read()
+        assert [table.value(slot) for slot in range(6, 11)] == [None, *[Unreadable.OCCUPIED] * 4]
+        assert rig.driver.refused_report is None
+        lock = rig.lock
+        assert isinstance(lock, SimulatedZigbee2MqttLock)
+        assert lock.cache[9] == {"status": "not_supported_255"}  # in every message from now on
+        await rig.driver.set_code(2, "2222")
+        await rig.driver.clear_slot(1)
+        assert (value(rig.driver, 1), value(rig.driver, 2)) == (None, "2222")
+
+
+async def test_a_poisoned_lock_through_the_gateway(make_config: ConfigFactory) -> None:
+    async with running_site(zb_config(make_config, lock_users=3)) as site:
+        cids = [await new_code(site, pin, device_id=ZB) for pin in ("1357", "2468", "3579")]
+        await barrier(site)
+        got = [await get_code(site, cid) for cid in cids]
+        # Slot 1 holds the lock's own PIN, slots 2-3 are free, 4-10 cannot be described.
+        assert sorted((c["status"], c["slot"]) for c in got) == [
+            ("set", 2),
+            ("set", 3),
+            ("unset", None),
+        ]
+        assert error_codes(await device_json(site, ZB)) == set()
+
+
+async def test_failed_writes_keep_the_pin_out_of_the_log(
+    make_config: ConfigFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Finding 2: herdsman's error line quotes the PIN; neither the log nor the error says it."""
+    async with running_site(zb_config(make_config)) as site:
+        await site.lock(ZB).control({"fail_next": 1})
+        cid = await new_code(site, "7777", device_id=ZB)
+        await barrier(site)
+        assert (await get_code(site, cid))["status"] == "set"  # on the retry
+    out = capsys.readouterr().out
+    assert logged(out, "z2m.bridge_error") == 1
+    assert "pincodevalue" in out  # the line is there, redacted
+    assert "7777" not in out
+
+
+async def test_a_failed_write_has_no_pin_in_its_error(rig: Rig) -> None:
+    await rig.lock.control({"fail_next": 1})
+    with pytest.raises(CommandFailed) as caught:
+        await rig.driver.set_code(2, "7777")
+    assert caught.value.reason == "not_applied"  # the read-back shows the write did not land
+    await rig.lock.control({"fail_next": 1, "latency": 0.2})  # and now no read-back either
+    with pytest.raises(CommandTimedOut) as timed_out:
+        await rig.driver.set_code(2, "7777")
+    assert "7777" not in str(timed_out.value)
+
+
+async def test_a_stale_republish_is_no_answer_to_a_read(
+    make_config: ConfigFactory, broker: Broker, probe: Probe
+) -> None:
+    """Finding 3: a PIN deleted at the keypad, then the old cache republished before the
+    answer: the deletion is not missed."""
+    async with hand_played(make_config, broker, probe) as driver:
+        cached = users(u4={"status": "enabled", "pin_code": "4444"})
+        read = asyncio.create_task(driver.read([5]), name="test-read")
+        await probe.next(TOPICS.get)
+        await probe.publish(TOPICS.state, cached)
+        assert await read  # never seen before: believed once the lock stayed quiet
+        assert value(driver, 5) == "4444"
+        await probe.publish(
+            TOPICS.state,
+            {
+                **cached,
+                "action": "pin_code_deleted",
+                "action_user": 4,
+                "action_source_name": KEYPAD,
+            },
+        )
+        assert await probe.next(TOPICS.get) == read_payload(4)
+        await probe.publish(TOPICS.state, {**cached, "battery": 69})  # a battery report first
+        await probe.publish(TOPICS.state, users(u4={"status": "available", "pin_code": ""}))
+        await eventually(lambda: value(driver, 5) is None)
+
+
+async def test_only_pin_code_errors_concern_a_write(
+    make_config: ConfigFactory, broker: Broker, probe: Probe
+) -> None:
+    """Finding 5: the lock's other errors are logged, and pinned on no command."""
+    async with hand_played(make_config, broker, probe) as driver:
+        await probe.publish(TOPICS.state, users(u2={"status": "available", "pin_code": ""}))
+        write = asyncio.create_task(driver.set_code(3, "0123"), name="test-set")
+        await probe.next(TOPICS.set)
+        for line in (
+            "Failed to configure 'zb', attempt 2 (Error: timeout)",
+            "Publish 'set' 'state' to 'zb' failed: 'Error: timeout'",
+            "Publish 'set' 'pin_code' to 'zb' failed: 'closuresDoorLock.setPinCode"
+            '({"userid":7,"pincodevalue":"1"}) failed\'',  # another user's
+        ):
+            await probe.publish(TOPICS.bridge_logging, {"level": "error", "message": line})
+        assert await probe.next(TOPICS.get) == read_payload(2)
+        await probe.publish(TOPICS.state, users(u2={"status": "available", "pin_code": ""}))
+        await probe.publish(TOPICS.state, users(u2={"status": "enabled", "pin_code": "0123"}))
+        await write
+        assert value(driver, 3) == "0123"
+
+
+async def test_slots_beyond_the_device_definition(
+    make_config: ConfigFactory, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Finding 6: Zigbee2MQTT refuses users past its definition's pinCodeCount: one clear
+    configuration error, no endless timeouts, and the slots below go on working."""
+    config = zb_config(make_config, pin_code_count=8)
+    async with running_site(config) as site:
+        cid = await new_code(site, "4826", device_id=ZB)
+        await barrier(site)
+        found = await device_json(site, ZB)
+        assert error_codes(found) == {"invalid_report_from_device"}
+        assert "set the device's slots to 8" in found["errors"][0]["message"]
+        assert (await get_code(site, cid))["status"] == "set"
+        assert site.gateway.reconciler is not None
+        worker = site.gateway.reconciler.workers[ZB]
+        assert isinstance(worker.driver, Zigbee2MqttDriver)
+        with pytest.raises(CommandFailed) as caught:
+            await worker.driver.set_code(9, "9999")  # refused here, nothing sent
+        assert caught.value.reason == "slot_out_of_range"
+        table = worker.driver.table
+        assert table is not None
+        assert (table.value(8), table.value(9)) == (None, Unreadable.UNKNOWN)
+    out = capsys.readouterr().out
+    assert logged(out, "z2m.slots_beyond_lock") == 1
+    assert '"configured_slots": 10' in out
+    assert logged(out, "reconciler.no_answer") == 0
+
+
+async def test_the_echo_of_a_write_is_not_read_again(rig: Rig, probe: Probe) -> None:
+    """Finding 7: the lock reports the gateway's own write (source ``rf``): no second read."""
+    await probe.subscribe(TOPICS.get, TOPICS.state)
+    await rig.driver.set_code(2, "2222")
+    echo = await probe.next_where(TOPICS.state, lambda m: "action" in m)
+    assert (echo["action"], echo["action_source_name"]) == ("pin_code_added", "rf")
+    await rig.driver.clear_slot(2)  # what follows the first write, in order
+    assert probe.seen(TOPICS.get) == [read_payload(1), read_payload(1)]
+
+
+async def test_a_write_is_read_back_once_it_has_landed(rig: Rig, probe: Probe) -> None:
+    """Finding 8: Zigbee2MQTT serves /get and /set at once and a slow lock stores a PIN after
+    answering a read: the read-back waits for the lock's word that the write is done."""
+    await rig.lock.control({"latency": TIMEOUT / 20})  # a write takes 3 of them
+    await probe.subscribe(TOPICS.get, TOPICS.state)
+    await rig.driver.set_code(2, "2222")
+    assert value(rig.driver, 2) == "2222"
+    order = [topic for topic, _ in probe.history if topic in (TOPICS.get, TOPICS.state)]
+    # After the lock's response to the write (its echo event may come before or after).
+    assert order.index(TOPICS.get) > 0
+
+
+async def test_pins_hidden_after_the_fact(rig: Rig) -> None:
+    """Finding 9: expose_pin turned off after PINs were read: the deep merge keeps old PINs,
+    which the driver must not take for the lock's."""
+    await rig.driver.read()
+    lock = rig.lock
+    assert isinstance(lock, SimulatedZigbee2MqttLock)
+    lock.expose_pin = False
+    await rig.driver.clear_slot(1)  # reads back {"status": "available", "pin_code": "8642"}
+    assert lock.cache[0] == {"status": "available", "pin_code": PIN}
+    assert value(rig.driver, 1) is None
+    assert rig.driver.refused_report is not None
+    assert rig.driver.refused_report.startswith("expose_pin: ")
+    await rig.driver.set_code(3, "3333")
+    await rig.driver.set_code(1, "1111")  # the cache says "8642" for user 0 still
+    assert lock.cache[0] == {"status": "enabled", "pin_code": PIN}
+    assert value(rig.driver, 1) is Unreadable.OCCUPIED
+    lock.expose_pin = True
+    await rig.driver.read([2])  # an empty slot's "": PINs show again
+    assert rig.driver.refused_report is None
+
+
+async def test_a_lock_without_availability_says_what_to_check(
+    make_config: ConfigFactory, broker: Broker, probe: Probe
+) -> None:
+    """Zigbee2MQTT's availability is off by default: the device says what to turn on."""
+    config = zb_config(make_config)
+    session = session_for(broker, "gateway")
+    driver = create_driver(device(config), session, config.timing)
+    wakes = Wakes()
+    await driver.start(wakes)
+    async with running(("test-gateway-mqtt", session.run())):
+        await wakes.until(lambda: driver.not_found is not None)
+        assert "nor Zigbee2MQTT" in (driver.not_found or "")
+        await probe.publish(TOPICS.bridge_state, {"state": "online"}, retain=True)
+        await probe.publish(TOPICS.state, users(u0=AVAILABLE))
+        await wakes.until(lambda: "turn on Zigbee2MQTT's availability" in (driver.not_found or ""))
+        assert not driver.online
+        await probe.publish(TOPICS.availability, {"state": "online"}, retain=True)
+        await wakes.until(lambda: driver.not_found is None and driver.online)

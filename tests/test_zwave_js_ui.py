@@ -17,6 +17,7 @@ import pytest
 import drivers.zwave_js_ui.simulator  # registers the simulated lock
 from drivers.base import CommandFailed, CommandTimedOut, SlotValue, Unreadable
 from drivers.sim import SimulatedLock, Simulator
+from drivers.zwave_js_ui.config import ZwaveJsUiOptions
 from drivers.zwave_js_ui.driver import ZwaveJsUiDriver, create_driver
 from drivers.zwave_js_ui.protocol import (
     MISSING,
@@ -33,13 +34,25 @@ from drivers.zwave_js_ui.protocol import (
     parse_value,
     slot_value,
 )
-from gateway.config import Config, DeviceConfig, Timing
+from gateway.clock import ManualClock
+from gateway.config import Config, ConfigError, DeviceConfig, Timing
+from gateway.store import codes as code_store
 from tests.broker import Broker
 from tests.conftest import ConfigFactory
-from tests.harness import barrier, new_code, running_site
+from tests.harness import (
+    Recorder,
+    barrier,
+    device,
+    error_codes,
+    is_event,
+    new_code,
+    ok,
+    running_simulator,
+    running_site,
+)
 from tests.helpers import Probe, Wakes, running, session_for, simulation
 
-FIXTURES = Path("/work/shared/fixtures/zwave-js-ui")
+FIXTURES = Path(__file__).parent / "fixtures" / "zwave-js-ui"
 CAPTURES: dict[str, tuple[str, str, Literal["valueid", "named"]]] = {
     # capture file, node topic level, style
     "valueid": ("valueid-capture.log", "2", "valueid"),
@@ -198,8 +211,8 @@ async def test_the_driver_follows_a_captured_session(
     """The capture played onto a broker as the real gateway sent it; the driver watches."""
     _, node, style = CAPTURES[name]
     options: dict[str, Any] = {"node_id": 2, "gateway_name": "zwtest", "topic_style": style}
-    if node != "nodeID_2":
-        options["node_name"] = node
+    if node == "2":
+        options["node_names"] = False  # as the capture was made: "use node names" off
     config = make_config(
         devices=[{"device_id": "zw", "name": "Z", "driver": "zwave_js_ui", "slots": 30, **options}]
     )
@@ -239,8 +252,8 @@ async def test_the_driver_follows_a_captured_session(
     assert table.value(1) is None
     assert all(table.value(n) is Unreadable.UNKNOWN for n in (2, *range(4, 31)))
     # Online, Dead after the failed ping (offline), Alive again.
-    assert online_seen[0] is True
-    assert online_seen[online_seen.index(False) :].count(True) >= 1
+    dead = online_seen.index(False, online_seen.index(True))
+    assert True in online_seen[dead:]
     # The capture ends with Z-Wave JS UI stopping its Z-Wave driver: nothing is reachable.
     assert not driver.online
     assert online_seen[-1] is False
@@ -257,6 +270,7 @@ def zw_config(
     slots: int | None = 30,
     style: str = "valueid",
     latency: float = LATENCY,
+    **options: Any,
 ) -> Config:
     device: dict[str, Any] = {
         "device_id": "zw",
@@ -264,6 +278,7 @@ def zw_config(
         "driver": "zwave_js_ui",
         "node_id": 5,
         "topic_style": style,
+        **options,
     }
     if slots is not None:
         device["slots"] = slots
@@ -573,3 +588,261 @@ async def test_a_code_created_through_the_api_lands_in_the_slot(
         await new_code(site, "4826", device_id="zw", name="Gus")
         await barrier(site)
         assert site.lock("zw").slots == {1: "4826"}
+
+
+# -- issue 8: where Z-Wave JS UI puts the node, and what a setting that does not match gives ----
+
+
+@pytest.mark.parametrize(
+    ("options", "user_code", "node_status"),
+    [
+        ({"node_names": False}, "zwave/2/99/0/userCode/1", "zwave/2/status"),
+        ({}, "zwave/nodeID_2/99/0/userCode/1", "zwave/nodeID_2/status"),
+        (
+            {"node_name": "Front door"},
+            "zwave/Front_door/99/0/userCode/1",
+            "zwave/Front_door/status",
+        ),
+        # Named topics carry the name or nodeID_n whatever "use node names" says.
+        (
+            {"style": "named", "node_names": False},
+            "zwave/nodeID_2/user_code/endpoint_0/userCode/1",
+            "zwave/nodeID_2/status",
+        ),
+        # "Ignore location" off: the location is a level (or two) before the node's.
+        (
+            {"node_names": False, "location": "Ground floor"},
+            "zwave/Ground_floor/2/99/0/userCode/1",
+            "zwave/Ground_floor/2/status",
+        ),
+        (
+            {"style": "named", "node_name": "Front door!", "location": "Flat 3/Hall"},
+            "zwave/Flat_3/Hall/Front_door/user_code/endpoint_0/userCode/1",
+            "zwave/Flat_3/Hall/Front_door/status",
+        ),
+    ],
+)
+def test_topics_follow_z_wave_js_ui_settings(
+    options: dict[str, Any], user_code: str, node_status: str
+) -> None:
+    """Z-Wave JS UI's Gateway.nodeTopic/valueTopic, names and locations cleaned as its
+    sanitizeTopic does (spaces to _, other characters dropped, / kept)."""
+    topics = Topics.for_node("zwave", 2, "zwtest", **options)
+    assert topics.user_code(1) == user_code
+    assert topics.node_status == node_status
+    assert topics.parse_value_topic(user_code) == ("userCode", 1)
+    assert topics.gateway_status == "zwave/_CLIENTS/ZWAVE_GATEWAY-zwtest/status"  # no location
+
+
+def test_node_names_and_location_options(make_config: ConfigFactory) -> None:
+    config = zw_config(make_config, node_names=False, location="Ground floor")
+    topics = device_of(config).options
+    assert isinstance(topics, ZwaveJsUiOptions)
+    assert topics.topics().user_code(1) == "zwave/Ground_floor/5/99/0/userCode/1"
+    with pytest.raises(ConfigError) as caught:
+        zw_config(make_config, node_names=False, node_name="front")
+    assert caught.value.problems == [
+        "devices[0].node_name: unused with node_names false (ValueID topics then carry the bare"
+        " node id); leave it out, or turn on node names in Z-Wave JS UI"
+    ]
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.node_names: must be true or false"):
+        zw_config(make_config, node_names="no")
+    with pytest.raises(ConfigError, match=r"devices\[0\]\.location: must not contain the MQTT"):
+        zw_config(make_config, location="a/+/b")
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"node_names": False},
+        {"node_names": False, "location": "Ground floor"},
+        {"style": "named", "node_name": "Front door", "location": "Flat 3/Hall"},
+    ],
+)
+async def test_every_topic_form_on_a_real_broker(
+    options: dict[str, Any], make_config: ConfigFactory, broker: Broker
+) -> None:
+    """The simulated Z-Wave JS UI publishes the node where the real one would, and the driver
+    configured the same way finds it there."""
+    async with rigged(zw_config(make_config, **options), broker) as rig:
+        assert isinstance(rig.lock, drivers.zwave_js_ui.simulator.SimulatedZwaveJsUiLock)
+        assert rig.driver.topics == rig.lock.topics
+        await rig.driver.set_code(2, "2468")
+        assert rig.lock.slots[2] == "2468"
+        await rig.driver.clear_slot(2)
+        assert (await rig.driver.read()).value(2) is None
+        assert rig.driver.not_found is None
+
+
+async def test_not_found_names_the_settings_to_check(
+    make_config: ConfigFactory, broker: Broker, probe: Probe
+) -> None:
+    """Before Z-Wave JS UI appears at all, then once it has but the node has not, then found."""
+    config = zw_config(make_config)
+    session = session_for(broker, "gateway")
+    driver = create_driver(device_of(config), session, config.timing)
+    wakes = Wakes()
+    await driver.start(wakes)
+    assert driver.not_found is None  # not connected: nothing to judge
+    async with running(("test-gateway-mqtt", session.run())):
+        await wakes.until(lambda: driver.not_found is not None)
+        assert "base_topic and gateway_name" in (driver.not_found or "")
+        await probe.publish(driver.topics.gateway_status, {"value": True}, retain=True)
+        await wakes.until(lambda: "node_names" in (driver.not_found or ""))
+        assert "zwave/nodeID_5/status" in (driver.not_found or "")
+        await probe.publish(driver.topics.node_status, {"value": True, "status": "Alive"})
+        await wakes.until(lambda: driver.not_found is None)
+
+
+async def test_a_lock_not_found_for_a_minute_says_so_once(
+    make_config: ConfigFactory, probe: Probe, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 8 (10): Z-Wave JS UI with "use node names" off, lockgate told otherwise. A minute
+    on the gateway's clock later: one warning in the log and a device error naming the
+    settings; never silence."""
+    actual = zw_config(make_config, node_names=False)  # where the stack publishes the node
+    configured = zw_config(make_config)  # where lockgate looks: nodeID_5
+    clock = ManualClock()
+    async with (
+        running_simulator(actual),
+        running_site(configured, clock, simulate=False) as site,
+    ):
+        assert "device_not_found_on_stack" not in error_codes(await device(site, "zw"))
+        await site.advance(59)
+        assert "device_not_found_on_stack" not in error_codes(await device(site, "zw"))
+        capsys.readouterr()
+        await site.advance(1)
+        found = await device(site, "zw")
+        error = next(e for e in found["errors"] if e["error_code"] == "device_not_found_on_stack")
+        assert error["message"].startswith(
+            "The lock has not appeared where its configuration says its hub publishes it: "
+            "Z-Wave JS UI is on the broker but node 5 has not appeared at zwave/nodeID_5/status"
+        )
+        assert "node_names" in error["message"]
+        await site.advance(3600)
+        warned = [
+            line
+            for line in log_lines(capsys.readouterr().out)
+            if line["event"] == "reconciler.device_not_found"
+        ]
+        assert len(warned) == 1
+        assert warned[0]["level"] == "warning"
+        assert warned[0]["device_id"] == "zw"
+        assert "node_names" in warned[0]["check"]
+        # The node shows up where lockgate looks (node names turned on): the error goes.
+        events = await Recorder.events(site)
+        await probe.publish("zwave/nodeID_5/status", {"value": True, "status": "Alive"})
+        await events.wait(is_event("device.error_cleared", error_code="device_not_found_on_stack"))
+        assert "device_not_found_on_stack" not in error_codes(await device(site, "zw"))
+
+
+def log_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+async def test_unread_slots_at_first_contact_do_not_empty_the_pool(
+    make_config: ConfigFactory,
+) -> None:
+    """Issue 8 (11): zwave-js reads user codes only when asked, so at first contact most slots
+    are unread. Unread is not full: no empty pool error; the backups go on once read."""
+    config = zw_config(make_config, latency=0.002, backup_pool={"enabled": True, "size": 3})
+    async with running_simulator(config) as sim:
+        lock = sim.lock("zw")
+        await lock.control({"keypad": {"slot": 2, "code": "2222"}})
+        await lock.control({"keypad": {"slot": 3, "code": "3333"}})
+        await lock.control({"unread": list(range(4, 31))})  # 27 free slots, none read yet
+        async with running_site(config, simulate=False) as site:
+            raised = ok(
+                await site.api.call(
+                    "events/list",
+                    since="2000-01-01T00:00:00Z",
+                    limit=1000,
+                    device_id="zw",
+                    event_types=["device.error_added", "device.warning_added"],
+                )
+            )["events"]
+            pool = {"empty_backup_access_code_pool", "partial_backup_access_code_pool"}
+            assert not {e.get("error_code") or e.get("warning_code") for e in raised} & pool
+            assert len(lock.slots) == 6  # the three codes found, the three backups
+            assert not error_codes(await device(site, "zw"))
+
+
+async def test_a_crashed_stack_is_offline_until_its_driver_is_ready(rig: Rig, probe: Probe) -> None:
+    """Issue 8 (12): killed hard, Z-Wave JS UI's will only marks the gateway down; its driver
+    and node statuses from before stay retained. Back up, it is not ready for ~1.7 s."""
+    info = rig.driver.topics.api_reply("getInfo")
+    await probe.subscribe(info)
+    await rig.lock.control({"stack": "crash"})
+    await rig.wakes.until(lambda: not rig.driver.online)
+    await rig.lock.control({"stack": "start"})
+    # The driver asks whether Z-Wave JS UI's driver is ready: not yet.
+    assert (await probe.next(info))["message"] == "Z-Wave client not connected"
+    assert not rig.driver.online  # the retained `driver/status true` and `Alive` are stale
+    with pytest.raises(CommandFailed) as caught:
+        await rig.driver.set_code(2, "2222")
+    assert caught.value.reason == "offline"
+    await rig.lock.control({"stack": "ready"})
+    await rig.wakes.until(lambda: rig.driver.online)
+    await rig.driver.set_code(2, "2222")
+    assert rig.lock.slots[2] == "2222"
+
+
+async def test_a_stack_only_cut_off_from_the_broker_is_back_at_once(rig: Rig, probe: Probe) -> None:
+    """Its will, then its status back without a restart: nothing else is republished, so the
+    statuses from before stand once the API shows its driver is ready."""
+    gateway = rig.driver.topics.gateway_status
+    await probe.publish(gateway, {"value": False}, retain=True)
+    await rig.wakes.until(lambda: not rig.driver.online)
+    await probe.publish(gateway, {"value": True}, retain=True)
+    await rig.wakes.until(lambda: rig.driver.online)
+
+
+async def test_client_not_connected_is_offline(make_config: ConfigFactory, broker: Broker) -> None:
+    """A gateway that connects while Z-Wave JS UI is starting finds the gateway up and the old
+    statuses: its first call is answered "Z-Wave client not connected", which means offline."""
+    config = zw_config(make_config)
+    async with rigged(config, broker) as rig:
+        await rig.lock.control({"stack": "crash"})
+        await rig.lock.control({"stack": "start"})
+        session = session_for(broker, "late-gateway")
+        late = create_driver(device_of(config), session, config.timing)
+        wakes = Wakes()
+        await late.start(wakes)
+        async with running(("test-late-mqtt", session.run())):
+            await wakes.until(lambda: late.online)
+            with pytest.raises(CommandFailed) as caught:
+                await late.read([2])
+            assert caught.value.reason == "offline"
+            assert not isinstance(caught.value, CommandTimedOut)
+            assert not late.online
+            await rig.lock.control({"stack": "ready"})
+            await wakes.until(lambda: late.online)
+            assert (await late.read([2])).value(2) is None
+
+
+async def test_nothing_is_sent_nor_counted_while_the_stack_starts(
+    make_config: ConfigFactory, probe: Probe
+) -> None:
+    """Through the gateway: a code created while Z-Wave JS UI is down waits, sends nothing
+    during its start-up and is not counted as a failed attempt, then goes on once ready."""
+    config = zw_config(make_config, latency=0.002)
+    async with running_site(config) as site:
+        lock = site.lock("zw")
+        events = await Recorder.events(site)
+        await lock.control({"stack": "crash"})
+        await events.wait(is_event("device.disconnected", device_id="zw"))
+        code_id = await new_code(site, "4826", device_id="zw", name="Gus")
+        await probe.subscribe("zwave/#")
+        await lock.control({"stack": "start"})
+        info = "zwave/_CLIENTS/ZWAVE_GATEWAY-zwave-js-ui/api/getInfo"
+        assert (await probe.next(info))["message"] == "Z-Wave client not connected"
+        await site.settled()
+        sent = [t for t, _ in probe.history if t.endswith("/set") and "getInfo" not in t]
+        assert sent == []
+        assert site.gateway.store is not None
+        async with site.gateway.store.transaction() as tx:
+            attempts, _, _ = (await code_store.retry_state(tx, "zw"))[code_id]
+        assert attempts == 0
+        await lock.control({"stack": "ready"})
+        await events.wait(is_event("access_code.set_on_device", access_code_id=code_id))
+        assert "4826" in lock.slots.values()

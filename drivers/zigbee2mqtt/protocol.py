@@ -8,8 +8,10 @@ attributes) and strict about the shape of what they use: a wrong shape raises ``
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from drivers.base import SlotValue, Unreadable
@@ -18,9 +20,11 @@ from drivers.payloads import PayloadError, parse_availability
 from drivers.payloads import json_object as _object
 
 __all__ = [
+    "KEYPAD",
     "PROGRAMMING_ACTIONS",
     "STATUSES",
     "BadRequest",
+    "BridgeError",
     "JsonObject",
     "PayloadError",
     "PinRequest",
@@ -36,10 +40,14 @@ __all__ = [
     "parse_logging_error",
     "parse_set",
     "parse_state",
+    "range_error_payload",
     "read_all_payload",
     "read_payload",
+    "redact_pins",
     "set_payload",
+    "set_timeout_payload",
     "state_payload",
+    "unsupported_entry_payload",
     "user_entry_payload",
 ]
 
@@ -48,6 +56,12 @@ Status = Literal["available", "enabled", "disabled"]
 STATUSES: Final[tuple[Status, ...]] = ("available", "enabled", "disabled")
 #: Actions saying a user's PIN was changed (at the keypad or by anyone else).
 PROGRAMMING_ACTIONS: Final = frozenset({"pin_code_added", "pin_code_deleted", "pin_code_changed"})
+#: ``action_source_name`` of a change made at the lock itself; anything else (``rf``) came over
+#: the radio, as the gateway's own writes do.
+KEYPAD: Final = "keypad"
+#: What Zigbee2MQTT's converters throw for a user outside the device definition's
+#: ``pinCodeCount`` (``user ...`` on ``/set``, ``userId ...`` on ``/get``).
+RANGE_ERROR: Final = "must be in range for device"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,32 +98,59 @@ class Topics:
 
 @dataclass(frozen=True, slots=True)
 class UserEntry:
-    """One entry of ``users`` in the state message; ``pin_code`` only with ``expose_pin``."""
+    """One entry of ``users`` in the state message, as Zigbee2MQTT's deep-merged cache has it.
 
-    status: Status
+    ``status`` is one of :data:`STATUSES`, or whatever else the converter made of a userstatus it
+    does not know (``not_supported_255``). ``pin_code`` is None when the entry has none; with
+    ``expose_pin`` every answer carries one (``""`` for an empty slot), so an entry without it,
+    or an empty slot still showing an old PIN (the deep merge keeps it), says PINs are hidden.
+    """
+
+    status: str
     pin_code: str | None = None
 
-    def value(self) -> SlotValue:
+    def value(self, *, pins_hidden: bool = False) -> SlotValue:
         """What the gateway's slot table makes of this entry.
 
-        ``available`` is empty. ``enabled`` is the PIN, or occupied-but-unreadable when the PIN
-        is not exposed. ``disabled`` holds a code that does not open: occupied, never ours, so
-        it is neither overwritten as free nor taken for a code the gateway set.
+        ``available`` is empty, whatever PIN the merge left behind. ``enabled`` is the PIN, or
+        occupied-but-unreadable when there is none or PINs are hidden (``pins_hidden``: any PIN
+        left is an old one). ``disabled`` holds a code that does not open, and a status the
+        converter does not know is a slot the lock will not describe: occupied either way,
+        never ours, so neither is overwritten as free nor taken for a code the gateway set.
         """
         if self.status == "available":
             return None
-        if self.status == "enabled" and self.pin_code is not None:
+        if self.status == "enabled" and self.pin_code and not pins_hidden:
             return self.pin_code
         return Unreadable.OCCUPIED
+
+    @property
+    def hides_pin(self) -> bool:
+        """An answer of Zigbee2MQTT without ``expose_pin``: no ``pin_code``, or an empty slot
+        still showing the PIN an earlier answer left in the cache."""
+        if self.status not in STATUSES:
+            return False  # not from a getPinCode answer: says nothing about expose_pin
+        return self.pin_code is None or (self.status == "available" and self.pin_code != "")
 
 
 @dataclass(frozen=True, slots=True)
 class StateReport:
-    """A parsed state message ``B/N``: the (possibly stale) ``users`` cache and any action."""
+    """A parsed state message ``B/N``: the (possibly stale) ``users`` cache and any action.
+
+    ``refused``: why entries of ``users`` were left out (out of bounds, wrong shape), the first
+    one first. Zigbee2MQTT republishes its cache in every message, so one bad entry must not
+    hide the others: it is left out on its own.
+    """
 
     users: Mapping[int, UserEntry]
     action: str | None = None
     action_user: int | None = None
+    action_source_name: str | None = None
+    refused: tuple[str, ...] = field(default=())
+
+    @property
+    def from_keypad(self) -> bool:
+        return self.action_source_name == KEYPAD
 
     @property
     def programming_user(self) -> int | None:
@@ -128,6 +169,28 @@ class PinRequest:
 
     user: int | None
     pin_code: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeError:
+    """An error line on ``B/bridge/logging`` that names this device, PINs redacted.
+
+    ``verb`` and ``key`` when it is Zigbee2MQTT's ``Publish '<verb>' '<key>' to 'N' failed``;
+    ``user`` when the failed ZCL command quotes one (``"userid":6``)."""
+
+    message: str
+    verb: str | None = None
+    key: str | None = None
+    user: int | None = None
+
+    @property
+    def about_pin_codes(self) -> bool:
+        """About a ``pin_code`` request (the driver's kind), not the lock's other business."""
+        return self.key == "pin_code"
+
+    @property
+    def out_of_range(self) -> bool:
+        return self.about_pin_codes and RANGE_ERROR in self.message
 
 
 class BadRequest(PayloadError):
@@ -164,15 +227,15 @@ def _entry(user: int, raw: object, code_lengths: tuple[int, int] | None) -> User
     if not isinstance(raw, dict):
         raise PayloadError(f"users.{user}: expected an object")
     status = raw.get("status")
-    if status not in STATUSES:
-        raise PayloadError(f"users.{user}.status: expected one of {', '.join(STATUSES)}")
+    if not isinstance(status, str) or not status:
+        raise PayloadError(f"users.{user}.status: expected a string")
     pin = raw.get("pin_code")
     if pin is not None and not isinstance(pin, str):
         # A number would have lost its leading zeros: not a PIN one can trust.
         raise PayloadError(f"users.{user}.pin_code: expected a string")
     if pin:  # an empty slot reads "" with expose_pin
         check_pin(pin, f"users.{user}.pin_code", code_lengths)
-    return UserEntry(status=status, pin_code=pin or None)
+    return UserEntry(status=shown(status), pin_code=pin)
 
 
 # -- Zigbee2MQTT -> gateway ---------------------------------------------------------------------
@@ -186,10 +249,13 @@ def parse_state(
 ) -> StateReport:
     """The device's state message. Entries of ``users`` may be stale: see the driver.
 
-    Within bounds (drivers/bounds.py) or ``PayloadError`` for all of it. Users beyond the
-    lock's ``capacity`` (its configured ``slots``) are left out unread: Zigbee2MQTT keeps every
-    user anyone ever read in its cache, so they are not a lie, just not the gateway's; a user
-    number beyond the ceiling of slots, or a PIN that is not one, is.
+    The message as a whole must be a JSON object within bounds (drivers/bounds.py), or
+    ``PayloadError``. Each entry of ``users`` is judged on its own (see :class:`StateReport`):
+    Zigbee2MQTT deep-merges it into a cache it republishes in every later message and keeps
+    across restarts, so refusing the message for one entry would refuse every message of that
+    lock for good. Users beyond the lock's ``capacity`` (its configured ``slots``) are left out
+    unread: Zigbee2MQTT keeps every user anyone ever read, so they are not a lie, just not the
+    gateway's; a user number beyond the ceiling of slots, or a PIN that is not one, is.
     """
     raw = _object(payload)
     users_raw = raw.get("users", {})
@@ -198,21 +264,52 @@ def parse_state(
     if not isinstance(users_raw, dict):
         raise PayloadError("users: expected an object of user number -> entry")
     users: dict[int, UserEntry] = {}
+    refused: list[str] = []
     for key, value in users_raw.items():
-        user = _user_key(key)
-        if capacity is None or user < capacity:
-            users[user] = _entry(user, value, code_lengths)
+        try:
+            user = _user_key(key)
+            if capacity is None or user < capacity:
+                users[user] = _entry(user, value, code_lengths)
+        except PayloadError as exc:
+            refused.append(str(exc))
     action = raw.get("action")
     if action is not None and not isinstance(action, str):
         raise PayloadError("action: expected a string")
     action_user = raw.get("action_user")
     if action_user is not None:
         action_user = _user(action_user, "action_user")
-    return StateReport(users=users, action=action or None, action_user=action_user)
+    source = raw.get("action_source_name")
+    return StateReport(
+        users=users,
+        action=action or None,
+        action_user=action_user,
+        action_source_name=source if isinstance(source, str) else None,
+        refused=tuple(refused),
+    )
 
 
-def parse_logging_error(payload: bytes | str, friendly_name: str) -> str | None:
-    """The message of an error line on ``B/bridge/logging`` about this device, else None."""
+# Zigbee2MQTT's and herdsman's texts quote what was sent: ``"pincodevalue":"7777"`` in a failed
+# ZCL command, ``pin_code`` in a request echoed back, ``code`` in a lock/unlock with a PIN. A
+# key that names a PIN or code, quoted or not, then ``:`` or ``=``, then its value: a string,
+# a Buffer object, an array, or a bare word.
+_PIN_FIELD = re.compile(
+    r"""(?P<key>["']?[A-Za-z_]*(?:pin|code)[A-Za-z_]*["']?\s*[:=]\s*)"""
+    r"""(?:"[^"]*"|'[^']*'|\{[^{}]*\}|\[[^\[\]]*\]|[^\s,;)}\]]+)""",
+    re.IGNORECASE,
+)
+# Zigbee2MQTT prefixes its namespace: "z2m: Publish 'set' 'pin_code' to 'N' failed: ...".
+_PUBLISH_FAILED = re.compile(r"(?:^|: )Publish '(?P<verb>[^']*)' '(?P<key>[^']*)' to '")
+_USERID = re.compile(r'"userid"\s*:\s*(?P<user>\d{1,6})\b')
+
+
+def redact_pins(text: str) -> str:
+    """``text`` from Zigbee2MQTT or herdsman with every value of a PIN or code field replaced
+    by ``***``: their error lines quote the ZCL payload, PIN included, and may be logged."""
+    return _PIN_FIELD.sub(lambda match: f"{match['key']}***", text)
+
+
+def parse_logging_error(payload: bytes | str, friendly_name: str) -> BridgeError | None:
+    """An error line on ``B/bridge/logging`` about this device (PINs redacted), else None."""
     try:
         raw = _object(payload)
     except PayloadError:
@@ -220,7 +317,19 @@ def parse_logging_error(payload: bytes | str, friendly_name: str) -> str | None:
     message = raw.get("message")
     if raw.get("level") != "error" or not isinstance(message, str):
         return None
-    return message if f"'{friendly_name}'" in message else None
+    name = f"'{friendly_name}'"
+    if name not in message:
+        return None
+    publish = _PUBLISH_FAILED.search(message)
+    if publish is not None and not message[publish.end() - 1 :].startswith(name):
+        return None  # a request to another device whose text quotes this name
+    userid = _USERID.search(message)
+    return BridgeError(
+        message=redact_pins(message),
+        verb=publish["verb"] if publish else None,
+        key=publish["key"] if publish else None,
+        user=int(userid["user"]) if userid else None,
+    )
 
 
 # -- gateway -> Zigbee2MQTT ---------------------------------------------------------------------
@@ -299,11 +408,17 @@ def availability_payload(online: bool) -> JsonObject:
 
 
 def user_entry_payload(pin: str | None, *, expose_pin: bool) -> JsonObject:
-    if pin is None:
-        return {"status": "available"}
+    """The converter's entry for a getPinCode answer: with ``expose_pin`` the PIN always comes
+    (an OCTET_STR, so an empty slot's is ``""``), without it never."""
+    entry: JsonObject = {"status": "available" if pin is None else "enabled"}
     if expose_pin:
-        return {"status": "enabled", "pin_code": pin}
-    return {"status": "enabled"}
+        entry["pin_code"] = pin or ""
+    return entry
+
+
+def unsupported_entry_payload(userstatus: int) -> JsonObject:
+    """The converter's entry for a userstatus it has no name for (0xFF past a lock's users)."""
+    return {"status": f"not_supported_{userstatus}"}
 
 
 def state_payload(
@@ -311,6 +426,7 @@ def state_payload(
     *,
     action: str | None = None,
     action_user: int | None = None,
+    action_source_name: str | None = None,
     **attributes: Any,
 ) -> JsonObject:
     payload: JsonObject = dict(attributes)
@@ -319,11 +435,38 @@ def state_payload(
         payload["action"] = action
         if action_user is not None:
             payload["action_user"] = action_user
+        if action_source_name is not None:
+            payload["action_source_name"] = action_source_name
     return payload
 
 
 def logging_error_payload(friendly_name: str, verb: str, detail: str) -> JsonObject:
+    """Zigbee2MQTT's line for a request whose converter threw (publish.ts)."""
     return {
         "level": "error",
         "message": f"Publish '{verb}' 'pin_code' to '{friendly_name}' failed: '{detail}'",
     }
+
+
+def range_error_payload(friendly_name: str, verb: str) -> JsonObject:
+    """The converter's refusal of a user beyond the definition's ``pinCodeCount``."""
+    subject = "user" if verb == "set" else "userId"
+    return logging_error_payload(friendly_name, verb, f"Error: {subject} {RANGE_ERROR}")
+
+
+def set_timeout_payload(friendly_name: str, user: int, pin: str | None) -> JsonObject:
+    """herdsman's failure of a setPinCode/clearPinCode the lock never answered: its text quotes
+    the ZCL payload, PIN included, as the real one does."""
+    zcl: JsonObject = {"userid": user}
+    if pin is None:
+        command = "clearPinCode"
+    else:
+        command = "setPinCode"
+        zcl.update(userstatus=1, usertype=0, pincodevalue=pin)
+    options = {"timeout": 10000, "disableResponse": False, "disableDefaultResponse": True}
+    detail = (
+        f"Error: ZCL command 0x00124b0000000001/1 closuresDoorLock.{command}("
+        f"{json.dumps(zcl, separators=(',', ':'))}, {json.dumps(options, separators=(',', ':'))})"
+        " failed (Timeout after 10000ms [address=1 endpoint=1 clusterId=257 cmdId=5 tsn=1])"
+    )
+    return logging_error_payload(friendly_name, "set", detail)

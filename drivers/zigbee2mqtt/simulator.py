@@ -1,22 +1,36 @@
 """A Zigbee lock behind Zigbee2MQTT, quirks included, for tests, demos and benches.
 
-Like the real stack: a ``/set`` is never acknowledged (a failure is only an error line on
-``B/bridge/logging``); a ``/get`` is answered by the state message on ``B/N`` (not retained),
-which carries Zigbee2MQTT's whole cache of ``users`` — entries refresh only when read, so the
-others can be stale; a keypad change shows as an ``action`` with ``action_user`` and leaves the
-cache stale too; PINs appear only with ``expose_pin``.
+Like the real stack (Zigbee2MQTT 2.x, zigbee-herdsman-converters):
+
+- a ``/set`` is never acknowledged. The lock's ``setPinCodeRsp`` status is not checked, so a
+  refusal (a duplicate, a bad PIN, a user past the lock's real capacity) says nothing at all;
+  only a write that never reached the lock fails aloud, with herdsman's error line on
+  ``B/bridge/logging``, which quotes the ZCL payload, PIN included;
+- ``/set`` and ``/get`` are served concurrently, and a write takes the lock longer than a read:
+  a ``/get`` sent right after a ``/set`` is answered before the write has landed;
+- every frame from the lock republishes the whole cached state (as with ``last_seen`` on): the
+  write's response and the read's preceding frame show the cache as it was, before the answer;
+- the cache is deep-merged: an answer without ``pin_code`` keeps the old one; with
+  ``expose_pin`` an empty slot reads ``"pin_code": ""``; a user past the lock's real capacity
+  reads ``not_supported_255``, and that entry stays in every later message;
+- a user beyond the device definition's ``pinCodeCount`` is refused by the converter
+  (``user must be in range for device``) before anything is sent;
+- a PIN change makes the lock send a programming event: ``action_source_name`` ``rf`` for a
+  write over the radio, ``keypad`` for one at the lock; the cache stays stale until read.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import asyncio
+from collections.abc import Coroutine, Mapping
+from typing import Any, Final
 
 import aiomqtt
 
 from drivers.sim import SimCommand, SimSpec, SimulatedLock, register_simulated_lock
 from drivers.zigbee2mqtt.config import Zigbee2MqttOptions
 from drivers.zigbee2mqtt.protocol import (
+    KEYPAD,
     BadRequest,
     JsonObject,
     Topics,
@@ -24,11 +38,14 @@ from drivers.zigbee2mqtt.protocol import (
     logging_error_payload,
     parse_get,
     parse_set,
+    range_error_payload,
+    set_timeout_payload,
     state_payload,
+    unsupported_entry_payload,
     user_entry_payload,
 )
 from gateway.logs import get_logger
-from gateway.mqtt import MqttSession
+from gateway.mqtt import MqttSession, NotConnected
 
 __all__ = ["SimulatedZigbee2MqttLock"]
 
@@ -36,6 +53,12 @@ log = get_logger("drivers.zigbee2mqtt.simulator")
 
 #: Attributes a lock's state message carries besides ``users``.
 _ATTRIBUTES: dict[str, Any] = {"battery": 80, "lock_state": "locked", "state": "LOCK"}
+#: A write takes the lock this many times its latency; a read takes one.
+WRITE_LATENCIES: Final = 3
+#: The userstatus a lock answers for a user it does not have.
+NO_SUCH_USER: Final = 0xFF
+#: Refusals by the lock itself: a ``setPinCodeRsp`` status Zigbee2MQTT does not look at.
+_LOCK_REFUSALS: Final = frozenset({"duplicate_code", "invalid_code", "slot_out_of_range"})
 
 
 @register_simulated_lock
@@ -43,6 +66,9 @@ class SimulatedZigbee2MqttLock(SimulatedLock):
     driver = "zigbee2mqtt"
 
     def __init__(self, spec: SimSpec, session: MqttSession) -> None:
+        #: Users the lock really has; beyond them it answers ``not_supported_255``. Set first:
+        #: the initial codes are checked against it.
+        self.lock_users = min(spec.settings.lock_users or spec.capacity, spec.capacity)
         super().__init__(spec, session)
         options = spec.device.options
         if not isinstance(options, Zigbee2MqttOptions):
@@ -50,10 +76,21 @@ class SimulatedZigbee2MqttLock(SimulatedLock):
         self.topics = Topics(options.base_topic, options.friendly_name)
         self.friendly_name = options.friendly_name
         self.expose_pin = spec.expose_pin
-        #: Zigbee2MQTT's cached ``users`` (0-based user -> entry), refreshed only by reads.
+        #: Users of the Zigbee2MQTT device definition (``pinCodeCount``): the range check.
+        self.pin_code_count = spec.settings.pin_code_count or self.capacity
+        #: Zigbee2MQTT's cached ``users`` (0-based user -> entry), deep-merged, refreshed only
+        #: by reads; tests may seed it as a ``state.json`` from before would.
         self.cache: dict[int, JsonObject] = {}
         self._actions: list[tuple[str, int]] = []  # keypad programming events to report
-        self._executing = False
+        self._programmed: dict[int, str] = {}  # user -> the radio write's programming event
+        self._executing = 0
+
+    def check_slot(self, slot: int | None) -> str | None:
+        """The lock refuses users it does not have (silently, see :meth:`answer`)."""
+        problem = super().check_slot(slot)
+        if problem is None and slot is not None and slot > self.lock_users:
+            return "slot_out_of_range"
+        return problem
 
     # -- hearing the gateway ------------------------------------------------------------------
 
@@ -70,6 +107,8 @@ class SimulatedZigbee2MqttLock(SimulatedLock):
             self.submit(SimCommand(op="set", slot=slot, refused=exc.error))
             return
         assert request.user is not None
+        if self._out_of_definition(request.user, "set"):
+            return
         slot = request.user + 1
         if request.pin_code is None:
             self.submit(SimCommand(op="clear", slot=slot))
@@ -83,8 +122,53 @@ class SimulatedZigbee2MqttLock(SimulatedLock):
             log.warning("sim.bad_get", device_id=self.device_id, problem=str(exc))
             self.submit(SimCommand(op="read", refused=exc.error))
             return
+        if request.user is not None and self._out_of_definition(request.user, "get"):
+            return
         slot = None if request.user is None else request.user + 1
         self.submit(SimCommand(op="read", slot=slot))
+
+    def _out_of_definition(self, user: int, verb: str) -> bool:
+        """Zigbee2MQTT's converter throws before anything reaches the lock."""
+        if user < self.pin_code_count or not self.online:
+            return False
+        payload = range_error_payload(self.friendly_name, verb)
+        self._background(self._session.publish(self.topics.bridge_logging, payload))
+        return True
+
+    def _background(self, publish: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(publish)
+        task.add_done_callback(_quiet)
+
+    # -- running: Zigbee2MQTT serves requests concurrently ---------------------------------------
+
+    async def run(self) -> None:
+        """Each command on its own, after its own latency: a read heard while a write is still
+        being stored is answered from the slots as they were."""
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                command = await self._queue.get()
+                tg.create_task(self._in_time(command), name=f"sim-z2m:{self.device_id}")
+
+    async def _in_time(self, command: SimCommand) -> None:
+        latency = self.faults.latency * (1 if command.op == "read" else WRITE_LATENCIES)
+        if latency > 0:
+            await asyncio.sleep(latency)
+        try:
+            await self._execute(command)
+        except NotConnected:
+            log.info("sim.answer_lost", device_id=self.device_id, op=command.op)
+
+    async def _execute(self, command: SimCommand) -> None:
+        self._executing += 1
+        try:
+            await super()._execute(command)
+        finally:
+            self._executing -= 1
+
+    def write(self, slot: int, code: str | None) -> None:
+        before = self.slots.get(slot)
+        super().write(slot, code)
+        self._programmed[slot - 1] = _programming_action(before, code)
 
     # -- speaking -----------------------------------------------------------------------------
 
@@ -101,8 +185,7 @@ class SimulatedZigbee2MqttLock(SimulatedLock):
     async def publish_table(self) -> None:
         """The state message with the cached (maybe stale) ``users``, plus any keypad events.
 
-        While a command runs this says nothing: Zigbee2MQTT publishes no state for a ``/set``,
-        and a read's state message is its answer (see :meth:`answer`).
+        While a command runs this says nothing: its frames are published by :meth:`answer`.
         """
         if self._executing:
             return
@@ -110,7 +193,9 @@ class SimulatedZigbee2MqttLock(SimulatedLock):
         if not actions:
             await self._publish_state_message()
         for action, user in actions:
-            await self._publish_state_message(action=action, action_user=user)
+            await self._publish_state_message(
+                action=action, action_user=user, action_source_name=KEYPAD
+            )
 
     async def _publish_state_message(self, **action: Any) -> None:
         payload = state_payload(self.cache, **action, **_ATTRIBUTES)
@@ -120,49 +205,72 @@ class SimulatedZigbee2MqttLock(SimulatedLock):
         return self.topics.state, False
 
     async def answer(self, command: SimCommand, error: str | None) -> None:
+        if command.op == "read":
+            await self._answer_read(command, error)
+        elif error is None or error in _LOCK_REFUSALS:
+            await self._answer_write(command)
+        else:
+            # The lock never answered: herdsman gives up and Zigbee2MQTT logs its text.
+            user = (command.slot or 1) - 1
+            await self._session.publish(
+                self.topics.bridge_logging,
+                set_timeout_payload(self.friendly_name, user, command.code),
+            )
+
+    async def _answer_write(self, command: SimCommand) -> None:
+        """``setPinCodeRsp``, whatever its status: the cache republished as it was; then, if
+        the lock stored something, its programming event over the radio."""
+        await self._publish_state_message()
+        user = (command.slot or 1) - 1
+        action = self._programmed.pop(user, None)
+        if action is not None:
+            await self._publish_state_message(
+                action=action, action_user=user, action_source_name="rf"
+            )
+
+    async def _answer_read(self, command: SimCommand, error: str | None) -> None:
         if error is not None:
-            verb = "get" if command.op == "read" else "set"
             await self._session.publish(
                 self.topics.bridge_logging,
                 logging_error_payload(
-                    self.friendly_name, verb, f"{error} (timed out after 10000ms)"
+                    self.friendly_name,
+                    "get",
+                    f"Error: ZCL command closuresDoorLock.getPinCode failed ({error})",
                 ),
             )
             return
-        if command.op != "read":
-            return  # no acknowledgement of a /set, ever
-        if command.slot is not None and self.check_slot(command.slot) is not None:
-            await self.answer(command, "slot_out_of_range")
+        if command.slot is not None and super().check_slot(command.slot) is not None:
+            await self._answer_read(command, "slot_out_of_range")
             return
+        # Another frame of the lock comes first: the cache, stale, republished whole.
+        await self._publish_state_message()
         users = range(self.capacity) if command.slot is None else (command.slot - 1,)
         for user in users:
-            self.cache[user] = self.entry(user + 1)
+            self.cache[user] = {**self.cache.get(user, {}), **self.entry(user + 1)}
         await self._publish_state_message()
 
     def entry(self, slot: int) -> JsonObject:
-        """What reading ``slot`` shows now."""
+        """What reading ``slot`` shows now (before Zigbee2MQTT merges it into its cache)."""
+        if slot > self.lock_users:
+            return unsupported_entry_payload(NO_SUCH_USER)
         return user_entry_payload(self.slots.get(slot), expose_pin=self.expose_pin)
-
-    async def _execute(self, command: SimCommand) -> None:
-        self._executing = True
-        try:
-            await super()._execute(command)
-        finally:
-            self._executing = False
 
     # -- the keypad ---------------------------------------------------------------------------
 
     def _keypad(self, value: object) -> bool:
         slot = value.get("slot") if isinstance(value, dict) else None
-        before = self.slots.get(slot) if isinstance(slot, int) else None
         changed = super()._keypad(value)
         if changed and isinstance(slot, int):
-            after = self.slots.get(slot)
-            if before is None and after is not None:
-                action = "pin_code_added"
-            elif after is None:
-                action = "pin_code_deleted"
-            else:
-                action = "pin_code_changed"
-            self._actions.append((action, slot - 1))
+            self._actions.append((self._programmed.pop(slot - 1), slot - 1))
         return changed
+
+
+def _programming_action(before: str | None, after: str | None) -> str:
+    if after is None:
+        return "pin_code_deleted"
+    return "pin_code_added" if before is None else "pin_code_changed"
+
+
+def _quiet(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and isinstance(task.exception(), NotConnected):
+        log.info("sim.publish_lost", device_id="z2m")

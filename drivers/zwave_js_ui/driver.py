@@ -7,7 +7,11 @@ republished showing something else. Reads go through the request/response API
 (``sendCommand get`` per slot), correlated by an id of ours that the reply echoes in ``origin``.
 
 Online means: the broker is connected, the Z-Wave JS UI gateway says it is up, its Z-Wave driver
-has not said it is down (``Z/driver/status``), and the node is not Dead.
+has not said it is down (``Z/driver/status``), and the node is not Dead. Z-Wave JS UI killed hard
+leaves its last driver and node statuses retained (its will only marks the gateway down), and
+on restart says it is up ~1.7 s before its Z-Wave driver is: so after the gateway was down those
+statuses count only once reported afresh, or once the API answers (it was cut off from the
+broker, not restarted). An API answer "Z-Wave client not connected" means the same: offline.
 """
 
 from __future__ import annotations
@@ -61,7 +65,10 @@ log = get_logger("drivers.zwave_js_ui")
 SETTLE: Final = 0.3
 #: What zwave-js accepts as a user code (its metadata: a string of 4 to 10 characters).
 CODE_LENGTHS: Final = (4, 10)
-APIS: Final = ("sendCommand",)
+#: ``getInfo`` asks, without a radio trip, whether Z-Wave JS UI's Z-Wave driver is ready.
+APIS: Final = ("sendCommand", "getInfo")
+#: Z-Wave JS UI's answer to any API call while its Z-Wave driver is not ready.
+NOT_CONNECTED: Final = "client not connected"
 
 
 class ZwaveJsUiDriver(LinkedDriver):
@@ -76,6 +83,9 @@ class ZwaveJsUiDriver(LinkedDriver):
         "driver_status": True,
     }
     forget_on_disconnect = ("node_status", "gateway_status")
+    stale_after_down: ClassVar[Mapping[str, tuple[str, ...]]] = {
+        "gateway_status": ("node_status", "driver_status")
+    }
 
     def __init__(
         self,
@@ -96,6 +106,9 @@ class ZwaveJsUiDriver(LinkedDriver):
         self._updates: dict[int, int] = {}  # slot -> value messages seen (fresh read-backs)
         self._changed = asyncio.Event()  # set on every value message
         self._pending: dict[str, asyncio.Future[ApiReply]] = {}
+        self._node_seen = False  # any topic of the node since start: it is where we look
+        self._gateway_seen = False  # Z-Wave JS UI's gateway status since start
+        self._probe: asyncio.Task[None] | None = None
 
     # -- observed state ---------------------------------------------------------------------
 
@@ -107,16 +120,58 @@ class ZwaveJsUiDriver(LinkedDriver):
             return self._users_count
         return max((slot for _, slot in self._values), default=None)
 
+    @property
+    def not_found(self) -> str | None:
+        if self._node_seen or not self._session.is_connected:
+            return None
+        t = self.topics
+        if not self._gateway_seen:
+            return (
+                f"neither node {t.node_id} ({t.node_status}) nor Z-Wave JS UI"
+                f" ({t.gateway_status}) has appeared on the broker: check that Z-Wave JS UI's"
+                " MQTT gateway runs on this broker, and base_topic and gateway_name against its"
+                " MQTT prefix and name"
+            )
+        return (
+            f"Z-Wave JS UI is on the broker but node {t.node_id} has not appeared at"
+            f" {t.node_status} nor at {t.values_filter}: check node_id, topic_style, node_names,"
+            " node_name and location against Z-Wave JS UI's gateway type, 'use node names' and"
+            " 'ignore location' settings and the node's name and location"
+        )
+
+    def _seen(self, node: bool) -> None:
+        """A topic of the node (``node``) or of the gateway arrived: maybe not lost any more."""
+        if self._node_seen or (not node and self._gateway_seen):
+            return  # the common case: nothing changes
+        lost = self._session.is_connected
+        if node:
+            self._node_seen = True
+        else:
+            self._gateway_seen = True
+        if lost:
+            self._wake()  # what ``not_found`` says has changed
+
     async def start(self, wake: WakeCallback) -> None:
         self._begin(wake)
         link = self._link
-        await self._session.subscribe(
-            self.topics.gateway_status, link.handler("gateway_status", parse_gateway_status)
-        )
-        await self._session.subscribe(
-            self.topics.node_status,
-            link.handler("node_status", lambda payload: parse_node_status(payload).alive),
-        )
+        gateway_status = link.handler("gateway_status", parse_gateway_status)
+        node_status = link.handler("node_status", lambda payload: parse_node_status(payload).alive)
+
+        def on_gateway_status(message: aiomqtt.Message) -> None:
+            self._seen(node=False)
+            gateway_status(message)
+            if link.says("gateway_status") and link.stale:
+                self._check_ready()
+
+        def on_node_status(message: aiomqtt.Message) -> None:
+            self._seen(node=True)
+            node_status(message)
+
+        # Whether the node can be found is judged on a connected broker only.
+        self._session.on_connect(self._poke)
+        self._session.on_disconnect(self._poke)
+        await self._session.subscribe(self.topics.gateway_status, on_gateway_status)
+        await self._session.subscribe(self.topics.node_status, on_node_status)
         await self._session.subscribe(
             self.topics.driver_status, link.handler("driver_status", parse_gateway_status)
         )
@@ -132,10 +187,30 @@ class ZwaveJsUiDriver(LinkedDriver):
             self._changed.set()  # writes waiting on value topics look at `online` again
         self._wake()
 
+    def _check_ready(self) -> None:
+        """Z-Wave JS UI is back with statuses left from before: ask whether its Z-Wave driver
+        is ready. If it is, it was only cut off from the broker and republishes nothing, so
+        those statuses stand; if not ("client not connected"), fresh ones will follow."""
+        if self._probe is not None and not self._probe.done():
+            return
+
+        async def probe() -> None:
+            try:
+                await self._request("getInfo", [])
+            except CommandFailed as exc:
+                log.info("zwave.driver_not_ready", device_id=self.device_id, reason=str(exc))
+                return
+            self._link.confirm_stale()
+
+        self._probe = asyncio.get_running_loop().create_task(
+            probe(), name=f"zwave-ready:{self.device_id}"
+        )
+
     def _on_value(self, message: aiomqtt.Message) -> None:
         found = self.topics.parse_value_topic(message.topic.value)
         if found is None:
             return
+        self._seen(node=True)
         prop, slot = found
         # Each value topic is a report of its own, refused or accepted on its own; those
         # beyond the ceiling share one source, so no lie can grow what is kept here.
@@ -259,8 +334,14 @@ class ZwaveJsUiDriver(LinkedDriver):
         return value == wanted or (wanted is not None and value is Unreadable.OCCUPIED)
 
     async def _call(self, api: str, args: list[Any]) -> object:
-        """One API request; the reply's ``result``. CommandFailed when it did not succeed."""
+        """One API request to a reachable lock; the reply's ``result``."""
         self._check_reachable()
+        return await self._request(api, args)
+
+    async def _request(self, api: str, args: list[Any]) -> object:
+        """One API request; the reply's ``result``. CommandFailed when it did not succeed:
+        ``offline`` when Z-Wave JS UI's Z-Wave driver is not ready (the driver status is then
+        unknown until reported again)."""
         request_id = str(uuid.uuid4())
         future: asyncio.Future[ApiReply] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
@@ -282,6 +363,9 @@ class ZwaveJsUiDriver(LinkedDriver):
         finally:
             del self._pending[request_id]
         if not reply.success:
+            if NOT_CONNECTED in reply.message:
+                self._link.invalidate("driver_status")
+                raise CommandFailed("offline", f"{api}: {reply.message}")
             raise CommandFailed("internal", f"{api}: {reply.message}")
         return reply.result
 
@@ -328,16 +412,9 @@ def create_driver(device: DeviceConfig, session: MqttSession, timing: Timing) ->
     options = device.options
     if not isinstance(options, ZwaveJsUiOptions):
         raise TypeError(f"{device.device_id}: the zwave_js_ui driver needs ZwaveJsUiOptions")
-    topics = Topics.for_node(
-        options.base_topic,
-        options.node_id,
-        options.gateway_name,
-        node_name=options.node_name,
-        style=options.topic_style,
-    )
     return ZwaveJsUiDriver(
         device.device_id,
-        topics,
+        options.topics(),
         session,
         timing,
         slots=device.slots,

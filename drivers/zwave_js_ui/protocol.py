@@ -16,6 +16,7 @@ What the real gateway does, and what shapes these definitions (protocols.md, fix
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
@@ -57,6 +58,7 @@ __all__ = [
     "poll_value_args",
     "set_payload",
     "slot_value",
+    "topic_level",
     "users_count_args",
     "value_payload",
 ]
@@ -95,7 +97,7 @@ class Topics:
     """Every topic of one node under prefix ``base`` on gateway ``gateway``.
 
     ``node`` is the node's topic level: its name, ``nodeID_<id>``, or the bare id when node
-    names are off in Z-Wave JS UI.
+    names are off in Z-Wave JS UI; after its location when Z-Wave JS UI does not ignore it.
     """
 
     base: str
@@ -113,8 +115,19 @@ class Topics:
         *,
         node_name: str | None = None,
         style: Literal["valueid", "named"] = "valueid",
+        node_names: bool = True,
+        location: str | None = None,
     ) -> Topics:
-        return cls(base, node_name or f"nodeID_{node_id}", node_id, gateway, style)
+        """The node's topics as Z-Wave JS UI names them (its ``Gateway.nodeTopic``): with
+        ValueID topics and "use node names" off (``node_names``) the bare id, else the node's
+        name or ``nodeID_<id>``; behind its ``location`` when "ignore location" is off."""
+        if style == "valueid" and not node_names:
+            node = str(node_id)
+        else:
+            node = topic_level(node_name) if node_name else f"nodeID_{node_id}"
+        if location:
+            node = f"{topic_level(location)}/{node}"
+        return cls(base, node, node_id, gateway, style)
 
     @property
     def _values(self) -> str:
@@ -174,6 +187,16 @@ class Topics:
 
     def api_reply(self, api: str) -> str:
         return f"{self._client}/api/{api}"
+
+
+_UNSAFE: Final = re.compile(r"[^A-Za-z0-9\-_\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u00ff/]")
+
+
+def topic_level(text: str) -> str:
+    """A node name or location as Z-Wave JS UI puts it in a topic (its ``sanitizeTopic``):
+    whitespace becomes ``_``, characters other than letters, digits, ``-``, ``_`` and ``/`` are
+    dropped (a ``/`` in a location stays, and makes two levels)."""
+    return _UNSAFE.sub("", re.sub(r"\s", "_", text))
 
 
 # -- parsing helpers --------------------------------------------------------------------------

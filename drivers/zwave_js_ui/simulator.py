@@ -9,23 +9,33 @@ replies on ``.../api/<api>`` echoing the request as ``origin``.
 Faults keep their meaning in this protocol: ``fail_next`` (and any refusal) leaves the slot as it
 was and republishes its unchanged values, as zwave-js does after reading back a write the lock
 refused; ``silent`` publishes nothing; ``online: false`` makes the node Dead.
+
+Z-Wave JS UI itself can be crashed and restarted (the ``stack`` control key, as seen on the real
+one): ``crash`` publishes only its will (the gateway status false; the retained driver and node
+statuses stay as they were); ``start`` says the gateway is up, but until ``ready`` its Z-Wave
+driver is not: API calls are answered "Z-Wave client not connected" and value writes are
+dropped without a word; ``ready`` publishes the driver status, the node status and every value.
+``unread`` (a list of slots) plays zwave-js after an interview without ``queryAllUserCodes``:
+those slots' value topics carry no ``value`` until the slot is read or written.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import aiomqtt
 
 from drivers.sim import SimCommand, SimSpec, SimulatedLock, register_simulated_lock
 from drivers.zwave_js_ui.config import ZwaveJsUiOptions
 from drivers.zwave_js_ui.protocol import (
-    Topics,
+    MISSING,
     api_reply_payload,
     gateway_status_payload,
     node_status_payload,
@@ -34,14 +44,22 @@ from drivers.zwave_js_ui.protocol import (
     value_payload,
 )
 from gateway.logs import get_logger
-from gateway.mqtt import MqttSession
+from gateway.mqtt import MqttSession, NotConnected
 
 __all__ = ["SimulatedZwaveJsUiLock"]
 
 log = get_logger("drivers.zwave_js_ui.simulator")
 
 MASK = "*" * 10  # what a lock that hides its codes reports for an occupied slot
-APIS = ("sendCommand", "pollValue")
+APIS = ("sendCommand", "pollValue", "getInfo")
+#: Z-Wave JS UI's answer to every API call while its Z-Wave driver is not ready.
+NOT_CONNECTED = "Z-Wave client not connected"
+#: What the real stack's ``getInfo`` answers with, in part (no radio trip).
+INFO = {"appVersion": "11.22.2", "zwaveVersion": "15.29.0", "status": "driver ready"}
+
+Stack = Literal["up", "down", "starting"]
+STACK_KEY = "stack"
+UNREAD_KEY = "unread"
 
 
 def _now_ms() -> int:
@@ -71,14 +89,11 @@ class SimulatedZwaveJsUiLock(SimulatedLock):
         options = spec.device.options
         if not isinstance(options, ZwaveJsUiOptions):
             raise TypeError(f"{self.device_id}: zwave_js_ui lock without ZwaveJsUiOptions")
-        self.topics = Topics.for_node(
-            options.base_topic,
-            options.node_id,
-            options.gateway_name,
-            node_name=options.node_name,
-            style=options.topic_style,
-        )
+        self.topics = options.topics()
         self._requests: dict[str, _Request] = {}
+        self.stack: Stack = "up"  # Z-Wave JS UI in front of the lock
+        self.unread: set[int] = set()  # slots zwave-js has not read: published without value
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- hearing ----------------------------------------------------------------------
 
@@ -94,6 +109,8 @@ class SimulatedZwaveJsUiLock(SimulatedLock):
             await self._session.subscribe(self.topics.api_request(api), partial(self._on_api, api))
 
     def _on_set_code(self, slot: int, message: aiomqtt.Message) -> None:
+        if self.stack != "up":
+            return  # dropped without a word: nobody there, or its driver not ready
         try:
             value = parse_set_request(message.payload)
         except ValueError as exc:
@@ -106,6 +123,8 @@ class SimulatedZwaveJsUiLock(SimulatedLock):
         self.submit(SimCommand(op="set", slot=slot, code=value))
 
     def _on_set_status(self, slot: int, message: aiomqtt.Message) -> None:
+        if self.stack != "up":
+            return
         try:
             value = parse_set_request(message.payload)
         except ValueError as exc:
@@ -121,6 +140,16 @@ class SimulatedZwaveJsUiLock(SimulatedLock):
             args, origin = parse_api_request(message.payload)
         except ValueError as exc:
             log.warning("sim.bad_api_request", device_id=self.device_id, problem=str(exc))
+            return
+        if self.stack == "down":
+            return
+        if self.stack == "starting" or api == "getInfo":
+            # Answered at once by Z-Wave JS UI itself, without a radio trip.
+            ready = self.stack == "up"
+            reply = api_reply_payload(
+                ready, INFO if ready else None, args, origin, "" if ready else NOT_CONNECTED
+            )
+            self._soon(self._session.publish(self.topics.api_reply(api), reply))
             return
         target = args[0] if args and isinstance(args[0], dict) else {}
         if _int(target.get("nodeId")) != self.topics.node_id:
@@ -235,9 +264,28 @@ class SimulatedZwaveJsUiLock(SimulatedLock):
             return 0, ""
         return 1, code if self.spec.expose_pin else MASK
 
+    def _soon(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Publish from a message handler; a lost connection loses the message, as it would."""
+
+        async def quietly() -> None:
+            with contextlib.suppress(NotConnected):
+                await coro
+
+        task = asyncio.get_running_loop().create_task(quietly())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     async def publish_slot(self, slot: int) -> None:
-        """The slot's two value topics, status first, as zwave-js reports a User Code read."""
-        status, code = self._slot_values(slot)
+        """The slot's two value topics, as zwave-js reports a User Code read (or a write's
+        read-back): the slot counts as read from now on."""
+        self.unread.discard(slot)
+        await self._publish_values(slot)
+
+    async def _publish_values(self, slot: int) -> None:
+        """The slot's two value topics as they stand, status first; no ``value`` if unread."""
+        if self.stack != "up":
+            return  # nobody there to report it
+        status, code = (MISSING, MISSING) if slot in self.unread else self._slot_values(slot)
         now = _now_ms()
         await self._session.publish(
             self.topics.user_id_status(slot), value_payload(status, now), retain=True
@@ -261,10 +309,17 @@ class SimulatedZwaveJsUiLock(SimulatedLock):
 
     async def publish_availability(self) -> None:
         now = _now_ms()
+        if self.stack != "up":
+            return  # its will (or its start) said what there is to say
         if self.online:  # the gateway itself is up as long as the simulator runs
             await self._session.publish(
                 self.topics.gateway_status, gateway_status_payload(True, now), retain=True
             )
+        await self._publish_driver_ready(now)
+
+    async def _publish_driver_ready(self, now: int) -> None:
+        """What Z-Wave JS UI publishes once its Z-Wave driver is ready: its status, the node's."""
+        if self.online:
             await self._session.publish(self.topics.driver_status, "true", retain=True)
         await self._session.publish(
             self.topics.node_status,
@@ -274,7 +329,7 @@ class SimulatedZwaveJsUiLock(SimulatedLock):
 
     async def publish_table(self) -> None:
         for slot in range(1, self.capacity + 1):
-            await self.publish_slot(slot)
+            await self._publish_values(slot)
 
     async def answer(self, command: SimCommand, error: str | None) -> None:
         if command.token is None:
@@ -291,13 +346,51 @@ class SimulatedZwaveJsUiLock(SimulatedLock):
         await self._session.publish(self.topics.api_reply(request.api), payload)
 
     async def control(self, changes: Mapping[str, object]) -> None:
-        """The base class's control, plus the Access Control notification of a keypad unlock."""
-        await super().control(changes)
+        """The base class's control, plus ``stack`` (crash, start, ready: Z-Wave JS UI itself)
+        and the Access Control notification of a keypad unlock."""
+        stack, unread = changes.get(STACK_KEY), changes.get(UNREAD_KEY)
+        own = (STACK_KEY, UNREAD_KEY)
+        await super().control({k: v for k, v in changes.items() if k not in own})
+        if stack is not None:
+            await self._stack(stack)
+        if unread is not None:
+            await self._unread(unread)
         entered = changes.get("enter")
-        if isinstance(entered, str) and entered and self.online:
+        if isinstance(entered, str) and entered and self.online and self.stack == "up":
             slot = self.try_code(entered)
             if slot is not None:
                 await self._session.publish(
                     self.topics.keypad_unlock,
                     {"time": _now_ms(), "value": {"userId": slot}},
                 )
+
+    async def _stack(self, step: object) -> None:
+        """Z-Wave JS UI killed hard, started again, and its Z-Wave driver ready (as the real
+        11.22.2 does: its will is only the gateway status; the driver is ready ~1.7 s after
+        the gateway says it is up, and only then are statuses and values published)."""
+        now = _now_ms()
+        if step == "crash":
+            self.stack = "down"
+            await self._session.publish(self.topics.gateway_status, {"value": False}, retain=True)
+        elif step == "start":
+            self.stack = "starting"
+            await self._session.publish(
+                self.topics.gateway_status, gateway_status_payload(True, now), retain=True
+            )
+        elif step == "ready":
+            self.stack = "up"
+            await self._publish_driver_ready(now)
+            if self.online:
+                await self.publish_table()
+        else:
+            log.warning("sim.control_bad_value", device_id=self.device_id, key=STACK_KEY)
+
+    async def _unread(self, slots: object) -> None:
+        """zwave-js interviewed the lock without reading these slots: their values go."""
+        if not isinstance(slots, list) or not all(
+            _int(n) is not None and self.check_slot(n) is None for n in slots
+        ):
+            log.warning("sim.control_bad_value", device_id=self.device_id, key=UNREAD_KEY)
+            return
+        self.unread = set(slots)
+        await self.publish_table()

@@ -70,6 +70,8 @@ class Plan:
     external: set[str] = field(default_factory=set)  # its slot was changed outside the gateway
     duplicates: set[str] = field(default_factory=set)  # its PIN sits in a slot not ours
     no_space: set[str] = field(default_factory=set)  # wanted, no slot to be had
+    # Wanted, no free slot known, but slots not read yet may be free: unread is not full.
+    waiting_for_read: set[str] = field(default_factory=set)
     unreadable: set[int] = field(default_factory=set)  # slots that must be read first
     lingering: set[str] = field(default_factory=set)  # may still have a PIN on the lock
     left: list[Written] = field(default_factory=list)  # seen gone for good: may be forgotten
@@ -124,6 +126,10 @@ def plan(codes: Sequence[CodeView], table: SlotTable, written: Sequence[Written]
         for slot in range(1, table.capacity + 1)
         if table.value(slot) is None and slot not in assigned
     ]
+    unread = any(
+        table.value(slot) is Unreadable.UNKNOWN and slot not in assigned
+        for slot in range(1, table.capacity + 1)
+    )
     evictable = sorted(
         (
             c
@@ -151,6 +157,8 @@ def plan(codes: Sequence[CodeView], table: SlotTable, written: Sequence[Written]
             writes = [w for w in writes if w.code_id != victim.code_id]
             clears = [c for c in clears if c.slot != victim.slot]
             writes.append(Write(code.code_id, victim.slot, code.pin, evicts=victim.code_id))
+        elif unread:
+            result.waiting_for_read.add(code.code_id)
         else:
             result.no_space.add(code.code_id)
 

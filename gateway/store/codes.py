@@ -222,6 +222,15 @@ async def record_attempt(
     return int(row["attempts"]) if row else 0
 
 
+async def uncount_attempt(tx: Tx, access_code_id: str) -> None:
+    """The command counted before it was sent never left (the lock went offline meanwhile)."""
+    await tx.execute(
+        "UPDATE access_codes SET attempts = MAX(attempts - 1, 0), retry_at = NULL"
+        " WHERE access_code_id = ?",
+        (access_code_id,),
+    )
+
+
 async def retry_state(tx: Tx, device_id: str) -> dict[str, tuple[int, datetime | None, datetime]]:
     """Per code: failures so far, when it may be tried again, since when in its status."""
     rows = await tx.fetchall(

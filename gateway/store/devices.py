@@ -8,7 +8,7 @@ from datetime import datetime
 
 from gateway.clock import isoformat, parse_timestamp
 from gateway.config import BackupPoolSettings, DeviceConfig
-from gateway.model import Device, EventType, Problem
+from gateway.model import PROBLEMS, Device, EventType, Problem
 from gateway.rules.pool import supports_pool
 from gateway.store.db import Row, Tx
 from gateway.store.problems import problems_of, set_problem
@@ -161,6 +161,19 @@ async def set_report_refused(tx: Tx, device_id: str, reason: str | None) -> None
         reason is not None,
         device_id=device_id,
         message=message,
+    )
+
+
+async def set_not_found(tx: Tx, device_id: str, check: str | None) -> None:
+    """Raise ``device_not_found_on_stack`` naming what to ``check``, or clear it."""
+    spec = PROBLEMS["device_not_found_on_stack"]
+    await set_problem(
+        tx,
+        device_id,
+        "device_not_found_on_stack",
+        check is not None,
+        device_id=device_id,
+        message=None if check is None else f"{spec.message.rstrip('.')}: {check}.",
     )
 
 
