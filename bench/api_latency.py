@@ -59,7 +59,7 @@ async def run(quick: bool) -> Result:
         }
     }
     async with private_site(raw) as site:
-        device_ids = [d.device_id for d in site.config.all_devices]
+        device_ids = [d.device_id for d in site.config.devices]
         targets = count()
 
         async def read(i: int) -> None:

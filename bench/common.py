@@ -19,7 +19,6 @@ import math
 import os
 import platform
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from drivers.sim_settings import with_generated_devices
 from gateway import site
 from gateway.broker import mosquitto_binary
 from gateway.client import ApiClient
@@ -61,8 +61,9 @@ class BenchError(Exception):
 
 
 def bench_config(raw: Mapping[str, Any]) -> Config:
-    """``raw`` as it would be written in YAML; broker and database are replaced by private ones."""
-    return parse_config({"hub_id": "bench", **raw}, base_dir=Path.cwd())
+    """``raw`` as it would be written in YAML, with ``simulator.generate``'s locks made configured
+    devices, so that the gateway manages them too."""
+    return with_generated_devices(parse_config({"hub_id": "bench", **raw}, base_dir=Path.cwd()))
 
 
 @contextlib.contextmanager
@@ -92,8 +93,6 @@ def now() -> float:
 class Latency:
     """Summary of latency samples, in milliseconds."""
 
-    count: int
-    mean: float
     p50: float
     p95: float
     p99: float
@@ -105,8 +104,6 @@ class Latency:
             raise BenchError("no samples")
         ms = sorted(s * 1000 for s in seconds)
         return cls(
-            count=len(ms),
-            mean=statistics.fmean(ms),
             p50=percentile(ms, 50),
             p95=percentile(ms, 95),
             p99=percentile(ms, 99),

@@ -70,7 +70,7 @@ async def run(quick: bool) -> Result:
                 result.add("settled_s", "gateway: settled (all read once)", now() - started, "s", 2)
 
                 async with connect(config.mqtt, config.prefix) as api:
-                    device_ids = [d.device_id for d in config.all_devices]
+                    device_ids = [d.device_id for d in config.devices]
                     started = now()
                     pins, replies = await create_one_code_each(
                         api, device_ids, IN_FLIGHT, timeout=60.0

@@ -26,7 +26,13 @@ from typing import Any, ClassVar, Final, Literal
 
 import aiomqtt
 
-from gateway.config import Config, DeviceConfig, SimLockSettings, SimulatorSettings
+from drivers.sim_settings import (
+    SimLockSettings,
+    SimulatorSettings,
+    generated_devices,
+    simulator_settings,
+)
+from gateway.config import Config, DeviceConfig
 from gateway.logs import get_logger
 from gateway.mqtt import MqttSession, NotConnected, Retained
 
@@ -494,12 +500,14 @@ class Simulator:
     def __init__(self, config: Config, session: MqttSession) -> None:
         self._session = session
         self._locks: dict[str, SimulatedLock] = {}
-        for device in config.all_devices:
+        settings = simulator_settings(config)
+        generated = generated_devices(settings.generate) if settings.generate else ()
+        for device in config.devices + generated:
             cls = simulated_lock_class(device.driver)
             if cls is None:
                 log.info("sim.device_skipped", device_id=device.device_id, driver=device.driver)
                 continue
-            self._locks[device.device_id] = cls(SimSpec.resolve(device, config.simulator), session)
+            self._locks[device.device_id] = cls(SimSpec.resolve(device, settings), session)
         self._tg: asyncio.TaskGroup | None = None
         #: Set once every lock has announced itself after the first connect.
         self.ready = asyncio.Event()
@@ -587,7 +595,7 @@ async def _quietly(coro: Coroutine[Any, Any, None]) -> None:
 
 async def run_simulator(config: Config, *, ready: asyncio.Event | None = None) -> None:
     """What ``lockgate sim -c FILE`` runs: every lock of the config, until cancelled."""
-    control = config.simulator.control_topic
+    control = simulator_settings(config).control_topic
     session = MqttSession(
         config.mqtt,
         identifier=f"lockgate-sim-{config.hub_id}",

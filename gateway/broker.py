@@ -101,7 +101,3 @@ class Broker:
     def restart(self) -> None:
         self.stop()
         self.start()
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None

@@ -1,4 +1,8 @@
-"""``lockgate`` command line: run, check-config, sim, demo, call, events."""
+"""``lockgate`` command line: run, check-config, sim, demo, call, events.
+
+The daemon carries no harness: the simulator, the demo and their site are imported only by the
+subcommands that use them, so ``lockgate run`` never loads them.
+"""
 
 from __future__ import annotations
 
@@ -10,10 +14,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from drivers.sim import run_simulator
 from gateway.client import connect
 from gateway.config import Config, ConfigError, load_config
-from gateway.demo import run_demo
 from gateway.logs import configure_logging, get_logger
 from gateway.service import Gateway
 from gateway.store import StoreError
@@ -24,13 +26,20 @@ EXIT_CONFIG = 2
 log = get_logger("gateway.cli")
 
 
-def _load(path: str) -> Config:
+def _load(path: str, *, simulator: bool = False) -> Config:
+    """The config file, or exit 2 with one line per problem. ``simulator``: check the
+    ``simulator:`` section too, which the daemon itself does not read."""
     try:
-        return load_config(path)
+        config = load_config(path)
+        if simulator:
+            from drivers.sim_settings import simulator_settings  # noqa: PLC0415 (not on the daemon's path)
+
+            simulator_settings(config)
     except ConfigError as exc:
         for line in exc.problems:  # one line per problem, naming its key path, nothing else
             print(line, file=sys.stderr)
         raise SystemExit(EXIT_CONFIG) from None
+    return config
 
 
 def _run_until_signal(main: Callable[[asyncio.Event], Any]) -> None:
@@ -58,13 +67,15 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = _load(args.config)
-    print(f"{args.config}: ok ({len(config.all_devices)} devices, hub_id {config.hub_id})")
+    config = _load(args.config, simulator=True)
+    print(f"{args.config}: ok ({len(config.devices)} devices, hub_id {config.hub_id})")
     return 0
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    from drivers.sim import run_simulator  # noqa: PLC0415 (not on the daemon's path)
+
+    config = _load(args.config, simulator=True)
     configure_logging(args.log_level or config.log_level)
 
     async def main(stop: asyncio.Event) -> None:
@@ -78,7 +89,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    config = _load(args.config)
+    from gateway.demo import run_demo  # noqa: PLC0415 (not on the daemon's path)
+
+    config = _load(args.config, simulator=True)
     configure_logging(args.log_level or "error")
     return asyncio.run(run_demo(config))
 

@@ -29,7 +29,6 @@ class ApiClient:
         self.prefix = prefix
         self._response_topic = response_topic
         self._pending: dict[bytes, asyncio.Future[Json]] = {}
-        self._events: asyncio.Queue[Json] = asyncio.Queue()
         self._subscriptions: dict[str, asyncio.Queue[aiomqtt.Message]] = {}
 
     async def call(self, endpoint: str, timeout: float = 10.0, **params: Any) -> Json:

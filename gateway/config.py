@@ -10,11 +10,10 @@ One rule for every key: missing or ``null`` means the default.
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 import socket
-from collections.abc import Callable, Mapping, Set
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
@@ -36,18 +35,23 @@ __all__ = [
     "DRIVERS",
     "LOG_LEVELS",
     "BackupPoolSettings",
+    "Claims",
     "Config",
     "ConfigError",
     "DeviceConfig",
     "DevicePoolSettings",
     "DriverOptions",
     "DriverSchema",
-    "GenerateSettings",
+    "Invalid",
     "MqttSettings",
-    "SimLockSettings",
-    "SimulatorSettings",
+    "Section",
     "Timing",
     "TlsSettings",
+    "as_code_lengths",
+    "as_duration",
+    "as_flag",
+    "as_integer",
+    "as_topic",
     "default_hub_id",
     "load_config",
     "parse_config",
@@ -61,8 +65,6 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 _MEMORY_DATABASE: Final = ":memory:"  # SQLite's name for a throw-away database; not a path
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ID_RULE = "must be 1-64 characters, each a letter, digit, _ or -"
-_GENERATED_DIGITS = 4  # generated ids are "<prefix><i:04d>", i from 0
-_GENERATED_PREFIX = re.compile(rf"[A-Za-z0-9_-]{{0,{64 - _GENERATED_DIGITS}}}")
 _MAX_PIN_LENGTH = MAX_PIN_LENGTH  # one ceiling for configuration, API and lock reports
 
 
@@ -143,49 +145,8 @@ class DeviceConfig:
     backup_pool: DevicePoolSettings = field(default_factory=DevicePoolSettings)
 
 
-def _no_codes() -> Mapping[int, str]:
+def _nothing() -> Mapping[object, object]:
     return MappingProxyType({})
-
-
-def _no_locks() -> Mapping[str, SimLockSettings]:
-    return MappingProxyType({})
-
-
-@dataclass(frozen=True, slots=True)
-class SimLockSettings:
-    """How the simulator plays one lock, where it should differ from the simulator's defaults."""
-
-    latency: float | None = None
-    initial_codes: Mapping[int, str] = field(default_factory=_no_codes)  # slot (from 1) -> PIN
-    reject_duplicates: bool = True
-    expose_pin: bool = True  # zigbee2mqtt/zwave_js_ui: False = reads show codes masked
-    # zigbee2mqtt only: the users Zigbee2MQTT's device definition has (``pinCodeCount``; beyond
-    # it Zigbee2MQTT refuses the request), and the users the lock really holds (beyond them
-    # reads show ``not_supported_255`` and writes are refused). None: the device's slots.
-    pin_code_count: int | None = None
-    lock_users: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class GenerateSettings:
-    """Extra simulated native locks ``<prefix><i:04d>`` (i from 0) on ``locks/<id>``: load tests."""
-
-    count: int
-    prefix: str = "sim_lock_"
-    driver: str = "native"
-
-    def device_ids(self) -> list[str]:
-        return [f"{self.prefix}{i:0{_GENERATED_DIGITS}d}" for i in range(self.count)]
-
-
-@dataclass(frozen=True, slots=True)
-class SimulatorSettings:
-    control_topic: str = "lockgate-sim"
-    latency: float = 0.02
-    default_slots: int = 30
-    default_code_lengths: tuple[int, int] = (4, 8)
-    locks: Mapping[str, SimLockSettings] = field(default_factory=_no_locks)
-    generate: GenerateSettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +157,9 @@ class Config:
     timing: Timing = field(default_factory=Timing)
     backup_pool: BackupPoolSettings = field(default_factory=BackupPoolSettings)
     devices: tuple[DeviceConfig, ...] = ()
-    simulator: SimulatorSettings = field(default_factory=SimulatorSettings)
+    #: The ``simulator:`` section as written: the simulator's own settings, which it parses
+    #: itself (``drivers/sim_settings.py``); the daemon only checks that it is a mapping.
+    simulator: Mapping[object, object] = field(default_factory=_nothing)
     log_level: str = "info"
     source: Path | None = None  # the file it was loaded from
 
@@ -204,21 +167,6 @@ class Config:
     def prefix(self) -> str:
         """The root of every topic this gateway owns."""
         return f"{self.mqtt.topic_prefix}/{self.hub_id}"
-
-    @property
-    def all_devices(self) -> tuple[DeviceConfig, ...]:
-        """The configured devices, then the simulator's generated ones."""
-        generate = self.simulator.generate
-        return self.devices + _generated_devices(generate) if generate else self.devices
-
-
-@functools.lru_cache(maxsize=4)
-def _generated_devices(generate: GenerateSettings) -> tuple[DeviceConfig, ...]:
-    # Cached: with thousands of generated locks, all_devices must not rebuild them on every call.
-    return tuple(
-        DeviceConfig(device_id, device_id, "native", NativeOptions(topic=f"locks/{device_id}"))
-        for device_id in generate.device_ids()
-    )
 
 
 class DriverSchema(NamedTuple):
@@ -241,11 +189,11 @@ _DEVICE_KEYS: Final = frozenset(
 
 
 # --------------------------------------------------------------------------------------------
-# Value converters: each takes a raw YAML value and returns it checked, or raises _Invalid with
+# Value converters: each takes a raw YAML value and returns it checked, or raises Invalid with
 # the text that follows "key.path: ".
 
 
-class _Invalid(ValueError):
+class Invalid(ValueError):
     """A value the file must not have; its message completes a problem line."""
 
 
@@ -266,11 +214,11 @@ def parse_duration(value: object) -> float:
     negative or infinite durations.
     """
     if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise _Invalid(f"must be a duration ({_DURATION_HINT})")
+        raise Invalid(f"must be a duration ({_DURATION_HINT})")
     if isinstance(value, str):
         match = _DURATION.fullmatch(value.strip())
         if match is None:
-            raise _Invalid(f"invalid duration {value!r} ({_DURATION_HINT})")
+            raise Invalid(f"invalid duration {value!r} ({_DURATION_HINT})")
         number, unit = float(match[1]), match[2]
         # Divide for ms rather than multiply by 0.001, so "100ms" is exactly 0.1.
         seconds = number / 1000 if unit == "ms" else number * _SECONDS_PER_UNIT[unit]
@@ -280,23 +228,23 @@ def parse_duration(value: object) -> float:
         except OverflowError:
             seconds = math.inf
     if not math.isfinite(seconds):
-        raise _Invalid("must be a finite duration")
+        raise Invalid("must be a finite duration")
     if seconds < 0:
-        raise _Invalid("must not be negative")
+        raise Invalid("must not be negative")
     return seconds
 
 
-def _duration(*, positive: bool = False) -> Callable[[object], float]:
+def as_duration(*, positive: bool = False) -> Callable[[object], float]:
     def convert(value: object) -> float:
         seconds = parse_duration(value)
         if positive and seconds == 0:
-            raise _Invalid("must be longer than 0")
+            raise Invalid("must be longer than 0")
         return seconds
 
     return convert
 
 
-def _integer(low: int, high: int | None = None) -> Callable[[object], int]:
+def as_integer(low: int, high: int | None = None) -> Callable[[object], int]:
     wanted = f"an integer {low}-{high}" if high is not None else f"an integer >= {low}"
 
     def convert(value: object) -> int:
@@ -307,58 +255,58 @@ def _integer(low: int, high: int | None = None) -> Callable[[object], int]:
             or value < low
             or (high is not None and value > high)
         ):
-            raise _Invalid(f"must be {wanted}")
+            raise Invalid(f"must be {wanted}")
         return value
 
     return convert
 
 
-def _flag(value: object) -> bool:
+def as_flag(value: object) -> bool:
     if not isinstance(value, bool):
-        raise _Invalid("must be true or false")
+        raise Invalid("must be true or false")
     return value
 
 
 def _string(value: object) -> str:
     if not isinstance(value, str):
-        raise _Invalid("must be a string")
+        raise Invalid("must be a string")
     if not value.strip():
-        raise _Invalid("must not be empty")
+        raise Invalid("must not be empty")
     return value
 
 
 def _identifier(value: object) -> str:
     text = _string(value)
     if not _ID.fullmatch(text):
-        raise _Invalid(_ID_RULE)
+        raise Invalid(_ID_RULE)
     return text
 
 
-def _topic(value: object) -> str:
+def as_topic(value: object) -> str:
     if not isinstance(value, str):
-        raise _Invalid("must be a string")
+        raise Invalid("must be a string")
     why = config_topic_problem(value)
     if why is not None:
-        raise _Invalid(why)
+        raise Invalid(why)
     return value
 
 
 def _log_level(value: object) -> str:
     if not isinstance(value, str) or value.strip().lower() not in LOG_LEVELS:
-        raise _Invalid(f"must be one of {', '.join(LOG_LEVELS)}")
+        raise Invalid(f"must be one of {', '.join(LOG_LEVELS)}")
     return value.strip().lower()
 
 
-def _code_lengths(value: object) -> tuple[int, int]:
+def as_code_lengths(value: object) -> tuple[int, int]:
     rule = "must be [shortest, longest] with 1 <= shortest <= longest <= 16, or one length"
     pair = [value, value] if isinstance(value, int) else value
     if not isinstance(pair, list | tuple) or len(pair) != 2:
-        raise _Invalid(rule)
+        raise Invalid(rule)
     shortest, longest = pair
     if not all(isinstance(n, int) and not isinstance(n, bool) for n in pair) or not (
         1 <= shortest <= longest <= _MAX_PIN_LENGTH
     ):
-        raise _Invalid(rule)
+        raise Invalid(rule)
     return (shortest, longest)
 
 
@@ -374,7 +322,7 @@ def _existing_file(base_dir: Path) -> Callable[[object], Path]:
     def convert(value: object) -> Path:
         path = _path(base_dir)(value)
         if not path.is_file():
-            raise _Invalid(f"file not found: {path}")
+            raise Invalid(f"file not found: {path}")
         return path
 
     return convert
@@ -386,9 +334,9 @@ def _read_secret(path: Path) -> str:
         return path.read_text(encoding="utf-8").rstrip("\r\n")
     except UnicodeDecodeError:
         # Its message would quote a byte of the secret.
-        raise _Invalid(f"cannot read {path}: not UTF-8 text") from None
+        raise Invalid(f"cannot read {path}: not UTF-8 text") from None
     except OSError as exc:
-        raise _Invalid(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
+        raise Invalid(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
 
 
 def _describe(value: object) -> str:
@@ -407,7 +355,7 @@ def _describe(value: object) -> str:
 # The field reader
 
 
-class _Section:
+class Section:
     """Reads one YAML mapping key by key, recording problems instead of raising.
 
     Every read marks its key as known; ``finish`` then reports whatever the file has beyond them.
@@ -445,13 +393,13 @@ class _Section:
             return default
         try:
             result = convert(value)
-        except _Invalid as exc:
+        except Invalid as exc:
             self.report(key, str(exc))
             return default
         return result
 
-    def section(self, key: str) -> _Section:
-        return _Section(self.raw(key), self.where(key), self.problems)
+    def section(self, key: str) -> Section:
+        return Section(self.raw(key), self.where(key), self.problems)
 
     def rest(self) -> dict[object, object]:
         """The keys not read yet, for a nested schema (a driver's options, a table) to claim."""
@@ -479,14 +427,14 @@ class _Section:
 # Sections
 
 
-def _parse_mqtt(section: _Section, base_dir: Path) -> MqttSettings:
+def _parse_mqtt(section: Section, base_dir: Path) -> MqttSettings:
     username = section.get("username", _string, None)
     password_file = section.get("password_file", _path(base_dir), None)
     password = None
     if password_file is not None:
         try:
             password = _read_secret(password_file)
-        except _Invalid as exc:
+        except Invalid as exc:
             section.report("password_file", str(exc))
         if username is None and not section.given("username"):
             section.report("password_file", "needs mqtt.username (MQTT sends no password alone)")
@@ -494,19 +442,19 @@ def _parse_mqtt(section: _Section, base_dir: Path) -> MqttSettings:
         section.report("password", "unknown key (put the password in a file: mqtt.password_file)")
     settings = MqttSettings(
         host=section.get("host", _string, "127.0.0.1"),
-        port=section.get("port", _integer(1, 65535), 1883),
+        port=section.get("port", as_integer(1, 65535), 1883),
         username=username,
         password=password,
         password_file=password_file,
         tls=_parse_tls(section.section("tls"), base_dir),
-        topic_prefix=section.get("topic_prefix", _topic, "lockgate"),
-        keepalive=section.get("keepalive", _integer(1, 65535), 30),
+        topic_prefix=section.get("topic_prefix", as_topic, "lockgate"),
+        keepalive=section.get("keepalive", as_integer(1, 65535), 30),
     )
     section.finish()
     return settings
 
 
-def _parse_tls(section: _Section, base_dir: Path) -> TlsSettings:
+def _parse_tls(section: Section, base_dir: Path) -> TlsSettings:
     exists = _existing_file(base_dir)
     settings = TlsSettings(
         ca_file=section.get("ca_file", exists, None),
@@ -521,11 +469,11 @@ def _parse_tls(section: _Section, base_dir: Path) -> TlsSettings:
     return settings
 
 
-def _parse_timing(section: _Section) -> Timing:
-    since = _duration()
+def _parse_timing(section: Section) -> Timing:
+    since = as_duration()
     timing = Timing(
-        command_timeout=section.get("command_timeout", _duration(positive=True), 10.0),
-        max_attempts=section.get("max_attempts", _integer(1, 100), 3),
+        command_timeout=section.get("command_timeout", as_duration(positive=True), 10.0),
+        max_attempts=section.get("max_attempts", as_integer(1, 100), 3),
         delay_warning_after=section.get("delay_warning_after", since, 60.0),
         program_ahead=section.get("program_ahead", since, 0.0),
         min_command_interval=section.get("min_command_interval", since, 0.0),
@@ -535,17 +483,17 @@ def _parse_timing(section: _Section) -> Timing:
     return timing
 
 
-def _parse_backup_pool(section: _Section) -> BackupPoolSettings:
+def _parse_backup_pool(section: Section) -> BackupPoolSettings:
     pool = BackupPoolSettings(
-        size=section.get("size", _integer(1, 100), 3),
-        many_active_threshold=section.get("many_active_threshold", _integer(1), 2),
-        fill_grace=section.get("fill_grace", _duration(), 30.0),
+        size=section.get("size", as_integer(1, 100), 3),
+        many_active_threshold=section.get("many_active_threshold", as_integer(1), 2),
+        fill_grace=section.get("fill_grace", as_duration(), 30.0),
     )
     section.finish()
     return pool
 
 
-def _parse_devices(raw: object, claims: _Claims, problems: list[str]) -> list[DeviceConfig]:
+def _parse_devices(raw: object, claims: Claims, problems: list[str]) -> list[DeviceConfig]:
     if raw is None:
         return []
     if not isinstance(raw, list):
@@ -557,7 +505,7 @@ def _parse_devices(raw: object, claims: _Claims, problems: list[str]) -> list[De
         if not isinstance(item, Mapping):
             problems.append(f"{path}: must be a mapping with device_id, driver, ...")
             continue
-        device = _parse_device(_Section(item, path, problems))
+        device = _parse_device(Section(item, path, problems))
         device_id = item.get("device_id")
         if isinstance(device_id, str) and _ID.fullmatch(device_id):
             # Also for a device refused for another reason: its twin is still a problem.
@@ -570,11 +518,11 @@ def _parse_devices(raw: object, claims: _Claims, problems: list[str]) -> list[De
 
 def _driver_name(value: object) -> str:
     if not isinstance(value, str) or value not in DRIVERS:
-        raise _Invalid(f"unknown driver {value!r} (expected {', '.join(DRIVERS)})")
+        raise Invalid(f"unknown driver {value!r} (expected {', '.join(DRIVERS)})")
     return value
 
 
-def _parse_device(section: _Section) -> DeviceConfig | None:
+def _parse_device(section: Section) -> DeviceConfig | None:
     device_id = section.get("device_id", _identifier, None)
     if not section.given("device_id"):
         section.report("device_id", "required")
@@ -582,8 +530,8 @@ def _parse_device(section: _Section) -> DeviceConfig | None:
     driver = section.get("driver", _driver_name, None)
     if not section.given("driver"):
         section.report("driver", f"required (one of {', '.join(DRIVERS)})")
-    slots = section.get("slots", _integer(1, MAX_SLOTS), None)
-    code_lengths = section.get("code_lengths", _code_lengths, None)
+    slots = section.get("slots", as_integer(1, MAX_SLOTS), None)
+    code_lengths = section.get("code_lengths", as_code_lengths, None)
     pool = _parse_device_pool(section.section("backup_pool"), slots)
     options = section.rest_named()  # every other key is the driver's
     if driver is None:
@@ -605,10 +553,10 @@ def _parse_device(section: _Section) -> DeviceConfig | None:
     )
 
 
-def _parse_device_pool(section: _Section, slots: int | None) -> DevicePoolSettings:
+def _parse_device_pool(section: Section, slots: int | None) -> DevicePoolSettings:
     pool = DevicePoolSettings(
-        enabled=section.get("enabled", _flag, False),
-        size=section.get("size", _integer(1, 100), None),
+        enabled=section.get("enabled", as_flag, False),
+        size=section.get("size", as_integer(1, 100), None),
     )
     section.finish()
     if slots is not None and slots < 2 and (pool.enabled or pool.size is not None):
@@ -616,108 +564,11 @@ def _parse_device_pool(section: _Section, slots: int | None) -> DevicePoolSettin
     return pool
 
 
-def _parse_simulator(
-    section: _Section, devices: Mapping[str, DeviceConfig], mentioned: Set[str]
-) -> SimulatorSettings:
-    """``mentioned``: every device id the file names, also of devices refused for other reasons
-    (those are not reported a second time here)."""
-    default_slots = section.get("default_slots", _integer(1, MAX_SLOTS), 30)
-    generate_section = section.section("generate")
-    generate = _parse_generate(generate_section) if generate_section.present else None
-    generate_section.finish()
-    if generate is not None:
-        devices = {**devices, **{d.device_id: d for d in _generated_devices(generate)}}
-    settings = SimulatorSettings(
-        control_topic=section.get("control_topic", _topic, "lockgate-sim"),
-        latency=section.get("latency", _duration(), 0.02),
-        default_slots=default_slots,
-        default_code_lengths=section.get("default_code_lengths", _code_lengths, (4, 8)),
-        locks=_parse_sim_locks(section.section("locks"), devices, mentioned, default_slots),
-        generate=generate,
-    )
-    section.finish()
-    return settings
-
-
-def _parse_generate(section: _Section) -> GenerateSettings | None:
-    count = section.get("count", _integer(1, 10000), None)
-    if not section.given("count"):
-        section.report("count", "required (how many native locks to generate, 1-10000)")
-    prefix = section.get("prefix", _generated_prefix, "sim_lock_")
-    driver = section.get("driver", _only_native, "native")
-    section.finish()
-    return None if count is None else GenerateSettings(count=count, prefix=prefix, driver=driver)
-
-
-def _generated_prefix(value: object) -> str:
-    if not isinstance(value, str) or not _GENERATED_PREFIX.fullmatch(value):
-        raise _Invalid(
-            f"must be at most {64 - _GENERATED_DIGITS} characters, each a letter, digit, _ or -"
-        )
-    return value
-
-
-def _only_native(value: object) -> str:
-    if value != "native":
-        raise _Invalid("must be native (the only driver the generator makes)")
-    return "native"
-
-
-def _parse_sim_locks(
-    section: _Section,
-    devices: Mapping[str, DeviceConfig],
-    mentioned: Set[str],
-    default_slots: int,
-) -> Mapping[str, SimLockSettings]:
-    locks: dict[str, SimLockSettings] = {}
-    for key, raw in section.rest().items():
-        lock = _Section(raw, section.where(key), section.problems)
-        device = devices.get(key) if isinstance(key, str) else None
-        if device is None:
-            if key not in mentioned:
-                lock.report(None, f"no device {str(key)!r} is configured")
-            continue
-        if lock.given("expose_pin") and device.driver not in ("zigbee2mqtt", "zwave_js_ui"):
-            lock.report("expose_pin", "applies to drivers zigbee2mqtt and zwave_js_ui only")
-        for setting in ("pin_code_count", "lock_users"):
-            if lock.given(setting) and device.driver != "zigbee2mqtt":
-                lock.report(setting, "applies to driver zigbee2mqtt only")
-        locks[device.device_id] = SimLockSettings(
-            latency=lock.get("latency", _duration(), None),
-            initial_codes=_parse_initial_codes(
-                lock.section("initial_codes"), device.slots or default_slots
-            ),
-            reject_duplicates=lock.get("reject_duplicates", _flag, True),
-            expose_pin=lock.get("expose_pin", _flag, True),
-            pin_code_count=lock.get("pin_code_count", _integer(1, MAX_SLOTS), None),
-            lock_users=lock.get("lock_users", _integer(1, MAX_SLOTS), None),
-        )
-        lock.finish()
-    return MappingProxyType(locks)
-
-
-def _parse_initial_codes(section: _Section, capacity: int) -> Mapping[int, str]:
-    codes: dict[int, str] = {}
-    for key, pin in section.rest().items():
-        # YAML gives `3:` as an int and `"3":` as a string; both name slot 3.
-        slot = key if isinstance(key, int) and not isinstance(key, bool) else None
-        if isinstance(key, str) and key.isdecimal():
-            slot = int(key)
-        if slot is None or not 1 <= slot <= capacity:
-            section.report(str(key), f"must be a slot number 1-{capacity}")
-        elif not isinstance(pin, str) or not pin.isdecimal() or len(pin) > _MAX_PIN_LENGTH:
-            # An unquoted 0123 is a number to YAML and loses its zero; insist on quotes.
-            section.report(str(key), f"must be a quoted string of 1-{_MAX_PIN_LENGTH} digits")
-        else:
-            codes[slot] = pin
-    return MappingProxyType(codes)
-
-
 # --------------------------------------------------------------------------------------------
 # Cross-checks between devices
 
 
-class _Claims:
+class Claims:
     """Device ids and MQTT addresses only one device may have: first come, first served.
 
     The second claimant is reported naming the first, so the operator sees both places. Two
@@ -725,7 +576,6 @@ class _Claims:
     """
 
     def __init__(self, prefix: str, problems: list[str]) -> None:
-        self.device_ids: set[str] = set()
         self._owners: dict[str, str] = {}
         self._prefix = prefix
         self._problems = problems
@@ -736,7 +586,6 @@ class _Claims:
             self._problems.append(f"{where}: duplicate {thing} (also {first})")
 
     def device_id(self, device_id: str, owner: str, where: str) -> None:
-        self.device_ids.add(device_id)
         self._claim(f"device id '{device_id}'", owner, where)
 
     def addresses(self, device: DeviceConfig, owner: str, only_key: str | None = None) -> None:
@@ -768,23 +617,17 @@ def parse_config(data: object, *, base_dir: Path) -> Config:
     if not isinstance(data, Mapping):
         raise ConfigError([f"top level: must be a mapping, not {_describe(data)}"])
     problems: list[str] = []
-    top = _Section(data, "", problems)
+    top = Section(data, "", problems)
     hub_id = top.get("hub_id", _identifier, None) or default_hub_id()
     mqtt = _parse_mqtt(top.section("mqtt"), base_dir)
     database = top.get("database", _path(base_dir), DEFAULT_DATABASE)
     timing = _parse_timing(top.section("timing"))
     backup_pool = _parse_backup_pool(top.section("backup_pool"))
-    claims = _Claims(f"{mqtt.topic_prefix}/{hub_id}", problems)
+    claims = Claims(f"{mqtt.topic_prefix}/{hub_id}", problems)
     devices = _parse_devices(top.raw("devices"), claims, problems)
-    simulator = _parse_simulator(
-        top.section("simulator"), {d.device_id: d for d in devices}, claims.device_ids
-    )
+    simulator = MappingProxyType(top.section("simulator").rest())
     log_level = top.get("log_level", _log_level, "info")
     top.finish()
-    if simulator.generate is not None:
-        for device in _generated_devices(simulator.generate):
-            claims.device_id(device.device_id, "simulator.generate", "simulator.generate.prefix")
-            claims.addresses(device, "simulator.generate", only_key="prefix")
     if problems:
         raise ConfigError(problems)
     return Config(

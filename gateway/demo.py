@@ -14,9 +14,10 @@ from typing import Any
 
 import aiomqtt
 
+from drivers.sim_settings import simulator_settings
 from gateway.clock import ManualClock, isoformat
 from gateway.config import Config
-from gateway.model import Json
+from gateway.model import Json, ProblemCode
 from gateway.site import Site, private_site
 
 STEP_TIMEOUT = 30.0
@@ -39,6 +40,7 @@ class Demo:
         self.config = site.config
         self.api = site.api
         self.clock = site.manual_clock
+        self.control_topic = simulator_settings(site.config).control_topic
 
     async def call(self, endpoint: str, **params: Any) -> Json:
         return await self.site.call(endpoint, **params)
@@ -60,7 +62,7 @@ class Demo:
 
     async def keypad(self, pin: str) -> Json:
         """A person types ``pin`` at the simulated keypad; the lock says whether it opens."""
-        control = f"{self.config.simulator.control_topic}/{LOCK}"
+        control = f"{self.control_topic}/{LOCK}"
         answers = await self.api.subscribe(f"{control}/keypad")
         await self.api.publish(f"{control}/set", {"enter": pin})
         async with asyncio.timeout(STEP_TIMEOUT):
@@ -68,7 +70,7 @@ class Demo:
 
     async def fault(self, **switches: Any) -> None:
         """Switch a simulator fault through its control topic, and wait until it is on."""
-        control = f"{self.config.simulator.control_topic}/{LOCK}"
+        control = f"{self.control_topic}/{LOCK}"
         states = await self.api.subscribe(f"{control}/state")
         await self.api.publish(f"{control}/set", switches)
         async with asyncio.timeout(STEP_TIMEOUT):
@@ -106,7 +108,7 @@ class Demo:
         show("status", guest["status"])
         show("errors", ", ".join(errors) or "none")
         show("is_backup_access_code_available", guest["is_backup_access_code_available"])
-        if "failed_to_set_on_device" not in errors:
+        if ProblemCode.FAILED_TO_SET_ON_DEVICE not in errors:
             raise RuntimeError("the simulated fault did not make programming fail")
 
         say("\n3. The guest is at the door. Pull a backup code: answered at once, no lock trip.")

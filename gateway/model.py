@@ -37,6 +37,26 @@ class ProblemKind(enum.StrEnum):
     WARNING = "warning"
 
 
+class ProblemCode(enum.StrEnum):
+    """Every error and warning code (contract section 7); the values are the wire codes."""
+
+    FAILED_TO_SET_ON_DEVICE = "failed_to_set_on_device"
+    FAILED_TO_REMOVE_FROM_DEVICE = "failed_to_remove_from_device"
+    DUPLICATE_CODE_ON_DEVICE = "duplicate_code_on_device"
+    NO_SPACE_FOR_ACCESS_CODE_ON_DEVICE = "no_space_for_access_code_on_device"
+    CONFLICTING_EXTERNAL_MODIFICATION = "conflicting_external_modification"
+    EXTERNAL_MODIFICATION_IN_EFFECT = "external_modification_in_effect"
+    DELAY_IN_SETTING_ON_DEVICE = "delay_in_setting_on_device"
+    DELAY_IN_REMOVING_FROM_DEVICE = "delay_in_removing_from_device"
+    USING_BACKUP_ACCESS_CODE = "using_backup_access_code"
+    DEVICE_DISCONNECTED = "device_disconnected"
+    INVALID_REPORT_FROM_DEVICE = "invalid_report_from_device"
+    DEVICE_NOT_FOUND_ON_STACK = "device_not_found_on_stack"
+    EMPTY_BACKUP_ACCESS_CODE_POOL = "empty_backup_access_code_pool"
+    PARTIAL_BACKUP_ACCESS_CODE_POOL = "partial_backup_access_code_pool"
+    MANY_ACTIVE_BACKUP_CODES = "many_active_backup_codes"
+
+
 @dataclass(frozen=True, slots=True)
 class ProblemSpec:
     kind: ProblemKind
@@ -45,60 +65,61 @@ class ProblemSpec:
 
 
 #: Every error and warning the gateway raises (contract section 7), with the sentence users see.
+#: Keyed by ProblemCode, a str, so a code read back from the database looks up as well.
 PROBLEMS: dict[str, ProblemSpec] = {
-    "failed_to_set_on_device": ProblemSpec(
+    ProblemCode.FAILED_TO_SET_ON_DEVICE: ProblemSpec(
         ProblemKind.ERROR, "access_code", "The code could not be programmed on the lock; retrying."
     ),
-    "failed_to_remove_from_device": ProblemSpec(
+    ProblemCode.FAILED_TO_REMOVE_FROM_DEVICE: ProblemSpec(
         ProblemKind.ERROR, "access_code", "The code could not be removed from the lock; retrying."
     ),
-    "duplicate_code_on_device": ProblemSpec(
+    ProblemCode.DUPLICATE_CODE_ON_DEVICE: ProblemSpec(
         ProblemKind.ERROR, "access_code", "Another slot on the lock holds the same PIN."
     ),
-    "no_space_for_access_code_on_device": ProblemSpec(
+    ProblemCode.NO_SPACE_FOR_ACCESS_CODE_ON_DEVICE: ProblemSpec(
         ProblemKind.ERROR, "access_code", "The lock has no free slot for this code."
     ),
-    "conflicting_external_modification": ProblemSpec(
+    ProblemCode.CONFLICTING_EXTERNAL_MODIFICATION: ProblemSpec(
         ProblemKind.ERROR,
         "access_code",
         "The code's slot was changed outside the gateway; the gateway is restoring it.",
     ),
-    "external_modification_in_effect": ProblemSpec(
+    ProblemCode.EXTERNAL_MODIFICATION_IN_EFFECT: ProblemSpec(
         ProblemKind.WARNING,
         "access_code",
         "The code's slot was changed outside the gateway; the change is kept as allowed.",
     ),
-    "delay_in_setting_on_device": ProblemSpec(
+    ProblemCode.DELAY_IN_SETTING_ON_DEVICE: ProblemSpec(
         ProblemKind.WARNING, "access_code", "Programming the code on the lock is taking long."
     ),
-    "delay_in_removing_from_device": ProblemSpec(
+    ProblemCode.DELAY_IN_REMOVING_FROM_DEVICE: ProblemSpec(
         ProblemKind.WARNING, "access_code", "Removing the code from the lock is taking long."
     ),
-    "using_backup_access_code": ProblemSpec(
+    ProblemCode.USING_BACKUP_ACCESS_CODE: ProblemSpec(
         ProblemKind.WARNING, "access_code", "A backup access code was pulled for this code."
     ),
-    "device_disconnected": ProblemSpec(
+    ProblemCode.DEVICE_DISCONNECTED: ProblemSpec(
         ProblemKind.ERROR, "device", "The lock is offline or cannot be reached."
     ),
     # Beyond contract section 7 (issue 7): the message names what was wrong.
-    "invalid_report_from_device": ProblemSpec(
+    ProblemCode.INVALID_REPORT_FROM_DEVICE: ProblemSpec(
         ProblemKind.ERROR,
         "device",
         "The lock's last report was refused; its previous one stays in effect.",
     ),
     # Issue 8: the message names the settings to check.
-    "device_not_found_on_stack": ProblemSpec(
+    ProblemCode.DEVICE_NOT_FOUND_ON_STACK: ProblemSpec(
         ProblemKind.ERROR,
         "device",
         "The lock has not appeared where its configuration says its hub publishes it.",
     ),
-    "empty_backup_access_code_pool": ProblemSpec(
+    ProblemCode.EMPTY_BACKUP_ACCESS_CODE_POOL: ProblemSpec(
         ProblemKind.ERROR, "device", "No backup access code is available on this lock."
     ),
-    "partial_backup_access_code_pool": ProblemSpec(
+    ProblemCode.PARTIAL_BACKUP_ACCESS_CODE_POOL: ProblemSpec(
         ProblemKind.WARNING, "device", "Fewer backup access codes than configured are available."
     ),
-    "many_active_backup_codes": ProblemSpec(
+    ProblemCode.MANY_ACTIVE_BACKUP_CODES: ProblemSpec(
         ProblemKind.WARNING, "device", "Many pulled backup access codes are active on this lock."
     ),
 }
@@ -174,17 +195,11 @@ class Device:
                 "supported_code_lengths": _length_range(lengths),
                 "code_constraints": [
                     {"constraint_type": "numeric_only"},
-                    *(
-                        [
-                            {
-                                "constraint_type": "code_length",
-                                "min_length": lengths[0],
-                                "max_length": lengths[1],
-                            }
-                        ]
-                        if lengths
-                        else []
-                    ),
+                    {
+                        "constraint_type": "code_length",
+                        "min_length": lengths[0],
+                        "max_length": lengths[1],
+                    },
                 ],
             },
         }

@@ -18,7 +18,6 @@ from gateway.clock import Clock, Timer
 from gateway.config import Config
 from gateway.lock_pass import Command, LockPass, Read, ReadState, Step
 from gateway.logs import get_logger, log_context
-from gateway.rules.schedule import retry_delay
 from gateway.rules.slots import Write
 from gateway.store import Store, Tx
 from gateway.store import devices as device_store
@@ -57,7 +56,6 @@ class LockWorker:
         self._not_sent: str | None = None  # the code whose command never left: not an attempt
         self._last_command = 0.0
         self.passes = 0
-        self.commands = 0
         #: Set while the worker has nothing to do until its next deadline (tests await it).
         self.settled = asyncio.Event()
 
@@ -184,7 +182,6 @@ class LockWorker:
 
     async def _execute(self, command: Command) -> None:
         await self._pace()
-        self.commands += 1
         try:
             if isinstance(command, Read):
                 await self._read(command.slots)
@@ -213,18 +210,10 @@ class LockWorker:
         except CommandFailed as exc:
             if exc.reason == "offline":
                 raise  # the lock went away before the read: read (no backoff) once it is back
-            # Not answering reads either: go on with what was last seen. Unverified writes are
-            # then retried and counted, so the code fails visibly instead of waiting forever.
-            self.reads.due = False
-            self.reads.failures += 1
-            self.reads.not_before = self._clock.now() + retry_delay(self.reads.failures)
+            # Not answering reads either: go on with what was last seen (see ReadState.failed).
+            self.reads.failed(self._clock.now())
             raise
-        self.reads.due = False
-        self.reads.scope = None
-        self.reads.failures = 0
-        self.reads.not_before = None
-        self.reads.last = self._clock.now()
-        self.reads.table_after = self.driver.table
+        self.reads.succeeded(self._clock.now(), self.driver.table)
 
     async def _pace(self) -> None:
         """Keep ``min_command_interval`` between two commands to this lock."""

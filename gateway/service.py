@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-from collections.abc import Callable
 
 import aiomqtt
 
@@ -82,7 +81,7 @@ class Gateway:
         try:
             async with store.transaction() as tx:
                 await sync_from_config(
-                    tx, self.config.all_devices, self.config.backup_pool, can_program
+                    tx, self.config.devices, self.config.backup_pool, can_program
                 )
             await self._serve(store, stop)
         finally:
@@ -94,8 +93,7 @@ class Gateway:
         outbox = Outbox(store, session, self.prefix)
         publisher = DevicePublisher(store, session, self.prefix)
         drivers: dict[str, Driver] = {
-            d.device_id: create_driver(d, session, self.config.timing)
-            for d in self.config.all_devices
+            d.device_id: create_driver(d, session, self.config.timing) for d in self.config.devices
         }
         reconciler = Reconciler(
             {i: LockWorker(drv, store, self.clock, self.config) for i, drv in drivers.items()}
@@ -199,10 +197,3 @@ class Gateway:
 
 class _Stopped(Exception):
     """Raised inside the TaskGroup once drained, so that it cancels all its tasks."""
-
-
-async def run_until_signal(config: Config, install: Callable[[asyncio.Event], None]) -> None:
-    """Run a gateway until ``install``'s signal handlers set the stop event."""
-    stop = asyncio.Event()
-    install(stop)
-    await Gateway(config).run(stop)

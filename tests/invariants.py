@@ -56,7 +56,7 @@ class Ledger:
             self.revoked[device_id] |= self.pins.pop(access_code_id, set())
 
 
-def violations(
+def violations(  # noqa: C901 (one flat list of invariants, each checked and named where it is read)
     tables: Mapping[str, Mapping[int, str | None]],
     codes: Iterable[Json],
     ledger: Ledger | None = None,

@@ -125,7 +125,7 @@ class Rig:
 
     @property
     def devices(self) -> list[str]:
-        return [d.device_id for d in self.config.all_devices]
+        return [d.device_id for d in self.config.devices]
 
     def fresh_pin(self) -> str:
         """A PIN never used before in this test: six digits, never a generated backup's four."""

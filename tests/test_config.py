@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from drivers.native.config import NativeOptions
+from drivers.sim_settings import simulator_settings, with_generated_devices
 from drivers.zigbee2mqtt.config import Zigbee2MqttOptions
 from drivers.zwave_js_ui.config import ZwaveJsUiOptions
 from gateway.config import (
@@ -35,7 +36,10 @@ def write(directory: Path, text: str, name: str = "lockgate.yaml") -> Path:
 
 
 def load(directory: Path, text: str) -> Config:
-    return load_config(write(directory, text))
+    """As ``check-config`` reads a file: the simulator's section is checked too."""
+    config = load_config(write(directory, text))
+    simulator_settings(config)
+    return config
 
 
 def problems_of(directory: Path, text: str) -> list[str]:
@@ -56,8 +60,7 @@ def test_example_file_loads() -> None:
     assert config.prefix == "lockgate/hub-1"
     assert config.source == EXAMPLE
     assert config.timing.resync_interval == 900.0
-    assert config.simulator.locks["back_door"].initial_codes == {1: "4821"}
-    assert config.all_devices == config.devices
+    assert simulator_settings(config).locks["back_door"].initial_codes == {1: "4821"}
 
 
 def test_example_commented_devices_are_valid_when_uncommented(tmp_path: Path) -> None:
@@ -84,8 +87,8 @@ def test_minimal_file_gets_the_documented_defaults(tmp_path: Path) -> None:
     assert config.backup_pool.size == 3
     assert config.backup_pool.fill_grace == 30.0
     assert config.devices == ()
-    assert config.simulator.control_topic == "lockgate-sim"
-    assert config.simulator.default_code_lengths == (4, 8)
+    assert simulator_settings(config).control_topic == "lockgate-sim"
+    assert simulator_settings(config).default_code_lengths == (4, 8)
     assert config.log_level == "info"
 
 
@@ -128,7 +131,7 @@ def test_every_driver_and_its_defaults(tmp_path: Path) -> None:
     assert config.log_level == "warning"
 
 
-def test_generated_devices_join_all_devices(tmp_path: Path) -> None:
+def test_generated_devices_are_the_simulators_own(tmp_path: Path) -> None:
     config = load(
         tmp_path,
         """
@@ -138,12 +141,13 @@ def test_generated_devices_join_all_devices(tmp_path: Path) -> None:
           locks: {sim_lock_0002: {latency: 1s}}
         """,
     )
-    assert [d.device_id for d in config.devices] == ["front_door"]
-    generated = config.all_devices[1:]
+    assert [d.device_id for d in config.devices] == ["front_door"]  # what `lockgate run` sees
+    assert simulator_settings(config).locks["sim_lock_0002"].latency == 1.0
+    in_process = with_generated_devices(config)  # a site's gateway beside its simulator
+    generated = in_process.devices[1:]
     assert [d.device_id for d in generated] == ["sim_lock_0000", "sim_lock_0001", "sim_lock_0002"]
     assert generated[2].options == NativeOptions("locks/sim_lock_0002")
-    assert config.all_devices is not config.devices
-    assert config.simulator.locks["sim_lock_0002"].latency == 1.0
+    assert simulator_settings(in_process).generate is None
 
 
 def test_simulator_lock_settings(tmp_path: Path) -> None:
@@ -159,8 +163,8 @@ def test_simulator_lock_settings(tmp_path: Path) -> None:
                 reject_duplicates: false}
         """,
     )
-    lock = config.simulator.locks["z"]
-    assert config.simulator.latency == 0.005
+    lock = simulator_settings(config).locks["z"]
+    assert simulator_settings(config).latency == 0.005
     assert dict(lock.initial_codes) == {1: "0123", 10: "9999"}
     assert (lock.expose_pin, lock.reject_duplicates, lock.latency) == (False, False, None)
 

@@ -5,19 +5,26 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import pytest
 
 from drivers.base import CommandFailed, CommandTimedOut, SlotTable
 from drivers.native.driver import NativeDriver, create_driver
 from drivers.native.protocol import Topics
-from drivers.sim import SimulatedLock, Simulator
-from gateway.config import Config, DeviceConfig, Timing
+from drivers.sim_settings import simulator_settings
+from gateway.config import Config, DeviceConfig
 from tests.broker import Broker
 from tests.conftest import ConfigFactory, codes_on_lock
-from tests.helpers import Probe, Wakes, running, session_for, simulation
+from tests.helpers import (
+    DriverRig,
+    Probe,
+    Wakes,
+    device_config,
+    driver_rig,
+    observed,
+    running,
+    session_for,
+)
 
 PIN = "8642"  # in slot 1 of the front door at start
 TIMEOUT = 0.2  # command_timeout in these tests
@@ -32,36 +39,15 @@ def config(make_config: ConfigFactory) -> Config:
 
 
 def device(config: Config, device_id: str) -> DeviceConfig:
-    return next(d for d in config.all_devices if d.device_id == device_id)
+    return next(d for d in config.devices if d.device_id == device_id)
 
 
-@dataclass
-class Rig:
-    """A gateway-side driver and the simulated lock it talks to."""
-
-    driver: NativeDriver
-    wakes: Wakes
-    lock: SimulatedLock
-    sim: Simulator
-
-
-@asynccontextmanager
-async def rigged(
-    config: Config, broker: Broker, timing: Timing | None = None
-) -> AsyncIterator[Rig]:
-    async with simulation(config, broker) as sim:
-        session = session_for(broker, "gateway")
-        driver = create_driver(device(config, "front_door"), session, timing or config.timing)
-        wakes = Wakes()
-        await driver.start(wakes)
-        async with running(("test-gateway-mqtt", session.run())):
-            await wakes.until(lambda: driver.online and driver.table is not None)
-            yield Rig(driver, wakes, sim.lock("front_door"), sim)
+Rig = DriverRig[NativeDriver]
 
 
 @pytest.fixture
 async def rig(config: Config, broker: Broker) -> AsyncIterator[Rig]:
-    async with rigged(config, broker) as instance:
+    async with driver_rig(config, broker, "front_door", create_driver, observed) as instance:
         yield instance
 
 
@@ -83,17 +69,6 @@ async def test_start_observes_availability_and_table(rig: Rig) -> None:
     assert rig.wakes.count >= 2  # online, then the table (or both at once)
 
 
-async def test_set_clear_read(rig: Rig) -> None:
-    await rig.driver.set_code(3, "0123")
-    assert rig.lock.slots[3] == "0123"
-    # T/slots comes before T/result, so the driver has seen the change when the call returns.
-    assert value(rig.driver, 3) == "0123"
-    await rig.driver.clear_slot(3)
-    assert 3 not in rig.lock.slots
-    assert value(rig.driver, 3) is None
-    assert await rig.driver.read() == rig.driver.table
-
-
 async def test_read_returns_what_the_lock_republished(rig: Rig) -> None:
     rig.lock.slots[5] = "5555"  # changed without telling anyone
     table = await rig.driver.read()
@@ -110,27 +85,6 @@ async def test_identical_republishes_do_not_wake(rig: Rig) -> None:
 
 
 # -- faults ----------------------------------------------------------------------------------
-
-
-async def test_fail_next_is_a_refusal(rig: Rig) -> None:
-    await rig.lock.control({"fail_next": 1})
-    with pytest.raises(CommandFailed) as caught:
-        await rig.driver.set_code(2, "2222")
-    assert caught.value.reason == "busy"
-    assert not isinstance(caught.value, CommandTimedOut)
-    assert rig.lock.slots == {1: PIN}
-    assert value(rig.driver, 2) is None
-
-
-async def test_silence_times_out(rig: Rig) -> None:
-    await rig.lock.control({"silent": True})
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    with pytest.raises(CommandTimedOut):
-        await rig.driver.read()
-    assert TIMEOUT <= loop.time() - started < TIMEOUT + 0.5
-    await rig.lock.control({"silent": False})
-    await rig.driver.read()
 
 
 async def test_applied_silently_times_out_but_read_shows_it(rig: Rig) -> None:
@@ -157,21 +111,9 @@ async def test_offline_and_back(rig: Rig, probe: Probe) -> None:
     assert [c["op"] for c in probe.seen(command_topic)] == ["read"]
 
 
-async def test_going_offline_settles_waiting_commands(config: Config, broker: Broker) -> None:
-    async with rigged(config, broker, Timing(command_timeout=5.0)) as rig:
-        await rig.lock.control({"latency": 1.0})
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        pending = asyncio.create_task(rig.driver.set_code(2, "2222"), name="test-pending-set")
-        await rig.lock.control({"online": False})
-        with pytest.raises(CommandTimedOut):
-            await pending
-        assert loop.time() - started < 1.0
-
-
 async def test_keypad_change_wakes(rig: Rig, probe: Probe, config: Config) -> None:
     woken = rig.wakes.count
-    control = f"{config.simulator.control_topic}/front_door/set"
+    control = f"{simulator_settings(config).control_topic}/front_door/set"
     await probe.publish(control, {"keypad": {"slot": 4, "code": "4444"}})
     await rig.wakes.until(lambda: value(rig.driver, 4) == "4444")
     assert rig.wakes.count == woken + 1
@@ -268,7 +210,7 @@ async def test_a_hand_played_lock(bare_config: Config, broker: Broker, probe: Pr
     await probe.publish(topics.availability, {"state": "online", "battery": 90}, retain=True)
     await probe.publish(topics.slots, {"slots": {"1": "12345"}, "firmware": "2.1"}, retain=True)
     session = session_for(broker, "gateway")
-    driver = create_driver(device(bare_config, "hand"), session, bare_config.timing)
+    driver = create_driver(device_config(bare_config, "hand"), session, bare_config.timing)
     wakes = Wakes()
     await driver.start(wakes)
     async with running(("test-gateway-mqtt", session.run())):
@@ -309,7 +251,7 @@ async def test_a_hand_played_lock(bare_config: Config, broker: Broker, probe: Pr
 
 async def test_without_a_broker_nothing_is_sent(config: Config, broker: Broker) -> None:
     session = session_for(broker, "never-started")
-    driver = create_driver(device(config, "front_door"), session, config.timing)
+    driver = create_driver(device_config(config, "front_door"), session, config.timing)
     await driver.start(Wakes())
     assert not driver.online
     with pytest.raises(CommandFailed) as caught:
@@ -324,4 +266,4 @@ async def test_create_driver_wants_native_options(
         devices=[{"device_id": "z", "name": "Z", "driver": "zigbee2mqtt", "slots": 10}]
     )
     with pytest.raises(TypeError):
-        create_driver(device(config, "z"), session_for(broker, "unused"), config.timing)
+        create_driver(device_config(config, "z"), session_for(broker, "unused"), config.timing)

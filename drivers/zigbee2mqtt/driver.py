@@ -499,6 +499,12 @@ class Zigbee2MqttDriver(LinkedDriver):
         # A failure already in the queue (offline, out of range) ends the command below.
         if waiter.answers.empty():
             await self._publish(self.topics.get, read_payload(waiter.user))
+        return await self._answer(slot, waiter, wrote=write is not None)
+
+    async def _answer(self, slot: int, waiter: _Waiter, *, wrote: bool) -> UserEntry:
+        """Wait for the answer to the read that follows every command (see ``_exchange``)."""
+        loop = asyncio.get_running_loop()
+        timeout = self._timing.command_timeout
         deadline = loop.time() + timeout
         doubtful: UserEntry | None = None
         while True:
@@ -524,7 +530,7 @@ class Zigbee2MqttDriver(LinkedDriver):
             if answer.fresh:
                 return answer.entry
             doubtful = answer.entry
-            if write is not None and waiter.write_failed is not None:
+            if wrote and waiter.write_failed is not None:
                 return doubtful
 
 

@@ -28,7 +28,15 @@ from gateway.api.params import (
     window_timestamp,
 )
 from gateway.api.router import Endpoint
-from gateway.model import AccessCode, BackupState, CodeType, Device, EventType, Json
+from gateway.model import (
+    AccessCode,
+    BackupState,
+    CodeType,
+    Device,
+    EventType,
+    Json,
+    ProblemCode,
+)
 from gateway.rules.codes import CodeRuleViolation, check_code, generate_code
 from gateway.rules.slots import CodeView, unmanaged_pins
 from gateway.store import Tx, slot_writes
@@ -235,7 +243,11 @@ async def pull_backup(tx: Tx, params: dict[str, Any]) -> Json:
             )
         await store.pull(tx, backup, code)
         await set_problem(
-            tx, code.access_code_id, "using_backup_access_code", True, device_id=code.device_id
+            tx,
+            code.access_code_id,
+            ProblemCode.USING_BACKUP_ACCESS_CODE,
+            True,
+            device_id=code.device_id,
         )
         await tx.emit(
             EventType.BACKUP_PULLED,

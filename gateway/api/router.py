@@ -76,13 +76,10 @@ class Router:
     def topic_filter(self) -> str:
         return self._api_root + "#"
 
-    def endpoint_names(self) -> list[str]:
-        return sorted(self._endpoints)
-
     @property
     def endpoints(self) -> list[Endpoint]:
-        """What is served, as declared: tests derive their requests from it."""
-        return [self._endpoints[name] for name in self.endpoint_names()]
+        """What is served, as declared, by name: tests derive their requests from it."""
+        return [self._endpoints[name] for name in sorted(self._endpoints)]
 
     async def serve(self, message: aiomqtt.Message, session: MqttSession) -> None:
         """Handle one request message and publish its reply, if it asked for one."""

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
+
+from gateway.model import PROBLEMS, BackupState, CodeStatus, ProblemCode
 
 #: A pool needs a slot for itself and at least one for the codes it backs up.
 MIN_SLOTS_FOR_POOL = 2
@@ -82,3 +86,108 @@ def many_active(active: int, threshold: int) -> bool:
 def backup_name(token: str) -> str:
     """``Backup 7f3a``: recognisable on a lock's user list, unique enough to tell apart."""
     return f"Backup {token[:4]}"
+
+
+#: The reason a short pool gives when nothing has failed: it is merely slow to fill.
+SLOW_FILL = "filling it is taking longer than fill_grace"
+
+
+@dataclass(frozen=True, slots=True)
+class PoolMember:
+    """One backup (or other) code of the lock, as the pool's health sees it."""
+
+    code_id: str
+    state: BackupState | None  # None: not a backup code
+    status: CodeStatus
+    slot: int | None = None
+    attempts: int = 0
+    deleting: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class PoolFacts:
+    """The lock's pool settings and state at the end of a pass."""
+
+    enabled: bool  # enabled, and the lock is managed
+    size: int
+    short_since: datetime | None
+    online: bool
+    now: datetime
+    fill_grace: timedelta
+    many_active_threshold: int
+    max_attempts: int
+    raised: frozenset[str] = frozenset()  # the device's problems raised now
+
+
+class ProblemChange(NamedTuple):
+    code: ProblemCode
+    active: bool
+    message: str | None = None  # raised with this sentence (kept current while raised)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolVerdict:
+    short_since: datetime | None  # since when the pool is below size (None: it is not)
+    problems: tuple[ProblemChange, ...]  # in the order to apply (their events follow it)
+    deadline: datetime | None  # when the pool's health may turn without anything happening
+
+
+def judge_pool(
+    members: Sequence[PoolMember], no_space: Collection[str], facts: PoolFacts
+) -> PoolVerdict:
+    """Health of the pool after a pass: ``members`` are the lock's codes (not the forgotten
+    ones), ``no_space`` the codes the plan found no slot for. A pool problem's message names
+    its cause (:func:`fill_failure`); a message of one already raised is kept current."""
+    live = [m for m in members if not m.deleting]
+    pooled = [m for m in live if m.state is BackupState.POOLED]
+    available = sum(1 for m in pooled if m.status is CodeStatus.SET)
+    short = facts.enabled and available < facts.size
+    since = (facts.short_since or facts.now) if short else None
+    unset = [m for m in pooled if m.status is not CodeStatus.SET]
+    cause = fill_failure(
+        online=facts.online,
+        no_space=any(m.code_id in no_space for m in pooled),
+        in_flight=sum(1 for m in unset if m.slot is not None),
+        failed=any(m.attempts >= facts.max_attempts for m in unset),
+    )
+    health = pool_health(
+        enabled=facts.enabled,
+        size=facts.size,
+        available=available,
+        short_since=since,
+        now=facts.now,
+        fill_grace=facts.fill_grace,
+        fill_failed=cause is not None,
+    )
+    active = sum(1 for m in live if m.state is BackupState.PULLED)
+    many = facts.enabled and many_active(active, facts.many_active_threshold)
+    return PoolVerdict(
+        short_since=since,
+        problems=_pool_problems(health, many, cause or SLOW_FILL, facts.raised),
+        deadline=grace_deadline(
+            enabled=facts.enabled,
+            size=facts.size,
+            available=available,
+            short_since=since,
+            fill_grace=facts.fill_grace,
+        ),
+    )
+
+
+def _pool_problems(
+    health: PoolHealth, many: bool, reason: str, raised: frozenset[str]
+) -> tuple[ProblemChange, ...]:
+    changes = []
+    for key, active in (
+        (ProblemCode.EMPTY_BACKUP_ACCESS_CODE_POOL, health.empty),
+        (ProblemCode.PARTIAL_BACKUP_ACCESS_CODE_POOL, health.partial),
+    ):
+        if active:
+            changes.append(
+                ProblemChange(key, True, f"{PROBLEMS[key].message.rstrip('.')}: {reason}.")
+            )
+        elif key in raised:
+            changes.append(ProblemChange(key, False))
+    if many != (ProblemCode.MANY_ACTIVE_BACKUP_CODES in raised):
+        changes.append(ProblemChange(ProblemCode.MANY_ACTIVE_BACKUP_CODES, many))
+    return tuple(changes)

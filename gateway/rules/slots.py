@@ -14,7 +14,7 @@ on the lock.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from drivers.base import SlotTable, SlotValue, Unreadable
@@ -83,14 +83,32 @@ class Plan:
 
 
 def plan(codes: Sequence[CodeView], table: SlotTable, written: Sequence[Written] = ()) -> Plan:
+    """The plan for one lock: first what each PIN the gateway wrote and each placed code is
+    now, then where the codes still waiting for a slot may go."""
     result = Plan()
     assigned = {c.slot: c for c in codes if c.slot is not None}
     ours = _written_pins(written)
-    foreign = _foreign_pins(assigned, table, ours)
+    foreign = set(_foreign_pins(assigned, table, ours).values())
+    residue, present = _residue(table, written, assigned, result)
+    clears, writes = _judge_placed(codes, table, ours, foreign, result)
+    clears += residue
+    clears, writes = _place_waiting(
+        codes, table, assigned, _Waiting(foreign, present, clears, writes), result
+    )
+    result.actions = clears + sorted(writes, key=_write_priority(codes))
+    return result
+
+
+def _judge_placed(
+    codes: Sequence[CodeView],
+    table: SlotTable,
+    ours: Mapping[int, set[str]],
+    foreign: Collection[str],
+    result: Plan,
+) -> tuple[list[Action], list[Action]]:
+    """Every code that has a slot: verified, to write, to clear, or gone; (clears, writes)."""
     clears: list[Action] = []
     writes: list[Action] = []
-    residue, present = _residue(table, written, assigned, result)
-
     for code in codes:
         if code.slot is None:
             continue
@@ -98,29 +116,67 @@ def plan(codes: Sequence[CodeView], table: SlotTable, written: Sequence[Written]
         if value is Unreadable.UNKNOWN:
             result.unreadable.add(code.slot)
             continue
-        holds_it = value == code.pin or (
-            value is Unreadable.OCCUPIED and code.status is not CodeStatus.UNSET
-        )
-        holds_ours = holds_it or _is_ours(ours, code.slot, value)
-        if code.wanted and code.pin in foreign.values():
-            # Writing it would put one PIN in two slots (most locks refuse it anyway).
-            result.duplicates.add(code.code_id)
-            if not holds_it:
-                continue
-        if code.wanted and holds_it:
-            result.verified.add(code.code_id)
-        elif code.wanted:
-            if code.status is CodeStatus.SET and not holds_ours:
-                result.external.add(code.code_id)
-                if code.allow_external:
-                    continue
-            writes.append(Write(code.code_id, code.slot, code.pin))
-        elif holds_ours:
-            clears.append(Clear(code.code_id, code.slot))
-        elif code.code_id not in result.lingering:
-            result.gone.add(code.code_id)
+        action = _placed(code, code.slot, value, ours=ours, foreign=foreign, result=result)
+        if isinstance(action, Write):
+            writes.append(action)
+        elif action is not None:
+            clears.append(action)
+    return clears, writes
 
-    clears += residue
+
+def _placed(
+    code: CodeView,
+    slot: int,
+    value: SlotValue,
+    *,
+    ours: Mapping[int, set[str]],
+    foreign: Collection[str],
+    result: Plan,
+) -> Action | None:
+    """One code in its slot, whose content is known (``lingering`` is filled already)."""
+    holds_it = value == code.pin or (
+        value is Unreadable.OCCUPIED and code.status is not CodeStatus.UNSET
+    )
+    holds_ours = holds_it or _is_ours(ours, slot, value)
+    if code.wanted and code.pin in foreign:
+        # Writing it would put one PIN in two slots (most locks refuse it anyway).
+        result.duplicates.add(code.code_id)
+        if not holds_it:
+            return None
+    if code.wanted and holds_it:
+        result.verified.add(code.code_id)
+    elif code.wanted:
+        if code.status is CodeStatus.SET and not holds_ours:
+            result.external.add(code.code_id)
+            if code.allow_external:
+                return None
+        return Write(code.code_id, slot, code.pin)
+    elif holds_ours:
+        return Clear(code.code_id, slot)
+    elif code.code_id not in result.lingering:
+        result.gone.add(code.code_id)
+    return None
+
+
+@dataclass(slots=True)
+class _Waiting:
+    """What placing the waiting codes starts from, and the actions it may still change."""
+
+    foreign: Collection[str]  # PINs in slots not ours: a code with one of them is a duplicate
+    present: Collection[str]  # PINs the gateway wrote that are (maybe) on the lock
+    clears: list[Action]
+    writes: list[Action]
+
+
+def _place_waiting(
+    codes: Sequence[CodeView],
+    table: SlotTable,
+    assigned: Mapping[int, CodeView],
+    state: _Waiting,
+    result: Plan,
+) -> tuple[list[Action], list[Action]]:
+    """Codes wanted and without a slot, ordinary ones first: a free slot, else an unpulled
+    backup's (ordinary codes only), else wait for a read or have no space; (clears, writes)."""
     free = [
         slot
         for slot in range(1, table.capacity + 1)
@@ -143,27 +199,28 @@ def plan(codes: Sequence[CodeView], table: SlotTable, written: Sequence[Written]
         key=lambda c: (c.is_backup, c.order),
     )
     for code in waiting:
-        if code.pin in foreign.values():
+        if code.pin in state.foreign:
             result.duplicates.add(code.code_id)
-            continue
-        if code.pin in present:
-            continue  # still in the slot it was written to: cleared first, never twice on a lock
-        if free:
-            writes.append(Write(code.code_id, free.pop(0), code.pin))
+        elif code.pin in state.present:
+            pass  # still in the slot it was written to: cleared first, never twice on a lock
+        elif free:
+            state.writes.append(Write(code.code_id, free.pop(0), code.pin))
         elif not code.is_backup and evictable:
-            victim = evictable.pop(0)
-            assert victim.slot is not None
-            # The victim's own pending write or clear is void now: its slot is taken over.
-            writes = [w for w in writes if w.code_id != victim.code_id]
-            clears = [c for c in clears if c.slot != victim.slot]
-            writes.append(Write(code.code_id, victim.slot, code.pin, evicts=victim.code_id))
+            _evict(code, evictable.pop(0), state)
         elif unread:
             result.waiting_for_read.add(code.code_id)
         else:
             result.no_space.add(code.code_id)
+    return state.clears, state.writes
 
-    result.actions = clears + sorted(writes, key=_write_priority(codes))
-    return result
+
+def _evict(code: CodeView, victim: CodeView, state: _Waiting) -> None:
+    """``code`` takes the slot of the pooled backup ``victim``, in one overwrite."""
+    assert victim.slot is not None
+    # The victim's own pending write or clear is void now: its slot is taken over.
+    state.writes = [w for w in state.writes if w.code_id != victim.code_id]
+    state.clears = [c for c in state.clears if c.slot != victim.slot]
+    state.writes.append(Write(code.code_id, victim.slot, code.pin, evicts=victim.code_id))
 
 
 def _foreign_pins(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.clock import isoformat, parse_timestamp
-from gateway.model import AccessCode, BackupState, CodeStatus, EventType, Json
+from gateway.model import AccessCode, BackupState, CodeStatus, EventType, Json, ProblemCode
 from gateway.store import slot_writes
 from gateway.store.db import Row, Tx
 from gateway.store.problems import clear_all, problems_of, set_problem
@@ -196,7 +196,11 @@ async def forget(tx: Tx, code: AccessCode) -> None:
     if code.pulled_for is not None:
         # The code it stood in for is no longer using a backup.
         await set_problem(
-            tx, code.pulled_for, "using_backup_access_code", False, device_id=code.device_id
+            tx,
+            code.pulled_for,
+            ProblemCode.USING_BACKUP_ACCESS_CODE,
+            False,
+            device_id=code.device_id,
         )
     if not code.is_backup or code.backup_state is BackupState.PULLED:
         await tx.emit(EventType.CODE_DELETED, code.device_id, code.access_code_id)
@@ -231,15 +235,25 @@ async def uncount_attempt(tx: Tx, access_code_id: str) -> None:
     )
 
 
-async def retry_state(tx: Tx, device_id: str) -> dict[str, tuple[int, datetime | None, datetime]]:
-    """Per code: failures so far, when it may be tried again, since when in its status."""
+class RetryState(NamedTuple):
+    """How a code's programming is going (a tuple still, so it unpacks as before)."""
+
+    attempts: int  # failed (or unanswered) commands since it last succeeded
+    retry_at: datetime | None  # not to be tried again before this
+    since: datetime  # when it entered its current status
+
+
+async def retry_state(tx: Tx, device_id: str) -> dict[str, RetryState]:
+    """Per code of ``device_id``: its :class:`RetryState`."""
     rows = await tx.fetchall(
         "SELECT access_code_id, attempts, retry_at, status_since FROM access_codes"
         " WHERE device_id = ?",
         (device_id,),
     )
     return {
-        r["access_code_id"]: (r["attempts"], _ts(r["retry_at"]), parse_timestamp(r["status_since"]))
+        r["access_code_id"]: RetryState(
+            r["attempts"], _ts(r["retry_at"]), parse_timestamp(r["status_since"])
+        )
         for r in rows
     }
 

@@ -9,6 +9,7 @@ Why ``synchronous=FULL``: a success reply promises the change is durable, also a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import sqlite3
@@ -23,7 +24,7 @@ import aiosqlite
 
 from gateway.clock import Clock, isoformat
 from gateway.logs import get_logger
-from gateway.model import Event, EventType, Json
+from gateway.model import Event, EventType
 from gateway.store.schema import MIGRATIONS
 
 log = get_logger("gateway.store")
@@ -102,22 +103,11 @@ class Tx:
             ),
         )
         seq = cursor.lastrowid or 0
-        stored = Event(**{**_event_fields(event), "seq": seq})
+        stored = dataclasses.replace(event, seq=seq)
         self.events.append(stored)
         if device_id is not None:
             self.touch(device_id)
         return stored
-
-
-def _event_fields(event: Event) -> Json:
-    return {
-        "event_id": event.event_id,
-        "event_type": event.event_type,
-        "occurred_at": event.occurred_at,
-        "device_id": event.device_id,
-        "access_code_id": event.access_code_id,
-        "fields": event.fields,
-    }
 
 
 CommitListener = Callable[[Tx], None]

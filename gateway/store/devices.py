@@ -8,7 +8,7 @@ from datetime import datetime
 
 from gateway.clock import isoformat, parse_timestamp
 from gateway.config import BackupPoolSettings, DeviceConfig
-from gateway.model import PROBLEMS, Device, EventType, Problem
+from gateway.model import PROBLEMS, Device, EventType, Problem, ProblemCode
 from gateway.rules.pool import supports_pool
 from gateway.store.db import Row, Tx
 from gateway.store.problems import problems_of, set_problem
@@ -144,7 +144,9 @@ async def set_online(tx: Tx, device_id: str, online: bool) -> bool:
         "UPDATE devices SET online = ? WHERE device_id = ? AND online != ?",
         (int(online), device_id, int(online)),
     )
-    await set_problem(tx, device_id, "device_disconnected", not online, device_id=device_id)
+    await set_problem(
+        tx, device_id, ProblemCode.DEVICE_DISCONNECTED, not online, device_id=device_id
+    )
     if changed:
         event = EventType.DEVICE_CONNECTED if online else EventType.DEVICE_DISCONNECTED
         await tx.emit(event, device_id)
@@ -157,7 +159,7 @@ async def set_report_refused(tx: Tx, device_id: str, reason: str | None) -> None
     await set_problem(
         tx,
         device_id,
-        "invalid_report_from_device",
+        ProblemCode.INVALID_REPORT_FROM_DEVICE,
         reason is not None,
         device_id=device_id,
         message=message,
@@ -166,11 +168,11 @@ async def set_report_refused(tx: Tx, device_id: str, reason: str | None) -> None
 
 async def set_not_found(tx: Tx, device_id: str, check: str | None) -> None:
     """Raise ``device_not_found_on_stack`` naming what to ``check``, or clear it."""
-    spec = PROBLEMS["device_not_found_on_stack"]
+    spec = PROBLEMS[ProblemCode.DEVICE_NOT_FOUND_ON_STACK]
     await set_problem(
         tx,
         device_id,
-        "device_not_found_on_stack",
+        ProblemCode.DEVICE_NOT_FOUND_ON_STACK,
         check is not None,
         device_id=device_id,
         message=None if check is None else f"{spec.message.rstrip('.')}: {check}.",

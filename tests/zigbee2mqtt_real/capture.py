@@ -6,7 +6,7 @@ Set, get, clear, a write that times out, a refused write, a keypad programming e
 unlock, a read past the lock's users, and availability, on and off. Every message on the lock's
 topics and on ``bridge/state`` is kept, and the warning and error lines of ``bridge/logging``
 (its info lines repeat each publish). One JSON object a line: ``topic`` and ``payload`` (the
-JSON payload, or the text when it is not JSON). tests/test_zigbee2mqtt.py
+JSON payload, or the text when it is not JSON). tests/test_zigbee2mqtt_capture.py
 checks the driver's parsers, and the simulator, against it.
 """
 

@@ -1,83 +1,25 @@
-"""``access_codes/*`` endpoints: replies and every refusal, against the real gateway and locks.
+"""``access_codes/create``, ``get`` and ``list``: the replies, every refusal at create (fields,
+code lengths, duplicates, unmanaged devices), generated codes, and the list of unmanaged codes.
 
-What lands on the lock, and when, is ``test_reconcile.py``'s business; here it is what a caller
-of the API sees in the replies: the objects, the validation, the error types that name the field.
+What lands on the lock, and when, is the business of the ``test_reconcile_*`` files; here it is
+what a caller of the API sees in the replies, against the real gateway and locks.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import uuid
-from typing import Any
 
 from gateway.clock import isoformat
-from gateway.model import Json
+from tests.access_codes_helpers import Refusal, codes_of, misjudged, refused
 from tests.conftest import ConfigFactory, codes_on_lock
-from tests.harness import Recorder, Site, at, barrier, create, get_code, new_code, running_site
-
-ACCESS_CODE_KEYS = {
-    "access_code_id",
-    "device_id",
-    "name",
-    "code",
-    "type",
-    "starts_at",
-    "ends_at",
-    "status",
-    "created_at",
-    "errors",
-    "warnings",
-    "is_managed",
-    "is_backup",
-    "is_backup_access_code_available",
-    "pulled_backup_access_code_id",
-    "is_external_modification_allowed",
-    "slot",
-}
+from tests.contract import ACCESS_CODE_KEYS
+from tests.harness import at, create, get_code, new_code, running_site
 
 #: Two-digit PINs nobody should be handed: one digit repeated, or a run up or down (mod 10).
 TRIVIAL_TWO_DIGIT = {f"{a}{a}" for a in range(10)} | {
     f"{a}{(a + step) % 10}" for a in range(10) for step in (1, 9)
 }
-
-
-# -- helpers ----------------------------------------------------------------------------------
-
-
-async def refused(site: Site, endpoint: str, **params: Any) -> Json:
-    reply = await site.api.call(endpoint, **params)
-    assert reply["ok"] is False, reply
-    assert set(reply) == {"ok", "request_id", "error"}
-    error: Json = reply["error"]
-    assert set(error) == {"type", "message"}
-    return error
-
-
-async def codes_of(site: Site, device_id: str) -> list[Json]:
-    reply = await site.api.call("access_codes/list", device_id=device_id)
-    assert reply["ok"] is True, reply
-    codes: list[Json] = reply["access_codes"]
-    return codes
-
-
-#: A refusal to expect: the request's parameters, the error type, a field its message names.
-Refusal = tuple[dict[str, Any], str, str]
-
-
-async def misjudged(site: Site, endpoint: str, cases: list[Refusal], **fixed: Any) -> list[Any]:
-    """The ``cases`` that ``endpoint`` (called with ``fixed`` too) did not refuse as expected,
-    each with the reply it gave."""
-    wrong = []
-    for params, error_type, field in cases:
-        reply = await site.api.call(endpoint, **fixed, **params)
-        if (
-            reply["ok"]
-            or reply["error"]["type"] != error_type
-            or (field not in reply["error"]["message"])
-        ):
-            wrong.append((params, reply))
-    return wrong
 
 
 def is_trivial(pin: str) -> bool:
@@ -233,128 +175,6 @@ async def test_list_by_device_and_by_ids(make_config: ConfigFactory) -> None:
         assert error["type"] == "invalid_input"
         assert "access_code_ids[0]" in error["message"]
         error = await refused(site, "access_codes/list", access_code_ids="x")
-        assert error["type"] == "invalid_input"
-
-
-# -- update and delete ------------------------------------------------------------------------
-
-
-async def test_update_name_window_and_type(make_config: ConfigFactory) -> None:
-    async with running_site(make_config()) as site:
-        cid = await new_code(site, "2580", name="Carol")
-        reply = await site.api.call(
-            "access_codes/update", access_code_id=cid, name="Carol B.", request_id="u"
-        )
-        assert reply["ok"] is True
-        assert reply["request_id"] == "u"
-        assert reply["access_code"]["name"] == "Carol B."
-        assert reply["access_code"]["code"] == "2580"
-
-        starts, ends = at(site, 3600), at(site, 7200)
-        reply = await site.api.call(
-            "access_codes/update", access_code_id=cid, starts_at=starts, ends_at=ends
-        )
-        updated = reply["access_code"]
-        assert (updated["type"], updated["starts_at"], updated["ends_at"]) == (
-            "time_bound",
-            starts,
-            ends,
-        )
-        # Only one end of the window: the other is kept.
-        later = at(site, 9000)
-        reply = await site.api.call("access_codes/update", access_code_id=cid, ends_at=later)
-        assert (reply["access_code"]["starts_at"], reply["access_code"]["ends_at"]) == (
-            starts,
-            later,
-        )
-        reply = await site.api.call("access_codes/update", access_code_id=cid, type="ongoing")
-        updated = reply["access_code"]
-        assert (updated["type"], updated["starts_at"], updated["ends_at"]) == (
-            "ongoing",
-            None,
-            None,
-        )
-        got = await get_code(site, cid)
-        assert got["type"] == "ongoing"
-        assert got["name"] == "Carol B."
-
-
-async def test_update_refusals(make_config: ConfigFactory) -> None:
-    async with running_site(make_config()) as site:
-        cid = await new_code(site, "2580")
-        await new_code(site, "3690")
-        cases: list[Refusal] = [
-            ({"code": "3690"}, "duplicate_access_code", "code"),
-            ({"code": "123"}, "code_constraints_violated", "code"),
-            ({"code": "12x4"}, "invalid_input", "code"),
-            ({"code": 2581}, "invalid_input", "code"),
-            ({"ends_at": at(site, -1)}, "invalid_input", "starts_at"),  # no starts_at
-            ({"starts_at": at(site, 10), "ends_at": at(site, -1)}, "invalid_input", "ends_at"),
-            ({"starts_at": at(site, 20), "ends_at": at(site, 10)}, "invalid_input", "ends_at"),
-            ({"type": "ongoing", "ends_at": at(site, 10)}, "invalid_input", "type"),
-            ({"type": "time_bound"}, "invalid_input", "type"),
-            ({"type": "forever"}, "invalid_input", "type"),
-            ({"name": 5}, "invalid_input", "name"),
-            ({"device_id": "back_door"}, "invalid_input", "device_id"),
-        ]
-        assert await misjudged(site, "access_codes/update", cases, access_code_id=cid) == []
-        error = await refused(site, "access_codes/update", name="x")
-        assert error["type"] == "invalid_input"
-        assert "access_code_id" in error["message"]
-        # Nothing changed on the way.
-        got = await get_code(site, cid)
-        assert (got["code"], got["type"], got["name"]) == ("2580", "ongoing", None)
-        # Keeping one's own PIN is no clash.
-        reply = await site.api.call("access_codes/update", access_code_id=cid, code="2580")
-        assert reply["ok"] is True
-
-
-async def test_delete_replies_and_the_code_is_gone(make_config: ConfigFactory) -> None:
-    async with running_site(make_config()) as site:
-        cid = await new_code(site, "8642")
-        await site.settled()
-        reply = await site.api.call("access_codes/delete", access_code_id=cid, request_id="d")
-        assert reply == {"ok": True, "request_id": "d"}
-        await site.settled()
-        error = await refused(site, "access_codes/get", access_code_id=cid)
-        assert error["type"] == "access_code_not_found"
-        assert "access_code_id" in error["message"]
-        assert await codes_of(site, "front_door") == []
-        error = await refused(site, "access_codes/delete", access_code_id=cid)
-        assert error["type"] == "access_code_not_found"
-        # Once off the lock, its PIN is free again.
-        again = await create(site, device_id="front_door", code="8642")
-        assert again["access_code_id"] != cid
-
-
-async def test_unknown_and_malformed_ids(make_config: ConfigFactory) -> None:
-    async with running_site(make_config()) as site:
-        nobody = str(uuid.uuid4())
-        for endpoint, extra in [
-            ("access_codes/get", {}),
-            ("access_codes/update", {"name": "x"}),
-            ("access_codes/delete", {}),
-        ]:
-            error = await refused(site, endpoint, access_code_id=nobody, **extra)
-            assert error["type"] == "access_code_not_found", endpoint
-            assert "access_code_id" in error["message"]
-            error = await refused(site, endpoint, access_code_id="1234", **extra)
-            assert error["type"] == "invalid_input", endpoint
-            assert "access_code_id" in error["message"]
-            error = await refused(site, endpoint, access_code_id=7, **extra)
-            assert error["type"] == "invalid_input", endpoint
-        for endpoint, extra in [
-            ("access_codes/create", {"code": "1357"}),
-            ("access_codes/generate_code", {}),
-            ("access_codes/unmanaged/list", {}),
-            ("access_codes/list", {}),
-        ]:
-            error = await refused(site, endpoint, device_id="garage", **extra)
-            assert error["type"] == "device_not_found", endpoint
-            assert "garage" in error["message"]
-            error = await refused(site, endpoint, device_id="no/slash", **extra)
-            assert error["type"] == "invalid_input", endpoint
-        error = await refused(site, "access_codes/delete")
         assert error["type"] == "invalid_input"
 
 
@@ -582,69 +402,3 @@ async def test_unmanaged_list_shows_what_the_gateway_did_not_create(
         assert reply["access_codes"] == []
         error = await refused(site, "access_codes/unmanaged/list")
         assert error["type"] == "invalid_input"
-
-
-# -- idempotency ------------------------------------------------------------------------------
-
-
-async def test_idempotent_create_makes_one_code(make_config: ConfigFactory) -> None:
-    config = make_config()
-    async with running_site(config) as site:
-        events = await Recorder.of(site, f"{config.prefix}/events/access_code.created")
-        first = await site.api.call(
-            "access_codes/create", device_id="front_door", name="Dora", idempotency_key="k-1"
-        )
-        assert first["ok"] is True
-        again = await site.api.call(
-            "access_codes/create", device_id="front_door", name="Dora", idempotency_key="k-1"
-        )
-        assert again["access_code"] == first["access_code"]  # the generated PIN too
-        concurrent = await asyncio.gather(
-            *(
-                site.api.call(
-                    "access_codes/create",
-                    device_id="back_door",
-                    name="Eve",
-                    idempotency_key="k-2",
-                )
-                for _ in range(4)
-            )
-        )
-        assert len({r["access_code"]["access_code_id"] for r in concurrent}) == 1
-        # A new key is a new code.
-        other = await site.api.call(
-            "access_codes/create", device_id="front_door", name="Dora", idempotency_key="k-3"
-        )
-        assert other["access_code"]["access_code_id"] != first["access_code"]["access_code_id"]
-        await barrier(site)
-        assert len(await codes_of(site, "front_door")) == 2
-        assert len(await codes_of(site, "back_door")) == 1
-        created = events.pull()
-        assert len(created) == 3
-        assert created[0]["access_code_id"] == first["access_code"]["access_code_id"]
-
-
-async def test_idempotent_update_and_delete(make_config: ConfigFactory) -> None:
-    async with running_site(make_config()) as site:
-        cid = await new_code(site, "7733", name="Finn")
-        first = await site.api.call(
-            "access_codes/update", access_code_id=cid, name="Finn 2", idempotency_key="u-1"
-        )
-        await site.api.call("access_codes/update", access_code_id=cid, name="Finn 3")
-        again = await site.api.call(
-            "access_codes/update", access_code_id=cid, name="Finn 2", idempotency_key="u-1"
-        )
-        assert again == first
-        got = await get_code(site, cid)
-        assert got["name"] == "Finn 3"  # the redelivery did not undo the later change
-        await site.settled()
-        deleted = await site.api.call(
-            "access_codes/delete", access_code_id=cid, idempotency_key="d-1"
-        )
-        assert deleted["ok"] is True
-        await site.settled()
-        # The code is gone, but a redelivered delete gets the first (successful) reply.
-        assert (
-            await site.api.call("access_codes/delete", access_code_id=cid, idempotency_key="d-1")
-            == deleted
-        )

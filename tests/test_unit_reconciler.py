@@ -1,0 +1,210 @@
+"""The lock worker without a broker: a fake driver, a real SQLite store, a ``ManualClock``.
+
+What a user would notice: which commands reach the lock, and what the code's status, problems
+and events say afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from drivers.base import CommandTimedOut
+from gateway.clock import ManualClock
+from gateway.model import CodeStatus
+from gateway.reconciler import LockWorker, Reconciler
+from gateway.store import Store
+from tests.fakes import (
+    DEVICE,
+    FakeDriver,
+    Sent,
+    add_code,
+    event_types,
+    opened_store,
+    problem_codes,
+    stored_code,
+    unit_config,
+)
+from tests.helpers import TIMEOUT, running
+
+
+@dataclass
+class Bench:
+    driver: FakeDriver
+    worker: LockWorker
+    store: Store
+    clock: ManualClock
+
+    async def settled(self) -> None:
+        """Until the worker has nothing left to do before its next deadline."""
+        async with asyncio.timeout(TIMEOUT):
+            await self.worker.settled.wait()
+
+    async def status(self, access_code_id: str) -> CodeStatus | None:
+        code = await stored_code(self.store, access_code_id)
+        return None if code is None else code.status
+
+
+@asynccontextmanager
+async def benched(tmp_path: Path, driver: FakeDriver) -> AsyncIterator[Bench]:
+    """The worker of ``driver``'s lock, running, woken by the store's commits like in the
+    daemon, and settled after its first look at the lock."""
+    timing = {"max_attempts": 3, "delay_warning_after": "1h", "resync_interval": 0}
+    config = unit_config(tmp_path, timing=timing)
+    clock = ManualClock()
+    async with opened_store(config, clock) as store:
+        worker = LockWorker(driver, store, clock, config)
+        store.on_commit(Reconciler({DEVICE: worker}).notify)
+        async with running(("test-worker", worker.run())):
+            instance = Bench(driver, worker, store, clock)
+            await instance.settled()
+            yield instance
+
+
+@pytest.fixture
+async def bench(tmp_path: Path) -> AsyncIterator[Bench]:
+    async with benched(tmp_path, FakeDriver()) as instance:
+        yield instance
+
+
+def ops(driver: FakeDriver) -> list[str]:
+    return [s.op for s in driver.sent]
+
+
+# -- the plain life of a code -----------------------------------------------------------------
+
+
+async def test_first_contact_reads_the_lock_before_anything_else(bench: Bench) -> None:
+    assert bench.driver.sent == [Sent("read")]
+    async with bench.store.reading() as tx:
+        row = await tx.fetchone(
+            "SELECT online, capacity FROM devices WHERE device_id = ?", (DEVICE,)
+        )
+    assert row is not None
+    assert (bool(row["online"]), row["capacity"]) == (True, 5)
+
+
+async def test_a_new_code_is_written_once_and_set_when_the_lock_shows_it(bench: Bench) -> None:
+    cid = await add_code(bench.store, "1234")
+    await bench.settled()
+    assert bench.driver.sent == [Sent("read"), Sent("set", 1, "1234")]
+    assert bench.driver.slots == {1: "1234"}
+    assert await bench.status(cid) is CodeStatus.SET
+    assert await event_types(bench.store, cid) == [
+        "access_code.created",
+        "access_code.set_on_device",
+    ]
+
+
+async def test_a_code_ending_comes_off_the_lock_and_is_forgotten(bench: Bench) -> None:
+    now = bench.clock.now()
+    cid = await add_code(bench.store, "1234", starts_at=now, ends_at=now + timedelta(hours=1))
+    await bench.settled()
+    assert bench.driver.slots == {1: "1234"}
+    bench.clock.advance(hours=1)  # the worker's timer fires at the end of the window
+    await bench.settled()
+    assert bench.driver.sent[-1] == Sent("clear", 1)
+    assert bench.driver.slots == {}
+    assert await stored_code(bench.store, cid) is None
+    assert (await event_types(bench.store, cid))[-2:] == [
+        "access_code.removed_from_device",
+        "access_code.deleted",
+    ]
+
+
+async def test_a_future_window_waits_for_its_start(bench: Bench) -> None:
+    now = bench.clock.now()
+    cid = await add_code(
+        bench.store, "1234", starts_at=now + timedelta(hours=2), ends_at=now + timedelta(hours=3)
+    )
+    await bench.settled()
+    assert ops(bench.driver) == ["read"]
+    assert await bench.status(cid) is CodeStatus.UNSET
+    bench.clock.advance(hours=2)
+    await bench.settled()
+    assert bench.driver.slots == {1: "1234"}
+    assert await bench.status(cid) is CodeStatus.SET
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+async def test_an_unanswered_write_is_read_back_not_repeated(bench: Bench) -> None:
+    bench.driver.silence_next(applied=True)  # it landed, but no answer came
+    cid = await add_code(bench.store, "1234")
+    await bench.settled()
+    assert bench.driver.sent == [Sent("read"), Sent("set", 1, "1234"), Sent("read")]
+    assert await bench.status(cid) is CodeStatus.SET
+
+
+async def test_refusals_fail_the_code_after_max_attempts(bench: Bench) -> None:
+    for _ in range(3):
+        bench.driver.refuse_next()
+    cid = await add_code(bench.store, "1234")
+    await bench.settled()  # the third refusal put the next try off (backoff on the clock)
+    assert ops(bench.driver).count("set") == 3
+    assert await bench.status(cid) is CodeStatus.SETTING
+    assert "failed_to_set_on_device" in await problem_codes(bench.store, cid)
+    assert "access_code.failed_to_set_on_device" in await event_types(bench.store, cid)
+    bench.clock.advance(minutes=10)  # the backoff ends; the lock takes it now
+    await bench.settled()
+    assert await bench.status(cid) is CodeStatus.SET
+    assert "failed_to_set_on_device" not in await problem_codes(bench.store, cid)
+
+
+async def test_a_read_that_times_out_does_not_hold_the_writes_back(tmp_path: Path) -> None:
+    driver = FakeDriver()
+    driver.fail_next(CommandTimedOut())  # the first-contact read
+    async with benched(tmp_path, driver) as bench:
+        cid = await add_code(bench.store, "1234")
+        await bench.settled()
+        assert ops(driver) == ["read", "set"]  # the read backs off; the write goes ahead
+        assert await bench.status(cid) is CodeStatus.SET
+
+
+# -- an offline lock --------------------------------------------------------------------------
+
+
+async def test_an_offline_lock_is_recorded_and_caught_up(bench: Bench) -> None:
+    bench.driver.go(False)
+    await bench.settled()
+    cid = await add_code(bench.store, "1234")
+    await bench.settled()
+    assert ops(bench.driver) == ["read"]  # nothing is sent to a lock that is away
+    assert "device_disconnected" in await problem_codes(bench.store, DEVICE)
+    assert "failed_to_set_on_device" in await problem_codes(bench.store, cid)
+    bench.driver.go(True)
+    await bench.settled()
+    assert ops(bench.driver) == ["read", "read", "set"]  # back: read it all, then write
+    assert await bench.status(cid) is CodeStatus.SET
+    assert "device_disconnected" not in await problem_codes(bench.store, DEVICE)
+    assert "access_code.set_on_device" in await event_types(bench.store, cid)
+
+
+# -- changes made at the lock -----------------------------------------------------------------
+
+
+async def test_a_keypad_change_is_undone(bench: Bench) -> None:
+    cid = await add_code(bench.store, "1234")
+    await bench.settled()
+    bench.driver.keypad(1, "9999")
+    await bench.settled()
+    assert bench.driver.sent[-1] == Sent("set", 1, "1234")
+    assert bench.driver.slots == {1: "1234"}
+    assert await bench.status(cid) is CodeStatus.SET
+    assert "access_code.modified_external_to_gateway" in await event_types(bench.store, cid)
+
+
+async def test_unmanaged_pins_are_left_alone(tmp_path: Path) -> None:
+    driver = FakeDriver(codes={1: "5555"})
+    async with benched(tmp_path, driver) as bench:
+        await add_code(bench.store, "1234")
+        await bench.settled()
+    assert driver.slots == {1: "5555", 2: "1234"}
+    assert Sent("clear", 1) not in driver.sent
