@@ -10,40 +10,13 @@ counts differently (Zigbee2MQTT users are 0-based) translates at its edge.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import Field, dataclass
+from typing import Any, ClassVar, Protocol
 
-from drivers.bounds import MAX_SLOTS
-
-
-class Unreadable(enum.Enum):
-    """A slot whose PIN cannot be known: never read, or read back masked."""
-
-    UNKNOWN = "unknown"  # never read: NOT the same as empty
-    OCCUPIED = "occupied"  # holds a code the lock will not reveal (masked read)
-
-
-SlotValue = str | None | Unreadable  # a PIN, None for empty, or Unreadable
-
-
-@dataclass(frozen=True, slots=True)
-class SlotTable:
-    """What a lock holds, as last reported by it."""
-
-    capacity: int
-    code_lengths: tuple[int, int] | None = None
-    slots: Mapping[int, SlotValue] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        # Defence in depth: the planner, the store and the API allocate per slot, so no table
-        # past the drivers' bounds may exist at all (drivers refuse such reports first).
-        if not 0 <= self.capacity <= MAX_SLOTS:
-            raise ValueError(f"capacity {self.capacity} is outside 0-{MAX_SLOTS}")
-
-    def value(self, slot: int) -> SlotValue:
-        return self.slots.get(slot, Unreadable.UNKNOWN)
+# The slot-table types are the domain's, shared with the planner and the store.
+from gateway.domain import SlotTable, SlotValue, Unreadable
+from gateway.session import Session
 
 
 class CommandFailed(Exception):
@@ -114,17 +87,91 @@ class Driver(Protocol):
         """Read the table back from the lock (not from a cache): every slot, or just ``slots``
         where the protocol reads slot by slot (Zigbee and Z-Wave locks: battery and airtime)."""
 
+    def take_read_requests(self) -> frozenset[int]:
+        """Slots the lock said changed without showing what they hold now (a Zigbee lock's
+        programming event), since the last call: the worker reads them back, so that every
+        command goes through it. Empty for a lock whose reports show its slots."""
 
-DriverFactory = Callable[..., Driver]
-"""Each driver package exposes ``create_driver(device: DeviceConfig, session: MqttSession,
-timing: Timing) -> Driver``."""
+
+class CommandTiming(Protocol):
+    """The timing a driver needs (``gateway.config.Timing`` has it, among the worker's)."""
+
+    @property
+    def command_timeout(self) -> float:
+        """Seconds a command may go unanswered before it counts as timed out."""
+
+
+class DeviceSettings(Protocol):
+    """What a driver reads of one device's configuration (``gateway.config.DeviceConfig``)."""
+
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def driver(self) -> str: ...
+
+    @property
+    def options(self) -> object:
+        """The options its driver's spec parsed (each driver checks it got its own type)."""
+
+    @property
+    def slots(self) -> int | None:
+        """The configured capacity; None: the lock reports it."""
+
+    @property
+    def code_lengths(self) -> tuple[int, int] | None:
+        """The configured code lengths; None: the lock reports them."""
+
+
+DriverFactory = Callable[[DeviceSettings, Session, CommandTiming], Driver]
+"""Builds the driver of one device: ``create_driver(device, session, timing) -> Driver``."""
+
+
+class DriverOptions(Protocol):
+    """A driver's typed options (the device keys beyond the common ones), as its spec parsed:
+    a frozen dataclass whose fields are those keys."""
+
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+
+    def addresses(self) -> tuple[tuple[str, str], ...]:
+        """(option key, address) pairs that no two devices may share."""
+
+    def own_topics(self) -> tuple[tuple[str, str], ...]:
+        """(option key, topic) pairs of topics the lock itself speaks under, which must not lie
+        under the gateway's own topics (they would be taken for API traffic)."""
+
+
+OptionsParser = Callable[[Mapping[str, object], str, str, list[str]], DriverOptions]
+"""``parse_options(raw, path, device_id, problems)``: the options, each problem appended to
+``problems`` as a ``path.key: what is wrong`` line (a bad value yields its default)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DriverSpec:
+    """Everything the rest of lockgate asks about one driver; each driver package exports its
+    own as ``SPEC``, and ``drivers.registry.SPECS`` lists them: the configuration, the registry
+    and the simulator ask that list, so a new driver is one package plus one line there."""
+
+    name: str  # as in the YAML's ``driver:``
+    parse_options: OptionsParser
+    needs_slots: bool  # the lock cannot report its capacity, so the file must give it
+    create_driver: DriverFactory
+    #: ``module:Class`` of its simulated lock (a ``drivers.sim.SimulatedLock``), imported by the
+    #: simulator only, so the daemon never loads it; None: the package brings none.
+    simulator: str | None = None
 
 
 __all__ = [
     "CommandFailed",
     "CommandTimedOut",
+    "CommandTiming",
+    "DeviceSettings",
     "Driver",
     "DriverFactory",
+    "DriverOptions",
+    "DriverSpec",
+    "OptionsParser",
+    "Session",
     "SlotTable",
     "SlotValue",
     "Unreadable",

@@ -14,6 +14,9 @@ from typing import Final
 # The payload size bound lives with the JSON reader, which applies it to every message.
 from drivers.payloads import MAX_PAYLOAD_BYTES, PayloadError, check_payload_size
 
+# The slot and PIN ceilings are the domain's: one for configuration, API and lock reports.
+from gateway.domain import MAX_PIN_LENGTH, MAX_SLOTS
+
 __all__ = [
     "MAX_PAYLOAD_BYTES",
     "MAX_PIN_LENGTH",
@@ -28,11 +31,6 @@ __all__ = [
     "slot_limit",
 ]
 
-#: The most slots any device may have (the configuration's ceiling for ``slots`` too): the bound
-#: on a reported capacity when the device's ``slots`` is not configured.
-MAX_SLOTS: Final = 1000
-#: The longest PIN anywhere (configuration, API, reports).
-MAX_PIN_LENGTH: Final = 16
 #: How much of a reported key a message repeats.
 _SHOWN: Final = 12
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
 import aiomqtt
 
-from drivers.base import SlotTable, WakeCallback, no_wake
-from gateway.config import Timing
+from drivers.base import CommandTimedOut, CommandTiming, SlotTable, WakeCallback, no_wake
+from drivers.pending import Pending
 from gateway.logs import get_logger
-from gateway.mqtt import MqttSession
+from gateway.session import Session
 
 log = get_logger("drivers.reachability")
 
@@ -30,7 +30,7 @@ class Reachability:
         self,
         *,
         device_id: str,
-        session: MqttSession,
+        session: Session,
         name: str,
         signals: Mapping[str, bool],
         forget_on_disconnect: Iterable[str],
@@ -181,9 +181,15 @@ class Refusals:
             self._on_change()
 
 
-class LinkedDriver(abc.ABC):
+K = TypeVar("K", bound=Hashable)
+T = TypeVar("T")
+
+
+class LinkedDriver(abc.ABC, Generic[K, T]):
     """What every driver shares: its lock's identity, the session, the reconciler's wake
-    callback, the last observed table, the lock's reachability and its refused reports."""
+    callback, the last observed table, the lock's reachability, its refused reports, and its
+    requests waiting for answers (``_pending``: answers of type ``T`` by key ``K``), all
+    settled at once when the lock goes offline."""
 
     #: Log prefix and the stack's signals (see :class:`Reachability`).
     name: ClassVar[str]
@@ -191,7 +197,7 @@ class LinkedDriver(abc.ABC):
     forget_on_disconnect: ClassVar[tuple[str, ...]]
     stale_after_down: ClassVar[Mapping[str, tuple[str, ...]]] = {}
 
-    def __init__(self, device_id: str, session: MqttSession, timing: Timing) -> None:
+    def __init__(self, device_id: str, session: Session, timing: CommandTiming) -> None:
         self.device_id = device_id
         self._session = session
         self._timing = timing
@@ -207,6 +213,7 @@ class LinkedDriver(abc.ABC):
             stale_after_down=self.stale_after_down,
         )
         self._refusals = Refusals(device_id=device_id, name=self.name, on_change=self._poke)
+        self._pending: Pending[K, T] = Pending()
 
     @property
     def online(self) -> bool:
@@ -232,6 +239,19 @@ class LinkedDriver(abc.ABC):
         self._wake = wake
         self._link.start()
 
-    @abc.abstractmethod
+    def take_read_requests(self) -> frozenset[int]:
+        """Slots the driver saw change behind the gateway's back since last asked, for the
+        worker to read back (a driver that sees every change in its reports has none)."""
+        return frozenset()
+
     def _reachability_changed(self, online: bool) -> None:
-        """Settle what waits on the lock when it goes away; wake the reconciler."""
+        """An unreachable lock will not answer: settle what waits on it now rather than after
+        its timeout (the outcome is unknown, hence a timeout, not a refusal); wake the
+        reconciler."""
+        if not online:
+            self._pending.settle_all(CommandTimedOut("the lock went offline"))
+            self._went_offline()
+        self._wake()
+
+    def _went_offline(self) -> None:
+        """What else of the driver waits on the lock (not an answer to a request)."""

@@ -1,26 +1,38 @@
-"""Driver name (as in the YAML) -> the function that builds that driver for one device."""
+"""The drivers of this build: the one list of specs, and driver name -> factory.
+
+The configuration (option schemas, ``needs_slots``), the daemon (``create_driver``) and the
+simulator (simulated lock classes) all ask :data:`SPECS`: a new driver is one new package that
+exports its ``SPEC`` (see ``drivers.base.DriverSpec``) plus one line here.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+from collections.abc import Collection
+from typing import Final
 
-from drivers.base import CommandFailed, Driver, SlotTable, WakeCallback
-from drivers.native.driver import create_driver as create_native
-from drivers.zigbee2mqtt.driver import create_driver as create_zigbee2mqtt
-from drivers.zwave_js_ui.driver import create_driver as create_zwave_js_ui
-from gateway.config import DeviceConfig, Timing
+from drivers import native, zigbee2mqtt, zwave_js_ui
+from drivers.base import (
+    CommandFailed,
+    CommandTiming,
+    DeviceSettings,
+    Driver,
+    DriverFactory,
+    DriverSpec,
+    Session,
+    SlotTable,
+    WakeCallback,
+)
 from gateway.logs import get_logger
-from gateway.mqtt import MqttSession
+
+__all__ = ["FACTORIES", "SPECS", "UnavailableDriver", "can_program", "create_driver"]
 
 log = get_logger("drivers.registry")
 
-Factory = Callable[[DeviceConfig, MqttSession, Timing], Driver]
+#: Every driver of this build, in the order error messages list them.
+SPECS: Final[tuple[DriverSpec, ...]] = (native.SPEC, zigbee2mqtt.SPEC, zwave_js_ui.SPEC)
 
-FACTORIES: dict[str, Factory] = {
-    "native": create_native,
-    "zigbee2mqtt": create_zigbee2mqtt,
-    "zwave_js_ui": create_zwave_js_ui,
-}
+#: Driver name -> factory, from :data:`SPECS`; a build without a driver lacks its entry.
+FACTORIES: dict[str, DriverFactory] = {spec.name: spec.create_driver for spec in SPECS}
 
 
 class UnavailableDriver:
@@ -30,7 +42,7 @@ class UnavailableDriver:
     shows ``device_disconnected`` and keeps its codes queued, instead of stopping the daemon.
     """
 
-    def __init__(self, device: DeviceConfig) -> None:
+    def __init__(self, device: DeviceSettings) -> None:
         self.device_id = device.device_id
         self.driver = device.driver
 
@@ -62,13 +74,16 @@ class UnavailableDriver:
     async def read(self, slots: Collection[int] | None = None) -> SlotTable:
         raise CommandFailed("offline", f"driver {self.driver} is not available")
 
+    def take_read_requests(self) -> frozenset[int]:
+        return frozenset()
+
 
 def can_program(driver: str) -> bool:
     """Whether this build has a working driver of that name (see UnavailableDriver)."""
     return driver in FACTORIES
 
 
-def create_driver(device: DeviceConfig, session: MqttSession, timing: Timing) -> Driver:
+def create_driver(device: DeviceSettings, session: Session, timing: CommandTiming) -> Driver:
     factory = FACTORIES.get(device.driver)
     if factory is None:
         return UnavailableDriver(device)

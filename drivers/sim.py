@@ -3,8 +3,8 @@
 The runner (:class:`Simulator`) reads the same YAML the gateway reads and builds one simulated
 lock per device, choosing the lock class by the device's driver. A driver package adds its own
 simulated lock by subclassing :class:`SimulatedLock` (which holds everything that is not protocol:
-the slot table, the faults, the control topic, one-command-at-a-time processing) and registering
-the class with :func:`register_simulated_lock`.
+the slot table, the faults, the control topic, one-command-at-a-time processing) and naming
+the class in its ``DriverSpec`` (``simulator="module:Class"``).
 
 Faults are switched by ``SimulatedLock.control`` in-process, or by people and scripts through
 ``{control_topic}/<device_id>/set`` (see :data:`CONTROL_KEYS`); the lock republishes a PIN-free
@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
+import functools
 import importlib
 import json
 import math
@@ -26,6 +27,7 @@ from typing import Any, ClassVar, Final, Literal
 
 import aiomqtt
 
+from drivers.registry import SPECS
 from drivers.sim_settings import (
     SimLockSettings,
     SimulatorSettings,
@@ -34,10 +36,10 @@ from drivers.sim_settings import (
 )
 from gateway.config import Config, DeviceConfig
 from gateway.logs import get_logger
-from gateway.mqtt import MqttSession, NotConnected, Retained
+from gateway.mqtt import MqttSession, Retained
+from gateway.session import NotConnected, Session
 
 __all__ = [
-    "BUILTIN_SIMULATORS",
     "CONTROL_KEYS",
     "ControlTopics",
     "Faults",
@@ -231,7 +233,7 @@ class SimulatedLock(abc.ABC):
 
     driver: ClassVar[str]
 
-    def __init__(self, spec: SimSpec, session: MqttSession) -> None:
+    def __init__(self, spec: SimSpec, session: Session) -> None:
         self.spec = spec
         self.device_id = spec.device.device_id
         self.capacity = spec.capacity
@@ -465,25 +467,33 @@ class SimulatedLock(abc.ABC):
 # -- registry -------------------------------------------------------------------------------
 
 _registry: dict[str, type[SimulatedLock]] = {}
-#: Modules whose simulated lock classes register themselves on import. A driver package with a
-#: simulator adds its module here.
-BUILTIN_SIMULATORS: Final = (
-    "drivers.native.simulator",
-    "drivers.zigbee2mqtt.simulator",
-    "drivers.zwave_js_ui.simulator",
-)
 
 
 def register_simulated_lock(cls: type[SimulatedLock]) -> type[SimulatedLock]:
-    """Make ``cls`` the simulated lock for devices of driver ``cls.driver``; a decorator."""
+    """Make ``cls`` the simulated lock for devices of driver ``cls.driver`` (over the one its
+    driver's spec names); a decorator."""
     _registry[cls.driver] = cls
     return cls
 
 
+@functools.cache
+def _load_spec_simulators() -> None:
+    """Each driver spec's simulated lock (``module:Class``), once, under its driver's name.
+
+    Imported on use, not at the top: those modules subclass SimulatedLock from this one.
+    """
+    for spec in SPECS:
+        if spec.simulator is None:
+            continue
+        module, _, name = spec.simulator.partition(":")
+        cls = getattr(importlib.import_module(module), name)
+        if not (isinstance(cls, type) and issubclass(cls, SimulatedLock)):
+            raise TypeError(f"{spec.simulator}: not a SimulatedLock")
+        _registry.setdefault(spec.name, cls)
+
+
 def simulated_lock_class(driver: str) -> type[SimulatedLock] | None:
-    # Imported on use, not at the top: those modules subclass SimulatedLock from this one.
-    for module in BUILTIN_SIMULATORS:
-        importlib.import_module(module)
+    _load_spec_simulators()
     return _registry.get(driver)
 
 
@@ -497,7 +507,7 @@ class Simulator:
     a thousand locks cost nothing per message beyond the one lock it is for.
     """
 
-    def __init__(self, config: Config, session: MqttSession) -> None:
+    def __init__(self, config: Config, session: Session) -> None:
         self._session = session
         self._locks: dict[str, SimulatedLock] = {}
         settings = simulator_settings(config)

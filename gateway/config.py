@@ -17,17 +17,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, NamedTuple, TypeVar
+from typing import Any, Final, TypeVar
 
 import yaml
 
-from drivers.bounds import MAX_PIN_LENGTH, MAX_SLOTS
-from drivers.native.config import NativeOptions
-from drivers.native.config import parse_options as _native_options
-from drivers.zigbee2mqtt.config import Zigbee2MqttOptions
-from drivers.zigbee2mqtt.config import parse_options as _zigbee2mqtt_options
-from drivers.zwave_js_ui.config import ZwaveJsUiOptions
-from drivers.zwave_js_ui.config import parse_options as _zwave_js_ui_options
+from drivers.base import DriverOptions, DriverSpec
+from drivers.registry import SPECS
+from gateway.domain import MAX_PIN_LENGTH, MAX_SLOTS
 from gateway.topics import config_topic_problem
 
 __all__ = [
@@ -41,7 +37,6 @@ __all__ = [
     "DeviceConfig",
     "DevicePoolSettings",
     "DriverOptions",
-    "DriverSchema",
     "Invalid",
     "MqttSettings",
     "Section",
@@ -57,8 +52,6 @@ __all__ = [
     "parse_config",
     "parse_duration",
 ]
-
-DriverOptions = NativeOptions | Zigbee2MqttOptions | ZwaveJsUiOptions
 
 DEFAULT_DATABASE: Final = Path("/var/lib/lockgate/lockgate.db")
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
@@ -169,20 +162,8 @@ class Config:
         return f"{self.mqtt.topic_prefix}/{self.hub_id}"
 
 
-class DriverSchema(NamedTuple):
-    """What the config layer needs to know about a driver."""
-
-    parse_options: Callable[[Mapping[str, object], str, str, list[str]], DriverOptions]
-    needs_slots: bool  # the lock cannot report its capacity, so the file must give it
-
-
-DRIVERS: Final[Mapping[str, DriverSchema]] = MappingProxyType(
-    {
-        "native": DriverSchema(_native_options, needs_slots=False),
-        "zigbee2mqtt": DriverSchema(_zigbee2mqtt_options, needs_slots=True),
-        "zwave_js_ui": DriverSchema(_zwave_js_ui_options, needs_slots=False),
-    }
-)
+#: Driver name -> its spec (option schema, ``needs_slots``), from ``drivers.registry.SPECS``.
+DRIVERS: Final[Mapping[str, DriverSpec]] = MappingProxyType({spec.name: spec for spec in SPECS})
 _DEVICE_KEYS: Final = frozenset(
     {"device_id", "name", "driver", "slots", "code_lengths", "backup_pool"}
 )
@@ -592,15 +573,13 @@ class Claims:
         """``only_key``: the one key to blame for every problem (for generated devices)."""
         for key, address in device.options.addresses():
             self._claim(address, owner, f"{owner}.{only_key or key}")
-        options = device.options
         # A lock under the gateway's own topics would be taken for API traffic.
-        if isinstance(options, NativeOptions) and f"{options.topic}/".startswith(
-            f"{self._prefix}/"
-        ):
-            self._problems.append(
-                f"{owner}.{only_key or 'topic'}: must not be under the gateway's topics "
-                f"{self._prefix}/"
-            )
+        for key, topic in device.options.own_topics():
+            if f"{topic}/".startswith(f"{self._prefix}/"):
+                self._problems.append(
+                    f"{owner}.{only_key or key}: must not be under the gateway's topics "
+                    f"{self._prefix}/"
+                )
 
 
 # --------------------------------------------------------------------------------------------

@@ -2,127 +2,45 @@
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from gateway.clock import isoformat
-from gateway.rules.codes import DEFAULT_CODE_LENGTHS
+
+# The vocabulary lives in the domain module (which every layer may import); re-exported here
+# for the modules that deal in domain objects.
+from gateway.domain import (
+    DEFAULT_CODE_LENGTHS,
+    PROBLEMS,
+    BackupState,
+    CodeStatus,
+    CodeType,
+    EventType,
+    ProblemCode,
+    ProblemKind,
+    ProblemSpec,
+)
+
+__all__ = [
+    "PROBLEMS",
+    "AccessCode",
+    "BackupState",
+    "CodeStatus",
+    "CodeType",
+    "Device",
+    "Event",
+    "EventType",
+    "Json",
+    "Problem",
+    "ProblemCode",
+    "ProblemKind",
+    "ProblemSpec",
+    "code_problems",
+    "split_problems",
+]
 
 Json = dict[str, Any]
-
-
-class CodeStatus(enum.StrEnum):
-    UNSET = "unset"
-    SETTING = "setting"
-    SET = "set"
-    REMOVING = "removing"
-
-
-class CodeType(enum.StrEnum):
-    ONGOING = "ongoing"
-    TIME_BOUND = "time_bound"
-
-
-class BackupState(enum.StrEnum):
-    """Where a backup code stands: waiting in the pool, or handed out for a code."""
-
-    POOLED = "pooled"
-    PULLED = "pulled"
-
-
-class ProblemKind(enum.StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-
-
-class ProblemCode(enum.StrEnum):
-    """Every error and warning code (contract section 7); the values are the wire codes."""
-
-    FAILED_TO_SET_ON_DEVICE = "failed_to_set_on_device"
-    FAILED_TO_REMOVE_FROM_DEVICE = "failed_to_remove_from_device"
-    DUPLICATE_CODE_ON_DEVICE = "duplicate_code_on_device"
-    NO_SPACE_FOR_ACCESS_CODE_ON_DEVICE = "no_space_for_access_code_on_device"
-    CONFLICTING_EXTERNAL_MODIFICATION = "conflicting_external_modification"
-    EXTERNAL_MODIFICATION_IN_EFFECT = "external_modification_in_effect"
-    DELAY_IN_SETTING_ON_DEVICE = "delay_in_setting_on_device"
-    DELAY_IN_REMOVING_FROM_DEVICE = "delay_in_removing_from_device"
-    USING_BACKUP_ACCESS_CODE = "using_backup_access_code"
-    DEVICE_DISCONNECTED = "device_disconnected"
-    INVALID_REPORT_FROM_DEVICE = "invalid_report_from_device"
-    DEVICE_NOT_FOUND_ON_STACK = "device_not_found_on_stack"
-    EMPTY_BACKUP_ACCESS_CODE_POOL = "empty_backup_access_code_pool"
-    PARTIAL_BACKUP_ACCESS_CODE_POOL = "partial_backup_access_code_pool"
-    MANY_ACTIVE_BACKUP_CODES = "many_active_backup_codes"
-
-
-@dataclass(frozen=True, slots=True)
-class ProblemSpec:
-    kind: ProblemKind
-    on: str  # "device" | "access_code"
-    message: str
-
-
-#: Every error and warning the gateway raises (contract section 7), with the sentence users see.
-#: Keyed by ProblemCode, a str, so a code read back from the database looks up as well.
-PROBLEMS: dict[str, ProblemSpec] = {
-    ProblemCode.FAILED_TO_SET_ON_DEVICE: ProblemSpec(
-        ProblemKind.ERROR, "access_code", "The code could not be programmed on the lock; retrying."
-    ),
-    ProblemCode.FAILED_TO_REMOVE_FROM_DEVICE: ProblemSpec(
-        ProblemKind.ERROR, "access_code", "The code could not be removed from the lock; retrying."
-    ),
-    ProblemCode.DUPLICATE_CODE_ON_DEVICE: ProblemSpec(
-        ProblemKind.ERROR, "access_code", "Another slot on the lock holds the same PIN."
-    ),
-    ProblemCode.NO_SPACE_FOR_ACCESS_CODE_ON_DEVICE: ProblemSpec(
-        ProblemKind.ERROR, "access_code", "The lock has no free slot for this code."
-    ),
-    ProblemCode.CONFLICTING_EXTERNAL_MODIFICATION: ProblemSpec(
-        ProblemKind.ERROR,
-        "access_code",
-        "The code's slot was changed outside the gateway; the gateway is restoring it.",
-    ),
-    ProblemCode.EXTERNAL_MODIFICATION_IN_EFFECT: ProblemSpec(
-        ProblemKind.WARNING,
-        "access_code",
-        "The code's slot was changed outside the gateway; the change is kept as allowed.",
-    ),
-    ProblemCode.DELAY_IN_SETTING_ON_DEVICE: ProblemSpec(
-        ProblemKind.WARNING, "access_code", "Programming the code on the lock is taking long."
-    ),
-    ProblemCode.DELAY_IN_REMOVING_FROM_DEVICE: ProblemSpec(
-        ProblemKind.WARNING, "access_code", "Removing the code from the lock is taking long."
-    ),
-    ProblemCode.USING_BACKUP_ACCESS_CODE: ProblemSpec(
-        ProblemKind.WARNING, "access_code", "A backup access code was pulled for this code."
-    ),
-    ProblemCode.DEVICE_DISCONNECTED: ProblemSpec(
-        ProblemKind.ERROR, "device", "The lock is offline or cannot be reached."
-    ),
-    # Beyond contract section 7 (issue 7): the message names what was wrong.
-    ProblemCode.INVALID_REPORT_FROM_DEVICE: ProblemSpec(
-        ProblemKind.ERROR,
-        "device",
-        "The lock's last report was refused; its previous one stays in effect.",
-    ),
-    # Issue 8: the message names the settings to check.
-    ProblemCode.DEVICE_NOT_FOUND_ON_STACK: ProblemSpec(
-        ProblemKind.ERROR,
-        "device",
-        "The lock has not appeared where its configuration says its hub publishes it.",
-    ),
-    ProblemCode.EMPTY_BACKUP_ACCESS_CODE_POOL: ProblemSpec(
-        ProblemKind.ERROR, "device", "No backup access code is available on this lock."
-    ),
-    ProblemCode.PARTIAL_BACKUP_ACCESS_CODE_POOL: ProblemSpec(
-        ProblemKind.WARNING, "device", "Fewer backup access codes than configured are available."
-    ),
-    ProblemCode.MANY_ACTIVE_BACKUP_CODES: ProblemSpec(
-        ProblemKind.WARNING, "device", "Many pulled backup access codes are active on this lock."
-    ),
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -254,30 +172,6 @@ class AccessCode:
             "is_external_modification_allowed": self.allow_external_modification,
             "slot": self.slot,
         }
-
-
-class EventType(enum.StrEnum):
-    """Every event of contract section 8."""
-
-    CODE_CREATED = "access_code.created"
-    CODE_CHANGED = "access_code.changed"
-    CODE_SET = "access_code.set_on_device"
-    CODE_REMOVED = "access_code.removed_from_device"
-    CODE_FAILED_TO_SET = "access_code.failed_to_set_on_device"
-    CODE_DELAY_SETTING = "access_code.delay_in_setting_on_device"
-    CODE_FAILED_TO_REMOVE = "access_code.failed_to_remove_from_device"
-    CODE_DELAY_REMOVING = "access_code.delay_in_removing_from_device"
-    CODE_DELETED = "access_code.deleted"
-    CODE_MODIFIED_EXTERNALLY = "access_code.modified_external_to_gateway"
-    BACKUP_PULLED = "access_code.backup_access_code_pulled"
-    DEVICE_CONNECTED = "device.connected"
-    DEVICE_DISCONNECTED = "device.disconnected"
-    DEVICE_UNMANAGED = "device.converted_to_unmanaged"
-    DEVICE_MANAGED = "device.converted_to_managed"
-    DEVICE_ERROR_ADDED = "device.error_added"
-    DEVICE_ERROR_CLEARED = "device.error_cleared"
-    DEVICE_WARNING_ADDED = "device.warning_added"
-    DEVICE_WARNING_CLEARED = "device.warning_cleared"
 
 
 @dataclass(frozen=True, slots=True)

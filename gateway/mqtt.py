@@ -15,7 +15,6 @@ import socket
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -23,10 +22,21 @@ from paho.mqtt.properties import Properties
 
 from gateway.config import MqttSettings
 from gateway.logs import get_logger
+from gateway.session import Handler, NotConnected, Payload, TopicRefused
 from gateway.topics import topic_problem
 
-Handler = Callable[[aiomqtt.Message], None]
-Payload = bytes | str | dict[str, Any] | list[Any]
+__all__ = [
+    "Handler",
+    "MqttSession",
+    "NotConnected",
+    "Payload",
+    "Retained",
+    "TopicRefused",
+    "backoff_delay",
+    "build_client",
+    "encode",
+    "shown_topic",
+]
 
 log = get_logger("gateway.mqtt")
 
@@ -37,18 +47,6 @@ MAX_INFLIGHT = 1000
 MAX_PACKET_BYTES = 1024 * 1024 + 64 * 1024
 #: Subscribing to many topics is done in batches so one SUBSCRIBE stays a sane size.
 SUBSCRIBE_BATCH = 200
-
-
-class NotConnected(Exception):
-    """Raised by :meth:`MqttSession.publish` while there is no broker connection."""
-
-
-class TopicRefused(NotConnected):
-    """Raised by :meth:`MqttSession.publish` for a topic the broker would refuse.
-
-    A subclass of :class:`NotConnected` on purpose: every caller already copes with a message
-    that was not sent, and none may crash on this one either.
-    """
 
 
 def shown_topic(topic: str, limit: int = 100) -> str:

@@ -107,6 +107,9 @@ class LockWorker:
         not_found = self._not_found()
         if online and not self._recorded_online:
             self.reads.request(None)  # back (or new): read it all
+        changed = self.driver.take_read_requests()
+        if changed:
+            self.reads.request(changed)  # changed at the lock, content unseen: look
         if (online, table, refused, not_found) == (
             self._recorded_online,
             self._recorded_table,

@@ -57,6 +57,8 @@ class FakeDriver:
         self.capacity = capacity
         self.slots: dict[int, str] = dict(codes or {})  # what the lock really holds
         self.sent: list[Sent] = []
+        self.read_scopes: list[frozenset[int] | None] = []  # what each read asked for
+        self._announced: set[int] = set()  # changed at the lock, not shown: to read back
         self._online = online
         self._table: SlotTable | None = None
         self._faults: deque[_Fault] = deque()
@@ -97,7 +99,13 @@ class FakeDriver:
 
     async def read(self, slots: Collection[int] | None = None) -> SlotTable:
         self._command(Sent("read"))
+        self.read_scopes.append(None if slots is None else frozenset(slots))
         return self.report()
+
+    def take_read_requests(self) -> frozenset[int]:
+        taken = frozenset(self._announced)
+        self._announced.clear()
+        return taken
 
     # -- what the test does to the lock ------------------------------------------------------
 
@@ -123,6 +131,16 @@ class FakeDriver:
         else:
             self.slots[slot] = pin
         self.report()
+
+    def announce(self, slot: int, pin: str | None) -> None:
+        """Somebody changed a slot at the lock, which only says that it changed (a Zigbee
+        lock's programming event): the table shows it once the slot is read back."""
+        if pin is None:
+            self.slots.pop(slot, None)
+        else:
+            self.slots[slot] = pin
+        self._announced.add(slot)
+        self._wake()
 
     def report(self) -> SlotTable:
         """The lock republishes its whole table."""

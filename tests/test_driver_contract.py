@@ -90,6 +90,28 @@ async def test_start_observes_the_lock(rig: DriverRig[Driver]) -> None:
     assert table == rig.driver.table
 
 
+async def test_a_change_at_the_keypad_is_seen_or_asked_for(rig: DriverRig[Driver]) -> None:
+    """A lock whose reports show its slots is seen at once; one that only says a slot changed
+    (Zigbee2MQTT) makes the driver ask its worker (played here) to read it: it sends nothing."""
+    await rig.driver.read()
+    assert rig.driver.take_read_requests() == frozenset()
+    await rig.lock.control({"keypad": {"slot": 4, "code": "4444"}})
+    asked: set[int] = set()
+
+    def noticed() -> bool:
+        asked.update(rig.driver.take_read_requests())
+        table = rig.driver.table
+        return bool(asked) or (table is not None and table.value(4) == "4444")
+
+    await rig.wakes.until(noticed)
+    if asked:
+        assert asked == {4}
+        assert (await rig.driver.read(asked)).value(4) == "4444"
+    table = rig.driver.table
+    assert table is not None
+    assert table.value(4) == "4444"
+
+
 async def test_a_set_code_is_read_back(rig: DriverRig[Driver]) -> None:
     await rig.driver.set_code(3, "0123")  # a leading zero: PINs are strings all the way
     assert rig.lock.slots[3] == "0123"

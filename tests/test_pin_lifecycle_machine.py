@@ -50,6 +50,10 @@ LOCKS = ("front_door", "back_door")
 FAULTS = ("fail_next", "silent_next", "ignore_writes_next", "apply_silently_next")
 COMMAND_TIMEOUT = 0.3
 STEP_TIMEOUT = 20.0
+#: Rounds of a minute each for the site to converge once the faults stop (it stops early).
+CONVERGE_ROUNDS = 80
+#: A soak explores at random (``LOCKGATE_MACHINE_EXAMPLES``); CI replays a fixed set.
+SOAK = os.environ.get("LOCKGATE_MACHINE_EXAMPLES")
 
 
 class PinLifecycle(RuleBasedStateMachine):
@@ -138,7 +142,7 @@ class PinLifecycle(RuleBasedStateMachine):
             if not self.managed[lock]:
                 await self._call("devices/update", device_id=lock, is_managed=True)
         last: list[str] = []
-        for _ in range(40):
+        for _ in range(CONVERGE_ROUNDS):
             self.clock.advance(60)  # retries back off; pulled backups and windows may end
             assert self.gateway is not None
             assert self.gateway.reconciler is not None
@@ -350,7 +354,8 @@ def test_no_pin_outlives_its_code_whatever_happens() -> None:
     run_state_machine_as_test(
         PinLifecycle,
         settings=settings(
-            max_examples=int(os.environ.get("LOCKGATE_MACHINE_EXAMPLES", "6")),
+            max_examples=int(SOAK or "6"),
+            derandomize=SOAK is None,
             stateful_step_count=25,
             deadline=None,
             suppress_health_check=list(HealthCheck),

@@ -201,6 +201,19 @@ async def test_a_keypad_change_is_undone(bench: Bench) -> None:
     assert "access_code.modified_external_to_gateway" in await event_types(bench.store, cid)
 
 
+async def test_a_change_the_lock_only_announces_is_read_back_by_the_worker(bench: Bench) -> None:
+    """The driver asks for the read (it sends nothing itself): the worker reads just that
+    slot, then restores the code."""
+    cid = await add_code(bench.store, "1234")
+    await bench.settled()
+    bench.driver.announce(1, "9999")
+    await bench.settled()
+    assert bench.driver.sent[-2:] == [Sent("read"), Sent("set", 1, "1234")]
+    assert bench.driver.read_scopes[-1] == frozenset({1})
+    assert bench.driver.slots == {1: "1234"}
+    assert await bench.status(cid) is CodeStatus.SET
+
+
 async def test_unmanaged_pins_are_left_alone(tmp_path: Path) -> None:
     driver = FakeDriver(codes={1: "5555"})
     async with benched(tmp_path, driver) as bench:

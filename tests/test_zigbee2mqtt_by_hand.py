@@ -7,13 +7,21 @@ import asyncio
 
 import pytest
 
-from drivers.base import CommandFailed, Unreadable
+from drivers.base import CommandFailed, CommandTimedOut, Unreadable
 from drivers.zigbee2mqtt.driver import QUIET_SHARE
-from drivers.zigbee2mqtt.protocol import read_payload, set_payload
+from drivers.zigbee2mqtt.protocol import KEYPAD, logging_error_payload, read_payload, set_payload
 from tests.broker import Broker
 from tests.conftest import ConfigFactory
-from tests.helpers import Probe, eventually
-from tests.zigbee2mqtt_helpers import AVAILABLE, TIMEOUT, TOPICS, hand_played, users, value
+from tests.helpers import Probe
+from tests.zigbee2mqtt_helpers import (
+    AVAILABLE,
+    TIMEOUT,
+    TOPICS,
+    hand_played,
+    read_when_asked,
+    users,
+    value,
+)
 
 # -- Zigbee2MQTT played by hand -------------------------------------------------------------------
 
@@ -84,10 +92,34 @@ async def test_unrelated_and_event_messages_answer_nothing(
         await probe.publish(TOPICS.state, users(u0=AVAILABLE))
         await clear
         assert value(driver, 1) is None
-        # Then the event's re-read of user 5 goes out.
+        # Then the worker reads user 5 again, as the event asked it to.
+        reread = asyncio.create_task(read_when_asked(driver), name="test-reread")
         assert await probe.next(TOPICS.get) == read_payload(5)
         await probe.publish(TOPICS.state, users(u5={"status": "enabled", "pin_code": "5555"}))
-        await eventually(lambda: value(driver, 6) == "5555")
+        assert await reread == {6}
+        assert value(driver, 6) == "5555"
+
+
+async def test_a_failed_reread_leaves_the_slot_unknown(
+    make_config: ConfigFactory, broker: Broker, probe: Probe
+) -> None:
+    """The worker's read of a slot changed at the keypad goes nowhere: what the table showed is
+    from before the change, so the slot is unknown until it is read again."""
+    async with hand_played(make_config, broker, probe) as driver:
+        cached = users(u4={"status": "enabled", "pin_code": "4444"})
+        read = asyncio.create_task(driver.read([5]), name="test-read")
+        await probe.next(TOPICS.get)
+        await probe.publish(TOPICS.state, cached)
+        await read
+        assert value(driver, 5) == "4444"
+        event = {"action": "pin_code_changed", "action_user": 4, "action_source_name": KEYPAD}
+        await probe.publish(TOPICS.state, {**cached, **event})
+        reread = asyncio.create_task(read_when_asked(driver), name="test-reread")
+        assert await probe.next(TOPICS.get) == read_payload(4)
+        await probe.publish(TOPICS.bridge_logging, logging_error_payload("zb", "get", "timeout"))
+        with pytest.raises(CommandTimedOut):
+            await reread
+        assert value(driver, 5) is Unreadable.UNKNOWN
 
 
 async def test_a_disabled_user_is_no_success(
@@ -103,6 +135,7 @@ async def test_a_disabled_user_is_no_success(
         assert value(driver, 2) is Unreadable.OCCUPIED  # held, but it opens nothing
         # An event about a user the lock cannot have is logged and dropped.
         await probe.publish(TOPICS.state, {"action": "pin_code_added", "action_user": 10})
+        assert driver.take_read_requests() == frozenset()
         write = asyncio.create_task(driver.set_code(3, "3333"), name="test-set")
         assert await probe.next(TOPICS.get) == read_payload(2)  # no re-read of user 10 first
         await probe.publish(TOPICS.state, users(u2={"status": "enabled", "pin_code": "3333"}))

@@ -35,7 +35,6 @@ from tests.helpers import (
     Probe,
     Wakes,
     driver_rig,
-    eventually,
     running,
     session_for,
     untimed,
@@ -49,6 +48,7 @@ from tests.zigbee2mqtt_helpers import (
     device,
     hand_played,
     logged,
+    read_when_asked,
     users,
     value,
     zb_config,
@@ -188,7 +188,9 @@ async def test_keypad_change_is_read_back(rig: Rig, probe: Probe, config_topic: 
     await probe.subscribe(TOPICS.get, TOPICS.state)
     # The action message carries the cache, where user 3 is still "available": stale.
     await probe.publish(config_topic, {"keypad": {"slot": 4, "code": "4444"}})
-    await rig.wakes.until(lambda: value(rig.driver, 4) == "4444")
+    # The driver asks its worker (played here) to read the slot: it sends nothing itself.
+    assert await read_when_asked(rig.driver) == {4}
+    assert value(rig.driver, 4) == "4444"
     event = await probe.next_where(TOPICS.state, lambda m: "action" in m)
     assert (event["action"], event["action_user"]) == ("pin_code_added", 3)
     assert event["action_source_name"] == "keypad"
@@ -196,7 +198,8 @@ async def test_keypad_change_is_read_back(rig: Rig, probe: Probe, config_topic: 
     # Finding 3: the simulated lock republishes that stale cache again before its answer.
     assert probe.seen(TOPICS.get) == [read_payload(3)]
     await probe.publish(config_topic, {"keypad": {"slot": 4, "code": None}})
-    await rig.wakes.until(lambda: value(rig.driver, 4) is None)
+    assert await read_when_asked(rig.driver) == {4}
+    assert value(rig.driver, 4) is None
 
 
 @pytest.fixture
@@ -367,10 +370,12 @@ async def test_a_stale_republish_is_no_answer_to_a_read(
                 "action_source_name": KEYPAD,
             },
         )
+        reread = asyncio.create_task(read_when_asked(driver), name="test-reread")
         assert await probe.next(TOPICS.get) == read_payload(4)
         await probe.publish(TOPICS.state, {**cached, "battery": 69})  # a battery report first
         await probe.publish(TOPICS.state, users(u4={"status": "available", "pin_code": ""}))
-        await eventually(lambda: value(driver, 5) is None)
+        assert await reread == {5}
+        assert value(driver, 5) is None
 
 
 async def test_only_pin_code_errors_concern_a_write(

@@ -47,6 +47,7 @@ from tests.harness import (
     window,
 )
 from tests.helpers import Wakes, running, session_for, untimed
+from tests.zigbee2mqtt_helpers import read_when_asked
 from tests.zigbee2mqtt_real.stack import (
     FakeLockSpec,
     Unavailable,
@@ -367,18 +368,22 @@ async def test_finding_3_the_cache_republished_by_the_write_is_no_answer(
 async def test_finding_3_the_stale_cache_does_not_hide_a_keypad_change(
     stack: Stack, tmp_path: Path, lock: Lock
 ) -> None:
-    """A PIN changed at the keypad makes the driver read the user again; while that read waits
-    for the lock, any other frame from it (a door opened) republishes the old cache, which
-    still holds the old PIN. That is no answer: the new PIN must be seen."""
+    """A PIN changed at the keypad makes the driver ask for the user to be read again; while
+    that read waits for the lock, any other frame from it (a door opened) republishes the old
+    cache, which still holds the old PIN. That is no answer: the new PIN must be seen."""
     async with driver_for(stack, tmp_path, lock) as driver:
         await driver.set_code(4, "4444")
         await lock.fault(delay_ms=600)  # the lock answers reads late
         await lock.keypad(4, "5858")
+        # The test plays the lock worker, which reads what the driver asks for.
+        reread = asyncio.create_task(read_when_asked(driver), name="test-reread")
         await asyncio.sleep(0.2)  # the re-read is under way: now another frame
         await stack.z2m.control("unlock", lock.name, user=0)
         async with asyncio.timeout(5):
-            while (table := driver.table) is None or table.value(4) != "5858":
-                await asyncio.sleep(0.05)  # the driver reads in the background: poll
+            assert await reread == {4}
+        table = driver.table
+        assert table is not None
+        assert table.value(4) == "5858"
         assert await lock.slots() == {4: "5858"}
 
 

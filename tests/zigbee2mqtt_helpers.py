@@ -12,7 +12,7 @@ from drivers.zigbee2mqtt.protocol import Topics
 from gateway.config import Config, DeviceConfig
 from tests.broker import Broker
 from tests.conftest import ConfigFactory
-from tests.helpers import Probe, Wakes, running, session_for
+from tests.helpers import Probe, Wakes, eventually, running, session_for
 
 PIN = "8642"  # in slot 1 (Zigbee2MQTT user 0) at start
 TIMEOUT = 0.3  # command_timeout in these tests
@@ -43,6 +43,20 @@ def logged(out: str, event: str) -> int:
 def value(driver: Zigbee2MqttDriver, slot: int) -> object:
     assert driver.table is not None
     return driver.table.value(slot)
+
+
+async def read_when_asked(driver: Zigbee2MqttDriver) -> frozenset[int]:
+    """Play the lock worker: once the driver asks for slots to be read back (a PIN changed at
+    the lock), read them, as the worker's next pass does; the slots asked for."""
+    asked: set[int] = set()
+
+    def take() -> bool:
+        asked.update(driver.take_read_requests())
+        return bool(asked)
+
+    await eventually(take)
+    await driver.read(asked)
+    return frozenset(asked)
 
 
 @asynccontextmanager

@@ -63,6 +63,10 @@ class NativeOptions:
         """(option key, address) pairs that no two devices may share."""
         return (("topic", f"topic '{self.topic}'"),)
 
+    def own_topics(self) -> tuple[tuple[str, str], ...]:
+        """(option key, topic) pairs that must not lie under the gateway's own topics."""
+        return (("topic", self.topic),)
+
 
 def parse_options(
     raw: Mapping[str, object], path: str, device_id: str, problems: list[str]

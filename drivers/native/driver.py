@@ -15,7 +15,14 @@ from typing import ClassVar
 
 import aiomqtt
 
-from drivers.base import CommandFailed, CommandTimedOut, SlotTable, WakeCallback
+from drivers.base import (
+    CommandFailed,
+    CommandTimedOut,
+    CommandTiming,
+    DeviceSettings,
+    SlotTable,
+    WakeCallback,
+)
 from drivers.bounds import slot_limit
 from drivers.native.config import NativeOptions
 from drivers.native.protocol import (
@@ -29,16 +36,15 @@ from drivers.native.protocol import (
     parse_slots,
 )
 from drivers.reachability import LinkedDriver
-from gateway.config import DeviceConfig, Timing
 from gateway.logs import get_logger
-from gateway.mqtt import MqttSession, NotConnected
+from gateway.session import NotConnected, Session
 
 __all__ = ["NativeDriver", "create_driver"]
 
 log = get_logger("drivers.native")
 
 
-class NativeDriver(LinkedDriver):
+class NativeDriver(LinkedDriver[str, Result]):
     """One lock that speaks the native protocol on base topic ``topics.base``."""
 
     name = "native"
@@ -49,8 +55,8 @@ class NativeDriver(LinkedDriver):
         self,
         device_id: str,
         topics: Topics,
-        session: MqttSession,
-        timing: Timing,
+        session: Session,
+        timing: CommandTiming,
         *,
         slots: int | None = None,
         code_lengths: tuple[int, int] | None = None,
@@ -61,7 +67,6 @@ class NativeDriver(LinkedDriver):
         self._fallback_code_lengths = code_lengths
         self._tables_seen = 0  # T/slots messages parsed: tells a read that the table is fresh
         self._refused_tables = 0  # T/slots messages refused (out of bounds or malformed)
-        self._pending: dict[str, asyncio.Future[Result]] = {}
 
     # -- observed state ---------------------------------------------------------------------
 
@@ -72,15 +77,6 @@ class NativeDriver(LinkedDriver):
         )
         await self._session.subscribe(self.topics.slots, self._on_slots)
         await self._session.subscribe(self.topics.result, self._on_result)
-
-    def _reachability_changed(self, online: bool) -> None:
-        if not online:
-            # An unreachable lock will not answer: settle the waiting commands now rather than
-            # after their timeout. The outcome is unknown, hence a timeout, not a refusal.
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(CommandTimedOut("the lock went offline"))
-        self._wake()
 
     def _on_slots(self, message: aiomqtt.Message) -> None:
         try:
@@ -118,11 +114,11 @@ class NativeDriver(LinkedDriver):
         except ValueError as exc:
             log.warning("native.bad_result", device_id=self.device_id, problem=str(exc))
             return
-        future = self._pending.get(result.id)
-        if future is None or future.done():
+        waiting = self._pending.get(result.id)
+        if waiting is None:
             log.debug("native.stray_result", device_id=self.device_id, command_id=result.id)
             return
-        future.set_result(result)
+        waiting.put(result)
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -150,31 +146,29 @@ class NativeDriver(LinkedDriver):
         if not self._link.says("availability"):
             raise CommandFailed("offline")
         command_id = str(uuid.uuid4())
-        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._pending[command_id] = future
         timeout = self._timing.command_timeout
         deadline = asyncio.get_running_loop().time() + timeout
         log.debug("native.command", device_id=self.device_id, op=op, slot=slot, id=command_id)
         try:
-            # The publish is bounded by its own timeout, not by an enclosing asyncio.timeout:
-            # Python 3.11's wait_for inside aiomqtt can swallow that timeout's cancellation when
-            # it races with the ack, and the command would then wait for its answer forever.
-            try:
-                payload = command_payload(command_id, op, slot, code)
-                await self._session.publish(self.topics.command, payload, timeout=timeout)
-            except NotConnected as exc:
-                raise CommandFailed("not_connected", str(exc)) from None
-            async with asyncio.timeout_at(deadline):
-                result = await future
+            with self._pending.open(command_id) as answer:
+                # The publish is bounded by its own timeout, not by an enclosing
+                # asyncio.timeout: Python 3.11's wait_for inside aiomqtt can swallow that
+                # timeout's cancellation when it races with the ack, and the command would then
+                # wait for its answer forever.
+                try:
+                    payload = command_payload(command_id, op, slot, code)
+                    await self._session.publish(self.topics.command, payload, timeout=timeout)
+                except NotConnected as exc:
+                    raise CommandFailed("not_connected", str(exc)) from None
+                async with asyncio.timeout_at(deadline):
+                    result = await answer.next()
         except TimeoutError:
             raise CommandTimedOut(f"{op}: no answer within {timeout:g}s") from None
-        finally:
-            del self._pending[command_id]
         if not result.ok:
             raise CommandFailed(result.error or "internal", op)
 
 
-def create_driver(device: DeviceConfig, session: MqttSession, timing: Timing) -> NativeDriver:
+def create_driver(device: DeviceSettings, session: Session, timing: CommandTiming) -> NativeDriver:
     options = device.options
     if not isinstance(options, NativeOptions):
         raise TypeError(f"{device.device_id}: the native driver needs NativeOptions")

@@ -19,20 +19,19 @@ from drivers.native.protocol import (
     result_payload,
     slots_payload,
 )
-from drivers.sim import SimCommand, SimSpec, SimulatedLock, register_simulated_lock
+from drivers.sim import SimCommand, SimSpec, SimulatedLock
 from gateway.logs import get_logger
-from gateway.mqtt import MqttSession
+from gateway.session import Session
 
 __all__ = ["SimulatedNativeLock"]
 
 log = get_logger("drivers.native.simulator")
 
 
-@register_simulated_lock
 class SimulatedNativeLock(SimulatedLock):
     driver = "native"
 
-    def __init__(self, spec: SimSpec, session: MqttSession) -> None:
+    def __init__(self, spec: SimSpec, session: Session) -> None:
         super().__init__(spec, session)
         options = spec.device.options
         if not isinstance(options, NativeOptions):

@@ -30,6 +30,11 @@ class Zigbee2MqttOptions:
         """(option key, address) pairs that no two devices may share."""
         return (("friendly_name", f"topic '{self.base_topic}/{self.friendly_name}'"),)
 
+    def own_topics(self) -> tuple[tuple[str, str], ...]:
+        """(option key, topic) pairs that must not lie under the gateway's own topics: none
+        checked (Zigbee2MQTT's base topic is the stack's, not the lock's)."""
+        return ()
+
 
 def parse_options(
     raw: Mapping[str, object], path: str, device_id: str, problems: list[str]

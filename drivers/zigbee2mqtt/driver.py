@@ -31,12 +31,15 @@ import aiomqtt
 from drivers.base import (
     CommandFailed,
     CommandTimedOut,
+    CommandTiming,
+    DeviceSettings,
     Driver,
     SlotTable,
     SlotValue,
     Unreadable,
     WakeCallback,
 )
+from drivers.pending import Waiting
 from drivers.reachability import LinkedDriver
 from drivers.zigbee2mqtt.config import Zigbee2MqttOptions
 from drivers.zigbee2mqtt.protocol import (
@@ -52,9 +55,8 @@ from drivers.zigbee2mqtt.protocol import (
     read_payload,
     set_payload,
 )
-from gateway.config import DeviceConfig, Timing
 from gateway.logs import get_logger
-from gateway.mqtt import MqttSession, NotConnected
+from gateway.session import NotConnected, Session
 
 __all__ = ["QUIET_SHARE", "SETTLE_SHARE", "Zigbee2MqttDriver", "create_driver"]
 
@@ -87,13 +89,13 @@ class _Waiter:
 
     user: int
     baseline: UserEntry | None  # the cached entry when the command began
+    answers: Waiting[_Candidate]  # candidates for the read's answer, or what ends the command
     reading: bool = False  # the /get went out: state messages may carry the answer
-    answers: asyncio.Queue[_Candidate | CommandFailed] = field(default_factory=asyncio.Queue)
     written: asyncio.Event = field(default_factory=asyncio.Event)  # the write is done with
     write_failed: str | None = None  # Zigbee2MQTT's error about the write (redacted)
 
 
-class Zigbee2MqttDriver(LinkedDriver):
+class Zigbee2MqttDriver(LinkedDriver[int, _Candidate]):
     """One lock ``topics.state`` behind Zigbee2MQTT, with ``capacity`` users (from the config)."""
 
     name = "z2m"
@@ -106,8 +108,8 @@ class Zigbee2MqttDriver(LinkedDriver):
         self,
         device_id: str,
         topics: Topics,
-        session: MqttSession,
-        timing: Timing,
+        session: Session,
+        timing: CommandTiming,
         *,
         capacity: int,
         code_lengths: tuple[int, int] | None = None,
@@ -126,7 +128,8 @@ class Zigbee2MqttDriver(LinkedDriver):
         self._bridge_seen = False
         self._state_seen = False
         self._one_at_a_time = asyncio.Lock()
-        self._rereads: set[asyncio.Task[None]] = set()
+        self._wanted_reads: set[int] = set()  # slots changed at the lock, not yet asked for
+        self._rereading: set[int] = set()  # those the worker was asked to read, not yet read
 
     # -- observed state ---------------------------------------------------------------------
 
@@ -189,12 +192,9 @@ class Zigbee2MqttDriver(LinkedDriver):
         await self._session.subscribe(self.topics.bridge_logging, self._on_logging)
         await self._session.subscribe(self.topics.state, self._on_state)
 
-    def _reachability_changed(self, online: bool) -> None:
-        if not online and self._waiter is not None:
-            # Nothing will answer now: settle the waiting command at once, as unknown.
-            self._waiter.answers.put_nowait(CommandTimedOut("the lock went offline"))
-            self._waiter.written.set()
-        self._wake()
+    def _went_offline(self) -> None:
+        if self._waiter is not None:
+            self._waiter.written.set()  # settled as unknown: no use waiting for the write
 
     def _on_logging(self, message: aiomqtt.Message) -> None:
         error = parse_logging_error(message.payload, self.topics.friendly_name)
@@ -208,7 +208,7 @@ class Zigbee2MqttDriver(LinkedDriver):
             return  # somebody else's request for another user
         if error.out_of_range:
             self._beyond_definition(waiter.user + 1)
-            waiter.answers.put_nowait(
+            waiter.answers.fail(
                 CommandFailed("slot_out_of_range", f"slot {waiter.user + 1}: {error.message}")
             )
             waiter.written.set()
@@ -217,10 +217,10 @@ class Zigbee2MqttDriver(LinkedDriver):
             waiter.written.set()
         elif error.verb == "set":
             waiter.write_failed = waiter.write_failed or error.message
-            waiter.answers.put_nowait(CommandFailed("write_failed", error.message))
+            waiter.answers.fail(CommandFailed("write_failed", error.message))
         elif error.verb == "get" and waiter.reading:
             # The read went nowhere: no answer will come.
-            waiter.answers.put_nowait(CommandTimedOut(f"slot {waiter.user + 1}: {error.message}"))
+            waiter.answers.fail(CommandTimedOut(f"slot {waiter.user + 1}: {error.message}"))
 
     def _beyond_definition(self, slot: int) -> None:
         """Zigbee2MQTT refused ``slot`` as beyond the users of the lock's device definition:
@@ -268,7 +268,7 @@ class Zigbee2MqttDriver(LinkedDriver):
             candidate = self._candidate(waiter, report)
         self._cache.update(report.users)
         if candidate is not None and waiter is not None:
-            waiter.answers.put_nowait(candidate)
+            waiter.answers.put(candidate)
 
     def _candidate(self, waiter: _Waiter, report: StateReport) -> _Candidate | None:
         entry = report.users.get(waiter.user)
@@ -297,7 +297,7 @@ class Zigbee2MqttDriver(LinkedDriver):
                 self._waiter.written.set()
             log.debug("z2m.write_echo", device_id=self.device_id, slot=user + 1)
             return
-        self._reread_later(user)
+        self._changed_at_lock(user)
 
     def _observe(self, slot: int, value: SlotValue) -> None:
         """Record what the lock showed for ``slot``; wake only on a change."""
@@ -357,24 +357,30 @@ class Zigbee2MqttDriver(LinkedDriver):
 
     # -- keypad and other changes behind our back ------------------------------------------
 
-    def _reread_later(self, user: int) -> None:
+    def _changed_at_lock(self, user: int) -> None:
+        """Ask the worker to read the slot again (it alone sends commands, paced), and wake it."""
         slot = user + 1
         if not 1 <= slot <= self._last_slot:
             log.warning("z2m.action_user_out_of_range", device_id=self.device_id, user=user)
             return
-        task = asyncio.get_running_loop().create_task(
-            self._reread(slot), name=f"z2m-reread:{self.device_id}:{slot}"
-        )
-        self._rereads.add(task)
-        task.add_done_callback(self._rereads.discard)
-
-    async def _reread(self, slot: int) -> None:
         log.info("z2m.slot_changed_at_lock", device_id=self.device_id, slot=slot)
-        try:
-            await self._read_slot(slot)
-        except CommandFailed as exc:
-            log.warning("z2m.reread_failed", device_id=self.device_id, slot=slot, reason=exc.reason)
+        self._wanted_reads.add(slot)
+        self._wake()
+
+    def take_read_requests(self) -> frozenset[int]:
+        """The slots changed at the lock since last asked: the worker reads them back."""
+        taken = frozenset(self._wanted_reads)
+        self._wanted_reads.clear()
+        self._rereading |= taken
+        return taken
+
+    def _reread_failed(self, reason: str) -> None:
+        """A read failed before it showed the slots changed at the lock: their content is
+        unknown now (what the table shows is from before the change)."""
+        for slot in sorted(self._rereading):
+            log.warning("z2m.reread_failed", device_id=self.device_id, slot=slot, reason=reason)
             self._forget(slot)
+        self._rereading.clear()
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -422,6 +428,7 @@ class Zigbee2MqttDriver(LinkedDriver):
                 await self._read_slot(slot)
             except CommandFailed as exc:
                 if exc.reason != "slot_out_of_range" or slot <= self._last_slot:
+                    self._reread_failed(exc.reason)
                     raise
                 # Zigbee2MQTT just refused it as beyond the definition: the rest is too.
         if self._table is None:
@@ -429,9 +436,9 @@ class Zigbee2MqttDriver(LinkedDriver):
         assert self._table is not None
         return self._table
 
-    async def _read_slot(self, slot: int) -> SlotValue:
+    async def _read_slot(self, slot: int) -> None:
         await self._command(slot, None, None)
-        return self._slots.get(slot, Unreadable.UNKNOWN)
+        self._rereading.discard(slot)
 
     def _check_slot(self, slot: int) -> None:
         if not 1 <= slot <= self._last_slot:
@@ -451,16 +458,17 @@ class Zigbee2MqttDriver(LinkedDriver):
             if not self.online:
                 raise CommandFailed("offline")
             user = slot - 1
-            waiter = _Waiter(user=user, baseline=self._cache.get(user))
-            self._waiter = waiter
-            try:
-                entry = await self._exchange(slot, write, expected, waiter)
-            except CommandTimedOut:
-                if write is not None:
-                    self._forget(slot)  # the write may or may not have landed
-                raise
-            finally:
-                self._waiter = None
+            with self._pending.open(user) as answers:
+                waiter = _Waiter(user=user, baseline=self._cache.get(user), answers=answers)
+                self._waiter = waiter
+                try:
+                    entry = await self._exchange(slot, write, expected, waiter)
+                except CommandTimedOut:
+                    if write is not None:
+                        self._forget(slot)  # the write may or may not have landed
+                    raise
+                finally:
+                    self._waiter = None
         self._judge_pins(entry, waiter.baseline)
         self._observe(slot, entry.value(pins_hidden=self._pins_hidden))
         return entry
@@ -513,7 +521,7 @@ class Zigbee2MqttDriver(LinkedDriver):
                 wait_until = min(deadline, loop.time() + timeout * QUIET_SHARE)
             try:
                 async with asyncio.timeout_at(wait_until):
-                    answer = await waiter.answers.get()
+                    answer = await waiter.answers.next()
             except TimeoutError:
                 if doubtful is not None:
                     return doubtful  # nothing newer came: it was the answer after all
@@ -521,12 +529,12 @@ class Zigbee2MqttDriver(LinkedDriver):
                 if waiter.write_failed is not None:
                     detail += f" ({waiter.write_failed})"
                 raise CommandTimedOut(detail) from None
-            if isinstance(answer, CommandFailed):
-                if answer.reason == "write_failed":
-                    if doubtful is not None:
-                        return doubtful  # the write failed: the unchanged entry stands
-                    continue
-                raise answer
+            except CommandFailed as failure:
+                if failure.reason != "write_failed":
+                    raise
+                if doubtful is not None:
+                    return doubtful  # the write failed: the unchanged entry stands
+                continue
             if answer.fresh:
                 return answer.entry
             doubtful = answer.entry
@@ -534,7 +542,7 @@ class Zigbee2MqttDriver(LinkedDriver):
                 return doubtful
 
 
-def create_driver(device: DeviceConfig, session: MqttSession, timing: Timing) -> Driver:
+def create_driver(device: DeviceSettings, session: Session, timing: CommandTiming) -> Driver:
     options = device.options
     if not isinstance(options, Zigbee2MqttOptions):
         raise TypeError(f"{device.device_id}: the zigbee2mqtt driver needs Zigbee2MqttOptions")

@@ -27,7 +27,7 @@ from typing import Any, Final
 
 import aiomqtt
 
-from drivers.sim import SimCommand, SimSpec, SimulatedLock, register_simulated_lock
+from drivers.sim import SimCommand, SimSpec, SimulatedLock
 from drivers.zigbee2mqtt.config import Zigbee2MqttOptions
 from drivers.zigbee2mqtt.protocol import (
     KEYPAD,
@@ -45,7 +45,7 @@ from drivers.zigbee2mqtt.protocol import (
     user_entry_payload,
 )
 from gateway.logs import get_logger
-from gateway.mqtt import MqttSession, NotConnected
+from gateway.session import NotConnected, Session
 
 __all__ = ["SimulatedZigbee2MqttLock"]
 
@@ -61,11 +61,10 @@ NO_SUCH_USER: Final = 0xFF
 _LOCK_REFUSALS: Final = frozenset({"duplicate_code", "invalid_code", "slot_out_of_range"})
 
 
-@register_simulated_lock
 class SimulatedZigbee2MqttLock(SimulatedLock):
     driver = "zigbee2mqtt"
 
-    def __init__(self, spec: SimSpec, session: MqttSession) -> None:
+    def __init__(self, spec: SimSpec, session: Session) -> None:
         #: Users the lock really has; beyond them it answers ``not_supported_255``. Set first:
         #: the initial codes are checked against it.
         self.lock_users = min(spec.settings.lock_users or spec.capacity, spec.capacity)

@@ -55,6 +55,11 @@ class ZwaveJsUiOptions:
             claims.append(("node_name", f"topic '{self.base_topic}/{where}'"))
         return tuple(claims)
 
+    def own_topics(self) -> tuple[tuple[str, str], ...]:
+        """(option key, topic) pairs that must not lie under the gateway's own topics: none
+        checked (Z-Wave JS UI's base topic is the stack's, not the lock's)."""
+        return ()
+
 
 def parse_options(
     raw: Mapping[str, object], path: str, device_id: str, problems: list[str]

@@ -26,6 +26,8 @@ import aiomqtt
 from drivers.base import (
     CommandFailed,
     CommandTimedOut,
+    CommandTiming,
+    DeviceSettings,
     SlotTable,
     SlotValue,
     Unreadable,
@@ -52,9 +54,8 @@ from drivers.zwave_js_ui.protocol import (
     slot_value,
     users_count_args,
 )
-from gateway.config import DeviceConfig, Timing
 from gateway.logs import get_logger
-from gateway.mqtt import MqttSession, NotConnected
+from gateway.session import NotConnected, Session
 
 __all__ = ["ZwaveJsUiDriver", "create_driver"]
 
@@ -71,7 +72,7 @@ APIS: Final = ("sendCommand", "getInfo")
 NOT_CONNECTED: Final = "client not connected"
 
 
-class ZwaveJsUiDriver(LinkedDriver):
+class ZwaveJsUiDriver(LinkedDriver[str, ApiReply]):
     """One Z-Wave node with the User Code CC, as Z-Wave JS UI shows it over MQTT."""
 
     name = "zwave"
@@ -91,8 +92,8 @@ class ZwaveJsUiDriver(LinkedDriver):
         self,
         device_id: str,
         topics: Topics,
-        session: MqttSession,
-        timing: Timing,
+        session: Session,
+        timing: CommandTiming,
         *,
         slots: int | None = None,
         code_lengths: tuple[int, int] | None = None,
@@ -105,7 +106,6 @@ class ZwaveJsUiDriver(LinkedDriver):
         self._values: dict[tuple[Property, int], object] = {}
         self._updates: dict[int, int] = {}  # slot -> value messages seen (fresh read-backs)
         self._changed = asyncio.Event()  # set on every value message
-        self._pending: dict[str, asyncio.Future[ApiReply]] = {}
         self._node_seen = False  # any topic of the node since start: it is where we look
         self._gateway_seen = False  # Z-Wave JS UI's gateway status since start
         self._probe: asyncio.Task[None] | None = None
@@ -179,13 +179,8 @@ class ZwaveJsUiDriver(LinkedDriver):
         for api in APIS:
             await self._session.subscribe(self.topics.api_reply(api), self._on_api_reply)
 
-    def _reachability_changed(self, online: bool) -> None:
-        if not online:
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(CommandTimedOut("the lock went offline"))
-            self._changed.set()  # writes waiting on value topics look at `online` again
-        self._wake()
+    def _went_offline(self) -> None:
+        self._changed.set()  # writes waiting on value topics look at `online` again
 
     def _check_ready(self) -> None:
         """Z-Wave JS UI is back with statuses left from before: ask whether its Z-Wave driver
@@ -260,9 +255,9 @@ class ZwaveJsUiDriver(LinkedDriver):
         except ValueError as exc:
             log.warning("zwave.bad_api_reply", device_id=self.device_id, problem=str(exc))
             return
-        future = self._pending.get(reply.request_id or "")
-        if future is not None and not future.done():
-            future.set_result(reply)
+        waiting = self._pending.get(reply.request_id or "")
+        if waiting is not None:
+            waiting.put(reply)
 
     # -- commands ---------------------------------------------------------------------------
 
@@ -343,25 +338,22 @@ class ZwaveJsUiDriver(LinkedDriver):
         ``offline`` when Z-Wave JS UI's Z-Wave driver is not ready (the driver status is then
         unknown until reported again)."""
         request_id = str(uuid.uuid4())
-        future: asyncio.Future[ApiReply] = asyncio.get_running_loop().create_future()
-        self._pending[request_id] = future
         timeout = self._timing.command_timeout
         deadline = asyncio.get_running_loop().time() + timeout
         try:
-            try:
-                await self._session.publish(
-                    self.topics.api_request(api),
-                    api_request_payload(args, request_id),
-                    timeout=timeout,
-                )
-            except NotConnected as exc:
-                raise CommandFailed("not_connected", str(exc)) from None
-            async with asyncio.timeout_at(deadline):
-                reply = await future
+            with self._pending.open(request_id) as answer:
+                try:
+                    await self._session.publish(
+                        self.topics.api_request(api),
+                        api_request_payload(args, request_id),
+                        timeout=timeout,
+                    )
+                except NotConnected as exc:
+                    raise CommandFailed("not_connected", str(exc)) from None
+                async with asyncio.timeout_at(deadline):
+                    reply = await answer.next()
         except TimeoutError:
             raise CommandTimedOut(f"{api}: no answer within {timeout:g}s") from None
-        finally:
-            del self._pending[request_id]
         if not reply.success:
             if NOT_CONNECTED in reply.message:
                 self._link.invalidate("driver_status")
@@ -408,7 +400,9 @@ def _payload(message: aiomqtt.Message) -> bytes:
     return message.payload
 
 
-def create_driver(device: DeviceConfig, session: MqttSession, timing: Timing) -> ZwaveJsUiDriver:
+def create_driver(
+    device: DeviceSettings, session: Session, timing: CommandTiming
+) -> ZwaveJsUiDriver:
     options = device.options
     if not isinstance(options, ZwaveJsUiOptions):
         raise TypeError(f"{device.device_id}: the zwave_js_ui driver needs ZwaveJsUiOptions")

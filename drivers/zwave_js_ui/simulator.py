@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 import aiomqtt
 
-from drivers.sim import SimCommand, SimSpec, SimulatedLock, register_simulated_lock
+from drivers.sim import SimCommand, SimSpec, SimulatedLock
 from drivers.zwave_js_ui.config import ZwaveJsUiOptions
 from drivers.zwave_js_ui.protocol import (
     MISSING,
@@ -44,7 +44,7 @@ from drivers.zwave_js_ui.protocol import (
     value_payload,
 )
 from gateway.logs import get_logger
-from gateway.mqtt import MqttSession, NotConnected
+from gateway.session import NotConnected, Session
 
 __all__ = ["SimulatedZwaveJsUiLock"]
 
@@ -80,11 +80,10 @@ class _Request:
     origin: Mapping[str, Any]
 
 
-@register_simulated_lock
 class SimulatedZwaveJsUiLock(SimulatedLock):
     driver = "zwave_js_ui"
 
-    def __init__(self, spec: SimSpec, session: MqttSession) -> None:
+    def __init__(self, spec: SimSpec, session: Session) -> None:
         super().__init__(spec, session)
         options = spec.device.options
         if not isinstance(options, ZwaveJsUiOptions):

@@ -11,7 +11,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from drivers.base import SlotTable
 from gateway.api.devices import require_device
 from gateway.api.errors import ApiError, invalid
 from gateway.api.params import (
@@ -28,6 +27,7 @@ from gateway.api.params import (
     window_timestamp,
 )
 from gateway.api.router import Endpoint
+from gateway.domain import SlotTable
 from gateway.model import (
     AccessCode,
     BackupState,

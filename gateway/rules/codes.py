@@ -14,6 +14,8 @@ from collections.abc import Collection
 from functools import lru_cache
 from typing import Literal
 
+from gateway.domain import DEFAULT_CODE_LENGTHS
+
 __all__ = [
     "DEFAULT_CODE_LENGTHS",
     "CodeRuleKind",
@@ -23,9 +25,6 @@ __all__ = [
     "is_trivial",
     "mask",
 ]
-
-#: Used when the lock has not reported its lengths (the contract's default for `code_lengths`).
-DEFAULT_CODE_LENGTHS: tuple[int, int] = (4, 8)
 
 #: Generated PINs are typed by guests on a keypad: short, but not shorter than a bank card PIN.
 _PREFERRED_MIN_LENGTH = 4

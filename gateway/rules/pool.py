@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
-from gateway.model import PROBLEMS, BackupState, CodeStatus, ProblemCode
+from gateway.domain import PROBLEMS, BackupState, CodeStatus, ProblemCode
 
 #: A pool needs a slot for itself and at least one for the codes it backs up.
 MIN_SLOTS_FOR_POOL = 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from drivers.base import SlotTable
+from gateway.domain import SlotTable
 from gateway.rules.schedule import retry_delay
 
 

@@ -17,8 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from drivers.base import SlotTable, SlotValue, Unreadable
-from gateway.model import CodeStatus
+from gateway.domain import CodeStatus, SlotTable, SlotValue, Unreadable
 
 
 @dataclass(frozen=True, slots=True)

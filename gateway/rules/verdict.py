@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from gateway.model import CodeStatus, EventType, ProblemCode
+from gateway.domain import CodeStatus, EventType, ProblemCode
 from gateway.rules.schedule import Window, belongs_on_lock, has_ended, next_boundary
 from gateway.rules.slots import Plan
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from drivers.base import SlotTable, SlotValue, Unreadable
+from gateway.domain import SlotTable, SlotValue, Unreadable
 from gateway.store.db import Tx
 
 
