@@ -19,7 +19,6 @@ import contextlib
 import functools
 import importlib
 import json
-import math
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -37,6 +36,7 @@ from drivers.sim_settings import (
 from gateway.config import Config, DeviceConfig
 from gateway.logs import get_logger
 from gateway.mqtt import MqttSession, Retained
+from gateway.schema import as_flag, as_integer, as_nonempty_text, as_seconds, checked
 from gateway.session import NotConnected, Session
 
 __all__ = [
@@ -184,27 +184,26 @@ def _raise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
-# -- control-message value checks: each returns None for a value of the wrong type ------------
+# -- control-message value checks (gateway.schema): each returns None for a bad value ---------
+
+
+_NON_NEGATIVE: Final = as_integer(0)
 
 
 def _count(value: object) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
+    return checked(_NON_NEGATIVE, value)
 
 
 def _flag(value: object) -> bool | None:
-    return value if isinstance(value, bool) else None
+    return checked(as_flag, value)
 
 
 def _seconds(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    return float(value) if math.isfinite(value) and value >= 0 else None
+    return checked(as_seconds, value)
 
 
 def _text(value: object) -> str | None:
-    return value if isinstance(value, str) and value else None
+    return checked(as_nonempty_text, value)
 
 
 def _report(value: object) -> Mapping[str, object] | None:

@@ -21,11 +21,8 @@ from typing import Final
 
 from drivers.bounds import MAX_PIN_LENGTH, MAX_SLOTS
 from drivers.native.config import NativeOptions
-from gateway.config import (
-    Claims,
-    Config,
-    ConfigError,
-    DeviceConfig,
+from gateway.config import Claims, Config, ConfigError, DeviceConfig
+from gateway.schema import (
     Invalid,
     Section,
     as_code_lengths,

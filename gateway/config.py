@@ -10,21 +10,31 @@ One rule for every key: missing or ``null`` means the default.
 
 from __future__ import annotations
 
-import math
 import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 
 import yaml
 
 from drivers.base import DriverOptions, DriverSpec
 from drivers.registry import SPECS
-from gateway.domain import MAX_PIN_LENGTH, MAX_SLOTS
-from gateway.topics import config_topic_problem
+from gateway.domain import MAX_SLOTS
+from gateway.schema import (
+    Invalid,
+    Section,
+    as_code_lengths,
+    as_duration,
+    as_flag,
+    as_integer,
+    as_topic,
+    parse_duration,
+)
+from gateway.schema import as_string as _string
+from gateway.schema import describe as _describe
 
 __all__ = [
     "DEFAULT_DATABASE",
@@ -58,7 +68,6 @@ LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 _MEMORY_DATABASE: Final = ":memory:"  # SQLite's name for a throw-away database; not a path
 _ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ID_RULE = "must be 1-64 characters, each a letter, digit, _ or -"
-_MAX_PIN_LENGTH = MAX_PIN_LENGTH  # one ceiling for configuration, API and lock reports
 
 
 class ConfigError(Exception):
@@ -169,93 +178,6 @@ _DEVICE_KEYS: Final = frozenset(
 )
 
 
-# --------------------------------------------------------------------------------------------
-# Value converters: each takes a raw YAML value and returns it checked, or raises Invalid with
-# the text that follows "key.path: ".
-
-
-class Invalid(ValueError):
-    """A value the file must not have; its message completes a problem line."""
-
-
-_T = TypeVar("_T")
-_D = TypeVar("_D")
-
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h|d)?", re.ASCII)
-_SECONDS_PER_UNIT: Final[Mapping[str | None, float]] = MappingProxyType(
-    {None: 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}  # "ms" is divided, see below
-)
-_DURATION_HINT = "use e.g. 500ms, 10s, 5m, 1h, 2d or a number of seconds"
-
-
-def parse_duration(value: object) -> float:
-    """Seconds from ``500ms``, ``10s``, ``5m``, ``1h``, ``2d`` or a plain number of seconds.
-
-    Raises ValueError, with a message fit to follow ``key.path: ``, for anything else and for
-    negative or infinite durations.
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise Invalid(f"must be a duration ({_DURATION_HINT})")
-    if isinstance(value, str):
-        match = _DURATION.fullmatch(value.strip())
-        if match is None:
-            raise Invalid(f"invalid duration {value!r} ({_DURATION_HINT})")
-        number, unit = float(match[1]), match[2]
-        # Divide for ms rather than multiply by 0.001, so "100ms" is exactly 0.1.
-        seconds = number / 1000 if unit == "ms" else number * _SECONDS_PER_UNIT[unit]
-    else:
-        try:
-            seconds = float(value)
-        except OverflowError:
-            seconds = math.inf
-    if not math.isfinite(seconds):
-        raise Invalid("must be a finite duration")
-    if seconds < 0:
-        raise Invalid("must not be negative")
-    return seconds
-
-
-def as_duration(*, positive: bool = False) -> Callable[[object], float]:
-    def convert(value: object) -> float:
-        seconds = parse_duration(value)
-        if positive and seconds == 0:
-            raise Invalid("must be longer than 0")
-        return seconds
-
-    return convert
-
-
-def as_integer(low: int, high: int | None = None) -> Callable[[object], int]:
-    wanted = f"an integer {low}-{high}" if high is not None else f"an integer >= {low}"
-
-    def convert(value: object) -> int:
-        # bool is an int to Python, but `port: true` is a mistake, not port 1.
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or value < low
-            or (high is not None and value > high)
-        ):
-            raise Invalid(f"must be {wanted}")
-        return value
-
-    return convert
-
-
-def as_flag(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise Invalid("must be true or false")
-    return value
-
-
-def _string(value: object) -> str:
-    if not isinstance(value, str):
-        raise Invalid("must be a string")
-    if not value.strip():
-        raise Invalid("must not be empty")
-    return value
-
-
 def _identifier(value: object) -> str:
     text = _string(value)
     if not _ID.fullmatch(text):
@@ -263,32 +185,10 @@ def _identifier(value: object) -> str:
     return text
 
 
-def as_topic(value: object) -> str:
-    if not isinstance(value, str):
-        raise Invalid("must be a string")
-    why = config_topic_problem(value)
-    if why is not None:
-        raise Invalid(why)
-    return value
-
-
 def _log_level(value: object) -> str:
     if not isinstance(value, str) or value.strip().lower() not in LOG_LEVELS:
         raise Invalid(f"must be one of {', '.join(LOG_LEVELS)}")
     return value.strip().lower()
-
-
-def as_code_lengths(value: object) -> tuple[int, int]:
-    rule = "must be [shortest, longest] with 1 <= shortest <= longest <= 16, or one length"
-    pair = [value, value] if isinstance(value, int) else value
-    if not isinstance(pair, list | tuple) or len(pair) != 2:
-        raise Invalid(rule)
-    shortest, longest = pair
-    if not all(isinstance(n, int) and not isinstance(n, bool) for n in pair) or not (
-        1 <= shortest <= longest <= _MAX_PIN_LENGTH
-    ):
-        raise Invalid(rule)
-    return (shortest, longest)
 
 
 def _path(base_dir: Path) -> Callable[[object], Path]:
@@ -318,90 +218,6 @@ def _read_secret(path: Path) -> str:
         raise Invalid(f"cannot read {path}: not UTF-8 text") from None
     except OSError as exc:
         raise Invalid(f"cannot read {path}: {exc.strerror or type(exc).__name__}") from None
-
-
-def _describe(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return "a number" if isinstance(value, int | float) else type(value).__name__
-
-
-# --------------------------------------------------------------------------------------------
-# The field reader
-
-
-class Section:
-    """Reads one YAML mapping key by key, recording problems instead of raising.
-
-    Every read marks its key as known; ``finish`` then reports whatever the file has beyond them.
-    A bad value yields the default, so parsing goes on and the rest of the file is checked too.
-    """
-
-    def __init__(self, raw: object, path: str, problems: list[str]) -> None:
-        self.path = path
-        self.problems = problems
-        self.present = raw is not None  # the file gives this section, and it is a mapping
-        self._read: set[object] = set()
-        if raw is not None and not isinstance(raw, Mapping):
-            self.report(None, f"must be a mapping, not {_describe(raw)}")
-            self.present = False
-        self._raw: Mapping[object, object] = raw if isinstance(raw, Mapping) else {}
-
-    def where(self, key: object) -> str:
-        if key is None:
-            return self.path or "top level"
-        return f"{self.path}.{key}" if self.path else str(key)
-
-    def report(self, key: str | None, message: str) -> None:
-        self.problems.append(f"{self.where(key)}: {message}")
-
-    def given(self, key: str) -> bool:
-        return self._raw.get(key) is not None
-
-    def raw(self, key: str) -> object:
-        self._read.add(key)
-        return self._raw.get(key)
-
-    def get(self, key: str, convert: Callable[[object], _T], default: _D) -> _T | _D:
-        value = self.raw(key)
-        if value is None:
-            return default
-        try:
-            result = convert(value)
-        except Invalid as exc:
-            self.report(key, str(exc))
-            return default
-        return result
-
-    def section(self, key: str) -> Section:
-        return Section(self.raw(key), self.where(key), self.problems)
-
-    def rest(self) -> dict[object, object]:
-        """The keys not read yet, for a nested schema (a driver's options, a table) to claim."""
-        rest = {key: value for key, value in self._raw.items() if key not in self._read}
-        self._read.update(rest)
-        return rest
-
-    def rest_named(self) -> dict[str, object]:
-        """As ``rest``, for schemas whose keys are names: any other key is unknown."""
-        named: dict[str, object] = {}
-        for key, value in self.rest().items():
-            if isinstance(key, str):
-                named[key] = value
-            else:
-                self.report(str(key), "unknown key")
-        return named
-
-    def finish(self) -> None:
-        for key in self._raw:
-            if key not in self._read:
-                self.problems.append(f"{self.where(key)}: unknown key")
 
 
 # --------------------------------------------------------------------------------------------

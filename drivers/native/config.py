@@ -1,56 +1,20 @@
-"""Config options of the ``native`` driver, and the MQTT naming rules every driver shares.
+"""Config options of the ``native`` driver.
 
-The shared helpers live here, in the driver package that speaks lockgate's own protocol, so that
-driver config modules stay leaves: of ``gateway`` they import only ``gateway.topics``, which
-imports nothing.
+The option checks every driver shares (``take_name``, ``report_unknown_keys``) are part of the
+one schema vocabulary, ``gateway.schema``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.topics import config_topic_problem
+from gateway.schema import report_unknown_keys, take_name
 
 __all__ = [
     "NativeOptions",
     "parse_options",
-    "report_unknown_keys",
-    "take_name",
 ]
-
-def take_name(
-    raw: Mapping[str, object],
-    key: str,
-    default: str,
-    path: str,
-    problems: list[str],
-    *,
-    single_level: bool = False,
-) -> str:
-    """Read a string option that becomes part of a topic; a missing or null key gives ``default``.
-
-    On a problem the default is returned as well, so parsing can go on and report the rest.
-    """
-    value = raw.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        problems.append(f"{path}.{key}: must be a string")
-        return default
-    why = config_topic_problem(value, single_level=single_level)
-    if why is not None:
-        problems.append(f"{path}.{key}: {why}")
-        return default
-    return value
-
-
-def report_unknown_keys(
-    raw: Mapping[str, object], known: Iterable[str], path: str, problems: list[str]
-) -> None:
-    """A misspelt key would otherwise be silently ignored and its default used."""
-    known_keys = set(known)
-    problems.extend(f"{path}.{key}: unknown key" for key in raw if key not in known_keys)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from drivers.native.config import report_unknown_keys, take_name
+from gateway.schema import report_unknown_keys, take_name
 
 __all__ = ["Zigbee2MqttOptions", "parse_options"]
 

@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from drivers.native.config import report_unknown_keys, take_name
 from drivers.zwave_js_ui.protocol import Topics
+from gateway.schema import report_unknown_keys, take_name
 
 __all__ = ["TopicStyle", "ZwaveJsUiOptions", "parse_options"]
 

@@ -8,13 +8,15 @@ out is already on the lock, which is the whole point of the pool.
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gateway.api.devices import require_device
+from gateway.api.devices import DeviceRef, require_device
 from gateway.api.errors import ApiError, invalid
 from gateway.api.params import (
-    Field,
+    ABSENT,
+    Absent,
     Integer,
     ListOf,
     Nullable,
@@ -24,6 +26,7 @@ from gateway.api.params import (
     boolean,
     device_id,
     digits,
+    param,
     window_timestamp,
 )
 from gateway.api.router import Endpoint
@@ -103,27 +106,75 @@ async def _fresh(tx: Tx, access_code_id: str) -> Json:
     return await _one(tx, code)
 
 
+# -- the parameters ---------------------------------------------------------------------------
+
+_TYPES = (CodeType.ONGOING.value, CodeType.TIME_BOUND.value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CodeCreate:
+    device_id: str = param(device_id, required=True)
+    name: str | None = param(Nullable(Text(MAX_NAME)), default=None)
+    code: str | None = param(digits, default=None)
+    starts_at: datetime | None = param(Nullable(window_timestamp), default=None)
+    ends_at: datetime | None = param(Nullable(window_timestamp), default=None)
+    use_backup_access_code_pool: bool = param(boolean, default=False)
+    allow_external_modification: bool = param(boolean, default=False)
+    preferred_code_length: int | None = param(Integer(1, 16), default=None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CodeLookup:
+    access_code_id: str | None = param(access_code_id, default=None)
+    device_id: str | None = param(device_id, default=None)
+    code: str | None = param(digits, default=None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CodeQuery:
+    device_id: str | None = param(device_id, default=None)
+    access_code_ids: list[str] | None = param(ListOf(access_code_id, 1000), default=None)
+    include_backup_pool: bool = param(boolean, default=False)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CodeUpdate:
+    """``ABSENT``: leave as it is; ``None`` for the name or window: clear it."""
+
+    access_code_id: str = param(access_code_id, required=True)
+    name: str | Absent | None = param(Nullable(Text(MAX_NAME)))
+    code: str | None = param(digits, default=None)
+    starts_at: datetime | Absent | None = param(Nullable(window_timestamp))
+    ends_at: datetime | Absent | None = param(Nullable(window_timestamp))
+    type: str | None = param(OneOf(_TYPES), default=None)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CodeRef:
+    access_code_id: str = param(access_code_id, required=True)
+
+
 # -- endpoints --------------------------------------------------------------------------------
 
 
-async def create(tx: Tx, params: dict[str, Any]) -> Json:
-    device = await _managed_device(tx, params["device_id"])
-    starts_at, ends_at = params.get("starts_at"), params.get("ends_at")
+async def create(tx: Tx, params: CodeCreate) -> Json:
+    device = await _managed_device(tx, params.device_id)
+    starts_at, ends_at = params.starts_at, params.ends_at
     _check_window(starts_at, ends_at, tx.now)
     taken = await _taken_pins(tx, device)
     try:
-        if "code" in params:
-            check_code(params["code"], code_lengths=device.code_lengths, taken=taken)
-            pin = params["code"]
+        if params.code is not None:
+            check_code(params.code, code_lengths=device.code_lengths, taken=taken)
+            pin = params.code
         else:
             pin = generate_code(
                 code_lengths=device.code_lengths,
                 taken=taken,
-                preferred_length=params.get("preferred_code_length"),
+                preferred_length=params.preferred_code_length,
             )
     except CodeRuleViolation as exc:
         raise _rule_error(exc) from None
-    if params.get("use_backup_access_code_pool"):
+    if params.use_backup_access_code_pool:
         if not device.supports_pool:
             raise ApiError(
                 "backup_pool_not_supported",
@@ -134,71 +185,78 @@ async def create(tx: Tx, params: dict[str, Any]) -> Json:
     code = await store.insert_code(
         tx,
         device_id=device.device_id,
-        name=params.get("name"),
+        name=params.name,
         code=pin,
         starts_at=starts_at,
         ends_at=ends_at,
-        allow_external_modification=params.get("allow_external_modification", False),
+        allow_external_modification=params.allow_external_modification,
     )
     return {"access_code": await _one(tx, code)}
 
 
-async def get(tx: Tx, params: dict[str, Any]) -> Json:
-    if "access_code_id" in params:
-        if "device_id" in params or "code" in params:
+async def get(tx: Tx, params: CodeLookup) -> Json:
+    if params.access_code_id is not None:
+        if params.device_id is not None or params.code is not None:
             raise invalid("access_code_id", "give access_code_id, or device_id and code")
-        code = await _require_code(tx, params["access_code_id"], removing_ok=True)
+        code = await _require_code(tx, params.access_code_id, removing_ok=True)
         return {"access_code": await _one(tx, code)}
-    if "device_id" not in params or "code" not in params:
+    if params.device_id is None or params.code is None:
         raise invalid("access_code_id", "give access_code_id, or device_id and code")
-    await require_device(tx, params["device_id"])
-    found = await store.get_code_by_pin(tx, params["device_id"], params["code"])
+    await require_device(tx, params.device_id)
+    found = await store.get_code_by_pin(tx, params.device_id, params.code)
     if found is None:
         raise ApiError("access_code_not_found", "code: no access code with that PIN on the device")
     return {"access_code": await _one(tx, found)}
 
 
-async def list_codes(tx: Tx, params: dict[str, Any]) -> Json:
-    if ("device_id" in params) == ("access_code_ids" in params):
+async def list_codes(tx: Tx, params: CodeQuery) -> Json:
+    if (params.device_id is None) == (params.access_code_ids is None):
         raise invalid("device_id", "give device_id or access_code_ids (one of them)")
-    if "device_id" in params:
-        await require_device(tx, params["device_id"])
-        codes = await store.codes_of_device(tx, params["device_id"])
+    if params.device_id is not None:
+        await require_device(tx, params.device_id)
+        codes = await store.codes_of_device(tx, params.device_id)
     else:
-        codes = await store.codes_by_ids(tx, params["access_code_ids"])
-    include_pool = params.get("include_backup_pool", False)
+        assert params.access_code_ids is not None
+        codes = await store.codes_by_ids(tx, params.access_code_ids)
+    include_pool = params.include_backup_pool
     shown = [c for c in codes if include_pool or c.backup_state is not BackupState.POOLED]
     return {"access_codes": await store.to_json(tx, shown)}
 
 
-async def update(tx: Tx, params: dict[str, Any]) -> Json:
-    code = await _require_code(tx, params["access_code_id"])
+def _updated_window(
+    code: AccessCode, params: CodeUpdate
+) -> tuple[datetime | None, datetime | None]:
+    """The window ``params`` asks for: the code's own where they leave it out."""
+    if params.type == CodeType.ONGOING.value:
+        if params.starts_at is not ABSENT or params.ends_at is not ABSENT:
+            raise invalid("type", "an ongoing code takes no starts_at or ends_at")
+        return None, None
+    starts_at = code.starts_at if params.starts_at is ABSENT else params.starts_at
+    ends_at = code.ends_at if params.ends_at is ABSENT else params.ends_at
+    if params.type == CodeType.TIME_BOUND.value and ends_at is None:
+        raise invalid("type", "a time_bound code needs starts_at and ends_at")
+    return starts_at, ends_at
+
+
+async def update(tx: Tx, params: CodeUpdate) -> Json:
+    code = await _require_code(tx, params.access_code_id)
     device = await _managed_device(tx, code.device_id)
     changes: dict[str, Any] = {}
-    if "name" in params:
-        changes["name"] = params["name"]
-    starts_at, ends_at = code.starts_at, code.ends_at
-    if params.get("type") == CodeType.ONGOING.value:
-        if "starts_at" in params or "ends_at" in params:
-            raise invalid("type", "an ongoing code takes no starts_at or ends_at")
-        starts_at = ends_at = None
-    else:
-        starts_at = params.get("starts_at", starts_at)
-        ends_at = params.get("ends_at", ends_at)
-        if params.get("type") == CodeType.TIME_BOUND.value and ends_at is None:
-            raise invalid("type", "a time_bound code needs starts_at and ends_at")
+    if params.name is not ABSENT:
+        changes["name"] = params.name
+    starts_at, ends_at = _updated_window(code, params)
     if (starts_at, ends_at) != (code.starts_at, code.ends_at):
         if code.backup_state is BackupState.POOLED:
             raise invalid("access_code_id", "a backup code in the pool has no schedule to change")
         _check_window(starts_at, ends_at, tx.now)
         changes["starts_at"], changes["ends_at"] = starts_at, ends_at
-    if "code" in params and params["code"] != code.code:
+    if params.code is not None and params.code != code.code:
         taken = await _taken_pins(tx, device, except_id=code.access_code_id)
         try:
-            check_code(params["code"], code_lengths=device.code_lengths, taken=taken)
+            check_code(params.code, code_lengths=device.code_lengths, taken=taken)
         except CodeRuleViolation as exc:
             raise _rule_error(exc) from None
-        changes["code"] = params["code"]
+        changes["code"] = params.code
     if changes:
         await store.update_fields(tx, code, changes)
         if "code" in changes:
@@ -214,8 +272,8 @@ async def update(tx: Tx, params: dict[str, Any]) -> Json:
     return {"access_code": await _fresh(tx, code.access_code_id)}
 
 
-async def delete(tx: Tx, params: dict[str, Any]) -> Json:
-    code = await _require_code(tx, params["access_code_id"], removing_ok=True)
+async def delete(tx: Tx, params: CodeRef) -> Json:
+    code = await _require_code(tx, params.access_code_id, removing_ok=True)
     await _managed_device(tx, code.device_id)
     for doomed in (code, await store.active_backup_of(tx, code)):
         if doomed is not None and not doomed.deleting:
@@ -223,8 +281,8 @@ async def delete(tx: Tx, params: dict[str, Any]) -> Json:
     return {}
 
 
-async def pull_backup(tx: Tx, params: dict[str, Any]) -> Json:
-    code = await _require_code(tx, params["access_code_id"])
+async def pull_backup(tx: Tx, params: CodeRef) -> Json:
+    code = await _require_code(tx, params.access_code_id)
     await _managed_device(tx, code.device_id)
     if code.is_backup:
         raise invalid("access_code_id", "is itself a backup code")
@@ -261,8 +319,8 @@ async def pull_backup(tx: Tx, params: dict[str, Any]) -> Json:
     }
 
 
-async def generate(tx: Tx, params: dict[str, Any]) -> Json:
-    device = await require_device(tx, params["device_id"])
+async def generate(tx: Tx, params: DeviceRef) -> Json:
+    device = await require_device(tx, params.device_id)
     try:
         pin = generate_code(code_lengths=device.code_lengths, taken=await _taken_pins(tx, device))
     except CodeRuleViolation as exc:
@@ -270,8 +328,8 @@ async def generate(tx: Tx, params: dict[str, Any]) -> Json:
     return {"generated_code": {"device_id": device.device_id, "code": pin}}
 
 
-async def unmanaged(tx: Tx, params: dict[str, Any]) -> Json:
-    device = await require_device(tx, params["device_id"])
+async def unmanaged(tx: Tx, params: DeviceRef) -> Json:
+    device = await require_device(tx, params.device_id)
     observed = await load_table(tx, device.device_id)
     codes = await store.codes_of_device(tx, device.device_id)
     views = [
@@ -306,72 +364,13 @@ async def unmanaged(tx: Tx, params: dict[str, Any]) -> Json:
     return {"access_codes": found}
 
 
-_WINDOW = {
-    "starts_at": Field(Nullable(window_timestamp)),
-    "ends_at": Field(Nullable(window_timestamp)),
-}
-
 ENDPOINTS = (
-    Endpoint(
-        "access_codes/create",
-        {
-            "device_id": Field(device_id, required=True),
-            "name": Field(Nullable(Text(MAX_NAME))),
-            "code": Field(digits),
-            **_WINDOW,
-            "use_backup_access_code_pool": Field(boolean),
-            "allow_external_modification": Field(boolean),
-            "preferred_code_length": Field(Integer(1, 16)),
-        },
-        create,
-        writes=True,
-    ),
-    Endpoint(
-        "access_codes/get",
-        {
-            "access_code_id": Field(access_code_id),
-            "device_id": Field(device_id),
-            "code": Field(digits),
-        },
-        get,
-    ),
-    Endpoint(
-        "access_codes/list",
-        {
-            "device_id": Field(device_id),
-            "access_code_ids": Field(ListOf(access_code_id, 1000)),
-            "include_backup_pool": Field(boolean),
-        },
-        list_codes,
-    ),
-    Endpoint(
-        "access_codes/update",
-        {
-            "access_code_id": Field(access_code_id, required=True),
-            "name": Field(Nullable(Text(MAX_NAME))),
-            "code": Field(digits),
-            **_WINDOW,
-            "type": Field(OneOf((CodeType.ONGOING.value, CodeType.TIME_BOUND.value))),
-        },
-        update,
-        writes=True,
-    ),
-    Endpoint(
-        "access_codes/delete",
-        {"access_code_id": Field(access_code_id, required=True)},
-        delete,
-        writes=True,
-    ),
-    Endpoint(
-        "access_codes/pull_backup_access_code",
-        {"access_code_id": Field(access_code_id, required=True)},
-        pull_backup,
-        writes=True,
-    ),
-    Endpoint(
-        "access_codes/generate_code", {"device_id": Field(device_id, required=True)}, generate
-    ),
-    Endpoint(
-        "access_codes/unmanaged/list", {"device_id": Field(device_id, required=True)}, unmanaged
-    ),
+    Endpoint.typed("access_codes/create", CodeCreate, create, writes=True),
+    Endpoint.typed("access_codes/get", CodeLookup, get),
+    Endpoint.typed("access_codes/list", CodeQuery, list_codes),
+    Endpoint.typed("access_codes/update", CodeUpdate, update, writes=True),
+    Endpoint.typed("access_codes/delete", CodeRef, delete, writes=True),
+    Endpoint.typed("access_codes/pull_backup_access_code", CodeRef, pull_backup, writes=True),
+    Endpoint.typed("access_codes/generate_code", DeviceRef, generate),
+    Endpoint.typed("access_codes/unmanaged/list", DeviceRef, unmanaged),
 )

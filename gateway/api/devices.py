@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
 
 from gateway.api.errors import ApiError
-from gateway.api.params import Field, boolean, device_id
+from gateway.api.params import ABSENT, Absent, boolean, device_id, param
 from gateway.api.router import Endpoint
 from gateway.model import Device, Json
 from gateway.store import Tx
@@ -20,17 +20,34 @@ async def require_device(tx: Tx, wanted: str) -> Device:
     return device
 
 
-async def list_devices(tx: Tx, params: dict[str, Any]) -> Json:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NoParams:
+    pass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceRef:
+    device_id: str = param(device_id, required=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeviceUpdate:
+    device_id: str = param(device_id, required=True)
+    is_managed: bool | Absent = param(boolean)
+    backup_access_code_pool_enabled: bool | None = param(boolean, default=None)
+
+
+async def list_devices(tx: Tx, params: NoParams) -> Json:
     return {"devices": [d.to_json() for d in await store.list_devices(tx)]}
 
 
-async def get_device(tx: Tx, params: dict[str, Any]) -> Json:
-    return {"device": (await require_device(tx, params["device_id"])).to_json()}
+async def get_device(tx: Tx, params: DeviceRef) -> Json:
+    return {"device": (await require_device(tx, params.device_id)).to_json()}
 
 
-async def update_device(tx: Tx, params: dict[str, Any]) -> Json:
-    device = await require_device(tx, params["device_id"])
-    enable = params.get("backup_access_code_pool_enabled")
+async def update_device(tx: Tx, params: DeviceUpdate) -> Json:
+    device = await require_device(tx, params.device_id)
+    enable = params.backup_access_code_pool_enabled
     if enable is False and device.pool_enabled:
         raise ApiError(
             "backup_pool_cannot_be_disabled",
@@ -42,9 +59,9 @@ async def update_device(tx: Tx, params: dict[str, Any]) -> Json:
             f"backup_access_code_pool_enabled: device '{device.device_id}' cannot carry a "
             "backup pool (it needs at least 2 slots)",
         )
-    if "is_managed" in params:
-        changed = await store.set_managed(tx, device.device_id, params["is_managed"])
-        if changed and not params["is_managed"]:
+    if params.is_managed is not ABSENT:
+        changed = await store.set_managed(tx, device.device_id, params.is_managed)
+        if changed and not params.is_managed:
             # Backup codes exist only for a managed pool: they leave the lock with management.
             for code in await code_store.codes_of_device(tx, device.device_id):
                 if code.is_backup:
@@ -55,16 +72,7 @@ async def update_device(tx: Tx, params: dict[str, Any]) -> Json:
 
 
 ENDPOINTS = (
-    Endpoint("devices/list", {}, list_devices),
-    Endpoint("devices/get", {"device_id": Field(device_id, required=True)}, get_device),
-    Endpoint(
-        "devices/update",
-        {
-            "device_id": Field(device_id, required=True),
-            "is_managed": Field(boolean),
-            "backup_access_code_pool_enabled": Field(boolean),
-        },
-        update_device,
-        writes=True,
-    ),
+    Endpoint.typed("devices/list", NoParams, list_devices),
+    Endpoint.typed("devices/get", DeviceRef, get_device),
+    Endpoint.typed("devices/update", DeviceUpdate, update_device, writes=True),
 )

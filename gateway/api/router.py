@@ -17,12 +17,12 @@ import sqlite3
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import aiomqtt
 
 from gateway.api.errors import ApiError, invalid
-from gateway.api.params import Field, validate
+from gateway.api.params import Field, fields_of, validate
 from gateway.clock import isoformat
 from gateway.logs import get_logger, log_context
 from gateway.model import Json
@@ -47,15 +47,33 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 #: Requests served at once; more wait their turn instead of piling up work.
 CONCURRENCY = 64
 
-Handler = Callable[[Tx, dict[str, Any]], Awaitable[Json]]
+Handler = Callable[[Tx, Any], Awaitable[Json]]
+_P = TypeVar("_P")
 
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     name: str  # "<resource>/<action>", e.g. "devices/get"
     fields: Mapping[str, Field]
-    handler: Handler
+    handler: Handler  # takes ``params`` built from the checked fields, or the dict of them
     writes: bool = False  # runs in a write transaction and honours idempotency_key
+    params: Callable[..., Any] | None = None  # the handler's typed parameter object
+
+    @classmethod
+    def typed(
+        cls,
+        name: str,
+        params: type[_P],
+        handler: Callable[[Tx, _P], Awaitable[Json]],
+        *,
+        writes: bool = False,
+    ) -> Endpoint:
+        """An endpoint whose handler takes ``params`` (see ``gateway.api.params.param``)."""
+        return cls(name, fields_of(params), handler, writes, params)
+
+    def arguments(self, checked: dict[str, Any]) -> Any:
+        """What the handler is called with, from the checked fields."""
+        return checked if self.params is None else self.params(**checked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,7 +189,7 @@ class Router:
         key = _idempotency_key(body)
         if not endpoint.writes:
             async with self._store.reading() as tx:
-                return await endpoint.handler(tx, params)
+                return await endpoint.handler(tx, endpoint.arguments(params))
         request = fingerprint(endpoint.name, params)
         async with self._store.transaction() as tx:
             if key is not None:
@@ -194,7 +212,7 @@ class Router:
                     # The first reply to this very request (contract section 4).
                     stored: Json = json.loads(first["reply"])
                     return stored
-            result = await endpoint.handler(tx, params)
+            result = await endpoint.handler(tx, endpoint.arguments(params))
             if key is not None:
                 await tx.execute(
                     "DELETE FROM idempotency WHERE created_at < ?",
