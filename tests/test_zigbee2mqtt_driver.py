@@ -219,16 +219,10 @@ async def test_masked_pins(make_config: ConfigFactory, broker: Broker) -> None:
         assert value(rig.driver, 1) is None
 
 
-async def test_offline_lock_and_bridge(rig: Rig, probe: Probe) -> None:
+async def test_an_offline_bridge_takes_the_lock_offline(rig: Rig, probe: Probe) -> None:
+    """The lock's own availability is the contract suite's (tests/test_driver_contract.py);
+    Zigbee2MQTT's bridge going offline is this driver's own signal."""
     await probe.subscribe(TOPICS.set)
-    await rig.lock.control({"online": False})
-    await rig.wakes.until(lambda: not rig.driver.online)
-    with pytest.raises(CommandFailed) as caught:
-        await rig.driver.set_code(2, "2222")
-    assert caught.value.reason == "offline"
-    await rig.lock.control({"online": True})
-    await rig.wakes.until(lambda: rig.driver.online)
-
     await probe.publish(TOPICS.bridge_state, {"state": "offline"}, retain=True)
     await rig.wakes.until(lambda: not rig.driver.online)
     with pytest.raises(CommandFailed) as caught:
