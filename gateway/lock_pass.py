@@ -16,9 +16,10 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
-from drivers.base import Driver
 from gateway.config import Config
+from gateway.domain import SlotTable
 from gateway.model import (
     AccessCode,
     BackupState,
@@ -54,6 +55,16 @@ class Read:
 Command = Write | Clear | Read
 
 
+class LockView(Protocol):
+    """What a pass needs to know of the lock: a snapshot taken by the worker (or a driver)."""
+
+    @property
+    def online(self) -> bool | None: ...
+
+    @property
+    def table(self) -> SlotTable | None: ...
+
+
 @dataclass(slots=True)
 class Step:
     command: Command | None = None
@@ -70,7 +81,7 @@ class LockPass:
         self,
         tx: Tx,
         device: Device,
-        driver: Driver,
+        driver: LockView,
         config: Config,
         reads: ReadState,
         *,
@@ -86,7 +97,7 @@ class LockPass:
         self.now = tx.now
         self.judging = Judging(
             now=tx.now,
-            online=driver.online,
+            online=bool(driver.online),
             max_attempts=config.timing.max_attempts,
             delay_warning_after=timedelta(seconds=config.timing.delay_warning_after),
             program_ahead=timedelta(seconds=config.timing.program_ahead),
@@ -100,46 +111,46 @@ class LockPass:
         self.not_sent = not_sent  # its last command never left: that was no attempt
         self.has_writes: set[str] = set()  # codes with a written PIN that may be on the lock
 
-    async def run(self) -> Step:
-        codes, retry = await self._load()
-        written = await self._written(codes)
+    def run(self) -> Step:
+        codes, retry = self._load()
+        written = self._written(codes)
         table = self.driver.table
         result = None
         if self.driver.online and table is not None:
             result = plan(self._views(codes), table, written)
-            await slot_writes.drop(self.tx, self.device.device_id, result.left)
+            slot_writes.drop(self.tx, self.device.device_id, result.left)
         for code in codes:
             verdict = judge_code(
                 self._facts(code, retry[code.access_code_id]), result, self.judging
             )
-            await self._apply(code, verdict)
-        command = await self._next_command(codes, result, retry)
-        await self._pool_health(result, retry)
+            self._apply(code, verdict)
+        command = self._next_command(codes, result, retry)
+        self._pool_health(result, retry)
         # Only future moments can wake the worker; a past one would make it spin.
         return Step(command, earliest(t for t in self.deadlines if t is not None and t > self.now))
 
-    async def _load(self) -> tuple[list[AccessCode], dict[str, RetryState]]:
+    def _load(self) -> tuple[list[AccessCode], dict[str, RetryState]]:
         """The pass's codes (the pool filled first), its raised problems and retry states."""
         tx, device = self.tx, self.device
-        self.raised = await raised_problems(tx, device.device_id)
-        codes = await code_store.codes_of_device(tx, device.device_id)
+        self.raised = raised_problems(tx, device.device_id)
+        codes = code_store.codes_of_device(tx, device.device_id)
         if device.is_managed and device.pool_enabled:
-            codes += await self._fill_pool(codes)
+            codes += self._fill_pool(codes)
         if not device.is_managed:
             # Hands off: only what unmanaging asked to remove (the backup codes) is touched.
             codes = [c for c in codes if c.deleting]
         self.codes = codes
         if self.not_sent is not None:
-            await code_store.uncount_attempt(tx, self.not_sent)
-        return codes, await code_store.retry_state(tx, device.device_id)
+            code_store.uncount_attempt(tx, self.not_sent)
+        return codes, code_store.retry_state(tx, device.device_id)
 
-    async def _written(self, codes: list[AccessCode]) -> list[Written]:
+    def _written(self, codes: list[AccessCode]) -> list[Written]:
         """The PINs this pass's codes have written, settled first if the lock has answered."""
         if self.lock_answered:
-            await slot_writes.settle(self.tx, self.device.device_id)
+            slot_writes.settle(self.tx, self.device.device_id)
         ids = {c.access_code_id for c in codes}
         written = []
-        for w in await slot_writes.of_device(self.tx, self.device.device_id):
+        for w in slot_writes.of_device(self.tx, self.device.device_id):
             if w.code_id in ids:  # an unmanaged lock's other codes are not this pass's concern
                 written.append(w)
                 self.has_writes.add(w.code_id)
@@ -166,15 +177,13 @@ class LockPass:
             for index, c in enumerate(codes)
         ]
 
-    async def _fill_pool(self, codes: list[AccessCode]) -> list[AccessCode]:
+    def _fill_pool(self, codes: list[AccessCode]) -> list[AccessCode]:
         pooled = [c for c in codes if c.backup_state is BackupState.POOLED and not c.deleting]
         missing = self.device.pool_size - len(pooled)
         if missing <= 0:
             return []
         taken = {c.code for c in codes} | {
-            v
-            for v in (await load_table(self.tx, self.device.device_id)).values()
-            if isinstance(v, str)
+            v for v in (load_table(self.tx, self.device.device_id)).values() if isinstance(v, str)
         }
         created = []
         for _ in range(missing):
@@ -184,7 +193,7 @@ class LockPass:
                 break
             taken.add(pin)
             created.append(
-                await code_store.insert_code(
+                code_store.insert_code(
                     self.tx,
                     device_id=self.device.device_id,
                     name=pool_rules.backup_name(secrets.token_hex(2)),
@@ -214,53 +223,53 @@ class LockPass:
             has_writes=cid in self.has_writes,
         )
 
-    async def _apply(self, code: AccessCode, verdict: CodeVerdict) -> None:
+    def _apply(self, code: AccessCode, verdict: CodeVerdict) -> None:
         """Write what the verdict changed, then its events, in order; forget last."""
         tx, cid = self.tx, code.access_code_id
         self.deadlines.extend(verdict.deadlines)
         if code.slot is not None and verdict.slot is None:
-            await code_store.set_slot(tx, code, None)
+            code_store.set_slot(tx, code, None)
             tx.reconcile(code.device_id)  # a slot came free: a waiting code may take it next pass
-        await code_store.set_on_lock(tx, code, verdict.on_lock)
+        code_store.set_on_lock(tx, code, verdict.on_lock)
         if not verdict.forget:
-            await code_store.set_status(tx, code, verdict.status)
+            code_store.set_status(tx, code, verdict.status)
         if verdict.reset_attempts:
-            await code_store.record_attempt(tx, code, failed=False, retry_at=None)
+            code_store.record_attempt(tx, code, failed=False, retry_at=None)
         for key in sorted(verdict.clears):
-            await self._set_problem(cid, key, False)
+            self._set_problem(cid, key, False)
         for key in sorted(verdict.raises):
-            await self._set_problem(cid, key, True)
+            self._set_problem(cid, key, True)
         for event in verdict.events:
-            await self._emit(code, event)
+            self._emit(code, event)
         if verdict.forget:
-            await self._forget(code)
+            self._forget(code)
 
-    async def _emit(self, code: AccessCode, event: EventType) -> None:
+    def _emit(self, code: AccessCode, event: EventType) -> None:
         fields: Json = {}
         if event is EventType.CODE_SET:
             fields["code"] = code.code
         elif event is EventType.CODE_FAILED_TO_SET:
-            fields["errors"] = await self._errors_of(code)
-        await self.tx.emit(event, code.device_id, code.access_code_id, **fields)
+            fields["errors"] = self._errors_of(code)
+        self.tx.emit(event, code.device_id, code.access_code_id, **fields)
 
-    async def _errors_of(self, code: AccessCode) -> list[Json]:
+    def _errors_of(self, code: AccessCode) -> list[Json]:
         """The code's errors as its public object shows them (its own and its device's)."""
-        found = await problems_of(self.tx, [code.access_code_id, code.device_id])
+        found = problems_of(self.tx, [code.access_code_id, code.device_id])
         errors, _ = code_problems(found[code.access_code_id], found[code.device_id])
         return errors
 
-    async def _forget(self, code: AccessCode) -> None:
-        await code_store.forget(self.tx, code)
+    def _forget(self, code: AccessCode) -> None:
+        code_store.forget(self.tx, code)
         self.forgotten.add(code.access_code_id)
         self.raised = {r for r in self.raised if r[0] != code.access_code_id}
 
-    async def _set_problem(
+    def _set_problem(
         self, owner_id: str, key: str, active: bool, message: str | None = None
     ) -> bool:
         """``set_problem``, skipping the statement when nothing would change (most passes)."""
         if ((owner_id, key) in self.raised) == active and message is None:
             return False
-        changed = await set_problem(
+        changed = set_problem(
             self.tx, owner_id, key, active, device_id=self.device.device_id, message=message
         )
         if active:
@@ -271,7 +280,7 @@ class LockPass:
 
     # -- the next command ---------------------------------------------------------------------
 
-    async def _next_command(
+    def _next_command(
         self, codes: list[AccessCode], result: Plan | None, retry: Mapping[str, RetryState]
     ) -> Command | None:
         """A due read first, then the first planned action not backing off, then reads of
@@ -283,7 +292,7 @@ class LockPass:
             # reads keep failing (backoff) is not waited for: its writes go on being counted.
             command = self._read_if_allowed(reads.scope if table is not None else None)
         if command is None and result is not None:
-            command = await self._choose(codes, result, retry)
+            command = self._choose(codes, result, retry)
             if command is None and result.needs_read and table != reads.table_after:
                 command = self._read_if_allowed(frozenset(result.unreadable))
         if command is None and self.driver.online and self._resync_due():
@@ -306,7 +315,7 @@ class LockPass:
         self.deadlines.append(due)
         return self.now >= due
 
-    async def _choose(
+    def _choose(
         self, codes: list[AccessCode], result: Plan, retry: Mapping[str, RetryState]
     ) -> Command | None:
         by_id = {c.access_code_id: c for c in codes}
@@ -318,13 +327,11 @@ class LockPass:
             if retry_at is not None and retry_at > self.now:
                 self.deadlines.append(retry_at)
                 continue
-            await self._commit_to(action, code, by_id)
+            self._commit_to(action, code, by_id)
             return action
         return None
 
-    async def _commit_to(
-        self, action: Action, code: AccessCode, by_id: Mapping[str, AccessCode]
-    ) -> None:
+    def _commit_to(self, action: Action, code: AccessCode, by_id: Mapping[str, AccessCode]) -> None:
         """Record the slot and the attempt before sending, so a crash can be resumed."""
         tx = self.tx
         if isinstance(action, Write):
@@ -332,25 +339,25 @@ class LockPass:
                 # Ordinary codes come first: the backup's slot is overwritten in one command.
                 # Its PIN stays recorded in that slot, so it is "removed" once seen overwritten.
                 victim = by_id[action.evicts]
-                await code_store.set_slot(tx, victim, None)
-                await code_store.set_status(tx, victim, CodeStatus.UNSET)
-            await code_store.set_slot(tx, code, action.slot)
-            await code_store.set_status(tx, code, CodeStatus.SETTING)
+                code_store.set_slot(tx, victim, None)
+                code_store.set_status(tx, victim, CodeStatus.UNSET)
+            code_store.set_slot(tx, code, action.slot)
+            code_store.set_status(tx, code, CodeStatus.SETTING)
             written = Written(code.access_code_id, action.slot, action.pin, settled=False)
-            await slot_writes.record(tx, written, code.device_id)
+            slot_writes.record(tx, written, code.device_id)
         elif action.slot == code.slot:
-            await code_store.set_status(tx, code, CodeStatus.REMOVING)
+            code_store.set_status(tx, code, CodeStatus.REMOVING)
         # Read again: this pass may have reset the count (a verified code).
-        attempts = (await code_store.retry_state(tx, code.device_id))[code.access_code_id].attempts
+        attempts = (code_store.retry_state(tx, code.device_id))[code.access_code_id].attempts
         max_attempts = self.timing.max_attempts
         retry_at = None
         if attempts + 1 >= max_attempts:
             retry_at = self.now + retry_delay(attempts + 2 - max_attempts)
-        await code_store.record_attempt(tx, code, failed=True, retry_at=retry_at)
+        code_store.record_attempt(tx, code, failed=True, retry_at=retry_at)
 
     # -- device-level -------------------------------------------------------------------------
 
-    async def _pool_health(self, result: Plan | None, retry: Mapping[str, RetryState]) -> None:
+    def _pool_health(self, result: Plan | None, retry: Mapping[str, RetryState]) -> None:
         """Judge the pool on the codes as this pass leaves them, and apply the verdict."""
         device = self.device
         members = [
@@ -369,7 +376,7 @@ class LockPass:
             enabled=device.pool_enabled and device.is_managed,
             size=device.pool_size,
             short_since=device.pool_short_since,
-            online=self.driver.online,
+            online=bool(self.driver.online),
             now=self.now,
             fill_grace=timedelta(seconds=self.pool.fill_grace),
             many_active_threshold=self.pool.many_active_threshold,
@@ -378,7 +385,7 @@ class LockPass:
         )
         verdict = pool_rules.judge_pool(members, result.no_space if result else (), facts)
         if verdict.short_since != device.pool_short_since:
-            await device_store.set_pool_short_since(self.tx, device.device_id, verdict.short_since)
+            device_store.set_pool_short_since(self.tx, device.device_id, verdict.short_since)
         self.deadlines.append(verdict.deadline)
         for change in verdict.problems:
-            await self._set_problem(device.device_id, change.code, change.active, change.message)
+            self._set_problem(device.device_id, change.code, change.active, change.message)

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 
 from gateway.logs import get_logger
 from gateway.mqtt import MqttSession, NotConnected
 from gateway.pump import Pump
-from gateway.store import Store, Tx
+from gateway.store import Priority, Store, Tx
 
 log = get_logger("gateway.outbox")
 
@@ -58,10 +59,15 @@ class Outbox(Pump):
                     for row in rows
                 )
             )
-            async with self._store.transaction() as tx:
-                await tx.execute(
-                    "UPDATE events SET published = 1 WHERE published = 0 AND seq <= ?",
-                    (rows[-1]["seq"],),
-                )
+            await self._store.write(_published_up_to(rows[-1]["seq"]), priority=Priority.PASS)
             sent += len(rows)
             self.published += len(rows)
+
+
+def _published_up_to(seq: int) -> Callable[[Tx], int]:
+    def unit(tx: Tx) -> int:
+        return tx.execute(
+            "UPDATE events SET published = 1 WHERE published = 0 AND seq <= ?", (seq,)
+        )
+
+    return unit

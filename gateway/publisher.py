@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 
 from gateway.logs import get_logger
+from gateway.model import Device
 from gateway.mqtt import MqttSession
 from gateway.pump import Pump
 from gateway.store import Store, Tx
-from gateway.store.devices import get_device, list_devices, removed_device_ids
+from gateway.store.devices import get_devices, list_devices, removed_device_ids
 
 log = get_logger("gateway.publisher")
 
@@ -48,13 +49,12 @@ class DevicePublisher(Pump):
             raise
 
     async def _publish(self, everything: bool, dirty: set[str]) -> None:
-        removed: list[str] = []
-        async with self._store.reading() as tx:
+        def load(tx: Tx) -> tuple[list[Device], list[str]]:
             if everything:
-                devices = await list_devices(tx)
-                removed = await removed_device_ids(tx)
-            else:
-                devices = [d for i in sorted(dirty) if (d := await get_device(tx, i))]
+                return list_devices(tx), removed_device_ids(tx)
+            return get_devices(tx, list(dirty)), []
+
+        devices, removed = await self._store.read(load)
         await asyncio.gather(
             *(
                 self._session.publish(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from drivers.base import CommandFailed, CommandTimedOut, Driver, SlotTable
@@ -19,7 +20,7 @@ from gateway.config import Config
 from gateway.lock_pass import Command, LockPass, Read, ReadState, Step
 from gateway.logs import get_logger, log_context
 from gateway.rules.slots import Write
-from gateway.store import Store, Tx
+from gateway.store import Priority, Store, Tx
 from gateway.store import devices as device_store
 from gateway.store.observed import record_table
 
@@ -34,10 +35,38 @@ PASS_ERROR_PAUSE = 1.0
 NOT_FOUND_AFTER = timedelta(minutes=1)
 
 
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """What the driver reported at the start of a look, handed to the database thread as is
+    (the driver's own state goes on changing on the loop meanwhile)."""
+
+    online: bool | None  # None: nothing recorded yet
+    table: SlotTable | None
+    refused: str | None
+    not_found: str | None
+
+
+def _record(tx: Tx, device_id: str, seen: Seen, recorded: Seen) -> None:
+    """Store what changed in what the lock reports since the last look."""
+    device_store.set_online(tx, device_id, bool(seen.online))
+    if seen.not_found != recorded.not_found or recorded.online is None:
+        device_store.set_not_found(tx, device_id, seen.not_found)
+    if seen.refused is not None or seen.table is not None:
+        # Cleared only once a report was taken since start: one raised before a restart
+        # stands until the lock reports again.
+        device_store.set_report_refused(tx, device_id, seen.refused)
+    table = seen.table
+    if table is not None and table != recorded.table:
+        device_store.set_shape(tx, device_id, table.capacity, table.code_lengths)
+        record_table(tx, device_id, table)
+
+
 class LockWorker:
     """Owns one lock's command stream: never two commands at once, paced, read back on doubt."""
 
-    def __init__(self, driver: Driver, store: Store, clock: Clock, config: Config) -> None:
+    def __init__(
+        self, driver: Driver, store: Store, clock: Clock, config: Config, *, pooled: bool = False
+    ) -> None:
         self.driver = driver
         self.device_id = driver.device_id
         self._store = store
@@ -45,10 +74,8 @@ class LockWorker:
         self._config = config
         self._timing = config.timing
         self._wake = asyncio.Event()
-        self._recorded_online: bool | None = None
-        self._recorded_table: SlotTable | None = None
-        self._recorded_refused: str | None = None
-        self._recorded_not_found: str | None = None
+        self._recorded = Seen(online=None, table=None, refused=None, not_found=None)
+        self._pooled = pooled  # learnt from each pass; until then, from the configuration
         self._lost_since: datetime | None = None  # since when the driver cannot find the lock
         self._lost_timer: Timer | None = None
         self.reads = ReadState()
@@ -59,6 +86,11 @@ class LockWorker:
         #: Set while the worker has nothing to do until its next deadline (tests await it).
         self.settled = asyncio.Event()
 
+    @property
+    def pooled(self) -> bool:
+        """Whether the lock keeps a backup pool (as its last pass found it)."""
+        return self._pooled
+
     def wake(self) -> None:
         self._wake.set()
         self.settled.clear()
@@ -66,17 +98,18 @@ class LockWorker:
     async def run(self) -> None:
         with log_context(device_id=self.device_id):
             await self.driver.start(self.wake)
-            # The lock's retained reports arrive right after subscribing: judge it on them,
-            # not as "offline" in the instant before they come.
+            # The lock's retained reports arrive right after subscribing, one topic after
+            # another: judge it on them, not as "offline" in the instant before they are all in.
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._timing.command_timeout):
-                    await self._wake.wait()
+                    while not self.driver.online:
+                        await self._wake.wait()
+                        self._wake.clear()
             while True:
                 self._wake.clear()
                 step = Step()
                 try:
-                    await self._record_observation()
-                    step = await self._pass()
+                    step = await self._look()
                     self.passes += 1
                     if step.command is not None:
                         await self._execute(step.command)
@@ -98,44 +131,50 @@ class LockWorker:
             if timer is not None:
                 timer.cancel()
 
-    # -- observation --------------------------------------------------------------------------
+    # -- one look: record what the lock reports, then the pass, as one unit -------------------
 
-    async def _record_observation(self) -> None:
-        online = self.driver.online
-        table = self.driver.table
-        refused = self.driver.refused_report
-        not_found = self._not_found()
-        if online and not self._recorded_online:
+    async def _look(self) -> Step:
+        seen = Seen(
+            online=self.driver.online,
+            table=self.driver.table,
+            refused=self.driver.refused_report,
+            not_found=self._not_found(),
+        )
+        if seen.online and not self._recorded.online:
             self.reads.request(None)  # back (or new): read it all
         changed = self.driver.take_read_requests()
         if changed:
             self.reads.request(changed)  # changed at the lock, content unseen: look
-        if (online, table, refused, not_found) == (
-            self._recorded_online,
-            self._recorded_table,
-            self._recorded_refused,
-            self._recorded_not_found,
-        ):
-            return
-        async with self._store.transaction() as tx:
-            await device_store.set_online(tx, self.device_id, online)
-            if not_found != self._recorded_not_found or self._recorded_online is None:
-                await device_store.set_not_found(tx, self.device_id, not_found)
-            if refused is not None or table is not None:
-                # Cleared only once a report was taken since start: one raised before a
-                # restart stands until the lock reports again.
-                await device_store.set_report_refused(tx, self.device_id, refused)
-            if table is not None and table != self._recorded_table:
-                await device_store.set_shape(tx, self.device_id, table.capacity, table.code_lengths)
-                await record_table(tx, self.device_id, table)
-        self._recorded_online, self._recorded_table = online, table
-        self._recorded_refused = refused
-        if not_found != self._recorded_not_found:
-            if not_found is not None:
-                log.warning("reconciler.device_not_found", check=not_found)
+        recorded, answered, not_sent = self._recorded, self._lock_answered, self._not_sent
+
+        def unit(tx: Tx) -> Step:
+            if seen != recorded:
+                _record(tx, self.device_id, seen, recorded)
+            device = device_store.get_device(tx, self.device_id)
+            if device is None:
+                return Step()
+            self._pooled = device.pool_enabled and device.is_managed
+            return LockPass(
+                tx,
+                device,
+                seen,
+                self._config,
+                self.reads,
+                lock_answered=answered,
+                not_sent=not_sent,
+            ).run()
+
+        # A lock with a backup pool goes first: its pool is what a guest at the door relies on.
+        priority = Priority.POOL_PASS if self._pooled else Priority.PASS
+        step = await self._store.write(unit, priority=priority)
+        self._lock_answered, self._not_sent = False, None  # committed in the store
+        if seen.not_found != recorded.not_found:
+            if seen.not_found is not None:
+                log.warning("reconciler.device_not_found", check=seen.not_found)
             else:
                 log.info("reconciler.device_found")
-        self._recorded_not_found = not_found
+        self._recorded = seen
+        return step
 
     def _not_found(self) -> str | None:
         """The driver's ``not_found`` once it has stood for :data:`NOT_FOUND_AFTER` on the
@@ -160,26 +199,6 @@ class LockWorker:
     def _lost_timer_fired(self) -> None:
         self._lost_timer = None
         self.wake()
-
-    # -- one pass -----------------------------------------------------------------------------
-
-    async def _pass(self) -> Step:
-        answered, not_sent = self._lock_answered, self._not_sent
-        async with self._store.transaction() as tx:
-            device = await device_store.get_device(tx, self.device_id)
-            if device is None:
-                return Step()
-            step = await LockPass(
-                tx,
-                device,
-                self.driver,
-                self._config,
-                self.reads,
-                lock_answered=answered,
-                not_sent=not_sent,
-            ).run()
-        self._lock_answered, self._not_sent = False, None  # committed in the store
-        return step
 
     # -- acting -------------------------------------------------------------------------------
 
@@ -243,5 +262,6 @@ class Reconciler:
             worker.wake()
 
     def start(self, tg: asyncio.TaskGroup) -> None:
-        for device_id, worker in self.workers.items():
-            tg.create_task(worker.run(), name=f"lock-worker:{device_id}")
+        # Locks with a backup pool first: they subscribe, are read and are filled first.
+        for worker in sorted(self.workers.values(), key=lambda w: not w.pooled):
+            tg.create_task(worker.run(), name=f"lock-worker:{worker.device_id}")

@@ -79,10 +79,11 @@ class Gateway:
         store = await Store.open(self.config.database, self.clock)
         self.store = store
         try:
-            async with store.transaction() as tx:
-                await sync_from_config(
+            await store.write(
+                lambda tx: sync_from_config(
                     tx, self.config.devices, self.config.backup_pool, can_program
                 )
+            )
             await self._serve(store, stop)
         finally:
             await store.close()
@@ -96,7 +97,16 @@ class Gateway:
             d.device_id: create_driver(d, session, self.config.timing) for d in self.config.devices
         }
         reconciler = Reconciler(
-            {i: LockWorker(drv, store, self.clock, self.config) for i, drv in drivers.items()}
+            {
+                d.device_id: LockWorker(
+                    drivers[d.device_id],
+                    store,
+                    self.clock,
+                    self.config,
+                    pooled=d.backup_pool.enabled,
+                )
+                for d in self.config.devices
+            }
         )
         endpoints = [*device_api.ENDPOINTS, *access_code_api.ENDPOINTS, *event_api.ENDPOINTS]
         router = Router(store, self.prefix, endpoints)

@@ -224,8 +224,7 @@ async def opened_store(config: Config, clock: ManualClock) -> AsyncIterator[Stor
     """The real SQLite store of ``config``, its devices in place."""
     store = await Store.open(config.database, clock)
     try:
-        async with store.transaction() as tx:
-            await sync_from_config(tx, config.devices, config.backup_pool)
+        await store.write(lambda tx: sync_from_config(tx, config.devices, config.backup_pool))
         yield store
     finally:
         await store.close()
@@ -243,8 +242,8 @@ async def add_code(
     allow_external_modification: bool = False,
 ) -> str:
     """A code on ``door``, as ``access_codes/create`` stores it; its id."""
-    async with store.transaction() as tx:
-        code = await code_store.insert_code(
+    code = await store.write(
+        lambda tx: code_store.insert_code(
             tx,
             device_id=DEVICE,
             name=None,
@@ -253,18 +252,18 @@ async def add_code(
             ends_at=ends_at,
             allow_external_modification=allow_external_modification,
         )
+    )
     return code.access_code_id
 
 
 async def stored_code(store: Store, access_code_id: str) -> AccessCode | None:
-    async with store.reading() as tx:
-        return await code_store.get_code(tx, access_code_id)
+    return await store.read(lambda tx: code_store.get_code(tx, access_code_id))
 
 
 async def problem_codes(store: Store, owner_id: str) -> set[str]:
     """The errors and warnings standing on a device or a code."""
-    async with store.reading() as tx:
-        return {p.code for p in (await problems_of(tx, [owner_id]))[owner_id]}
+    found = await store.read(lambda tx: problems_of(tx, [owner_id]))
+    return {p.code for p in found[owner_id]}
 
 
 async def event_types(store: Store, access_code_id: str | None = None) -> list[str]:

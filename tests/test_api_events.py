@@ -56,8 +56,9 @@ class Site:
         access_code_id: str | None = None,
         **fields: Any,
     ) -> Json:
-        async with self.store.transaction() as tx:
-            event = await tx.emit(event_type, device_id, access_code_id, **fields)
+        event = await self.store.write(
+            lambda tx: tx.emit(event_type, device_id, access_code_id, **fields)
+        )
         return event.to_json()
 
 
@@ -314,9 +315,9 @@ async def test_bad_filters(site: Site, params: dict[str, Any], field: str) -> No
 
 
 async def test_store_raises_lookup_error_for_an_unknown_anchor(site: Site) -> None:
-    async with site.store.reading() as tx:
-        with pytest.raises(LookupError):
-            await list_events(
+    with pytest.raises(LookupError):
+        await site.store.read(
+            lambda tx: list_events(
                 tx,
                 since=None,
                 after_event_id=str(uuid.uuid4()),
@@ -325,16 +326,18 @@ async def test_store_raises_lookup_error_for_an_unknown_anchor(site: Site) -> No
                 event_types=None,
                 limit=10,
             )
+        )
 
 
 async def test_since_survives_a_clock_that_stepped_back(site: Site) -> None:
     """occurred_at need not grow with seq: since still filters by time, output stays in seq."""
     late = await site.emit(EventType.DEVICE_CONNECTED)
-    async with site.store.transaction() as tx:
-        await tx.execute(
+    await site.store.write(
+        lambda tx: tx.execute(
             "UPDATE events SET occurred_at = ? WHERE event_id = ?",
             (isoformat(site.clock.now() + timedelta(hours=1)), late["event_id"]),
         )
+    )
     stepped_back = await site.emit(EventType.DEVICE_DISCONNECTED)
     site.clock.advance(60)
     since = site.clock.now()

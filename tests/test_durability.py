@@ -11,12 +11,14 @@ import json
 import signal
 import uuid
 from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
 import pytest
 
+from drivers.sim import Simulator
 from gateway.client import ApiClient, connect
 from gateway.config import parse_config
 from tests.broker import Broker
@@ -93,27 +95,10 @@ async def test_kill_9_during_a_burst_loses_nothing_and_doubles_nothing(
             before = dict(acked)
             await create_all(api, requests, acked, stop_after=None)
             assert {k: acked[k] for k in before} == before  # same codes, not new ones
-            await _until_all_set(api, acked)
-            _collect(commands, writes)
+            await until_all_set(api, acked.values())
+            collect_writes(commands, writes)
 
-            managed = {}
-            for lock in LOCKS:
-                reply = await api.call("access_codes/list", device_id=lock)
-                for code in reply["access_codes"]:
-                    managed[code["access_code_id"]] = (lock, code["code"], code["slot"])
-            assert set(managed) == set(acked.values())
-            for lock in LOCKS:
-                slots = sim.lock(lock).slots
-                desired = {code for (d, code, _) in managed.values() if d == lock}
-                on_lock = Counter(slots.values())
-                # Every managed code is on its lock exactly once, in the slot the gateway says.
-                for d, code, slot in managed.values():
-                    if d == lock:
-                        assert slots.get(slot) == code
-                assert all(on_lock[c] == 1 for c in desired)
-                # Nothing else is on the lock but what was there before the gateway.
-                extra = set(slots.values()) - desired
-                assert extra == (set(UNMANAGED.values()) if lock == "front_door" else set())
+            await assert_locks_hold(api, sim, LOCKS, acked.values(), {"front_door": UNMANAGED})
         # No slot was written twice with the same code.
         doubled = {k: n for k, n in writes.items() if n > 1}
         assert not doubled, doubled
@@ -121,23 +106,53 @@ async def test_kill_9_during_a_burst_loses_nothing_and_doubles_nothing(
         daemon.stop()
 
 
-async def _until_all_set(api: ApiClient, acked: dict[str, str]) -> None:
+async def until_all_set(api: ApiClient, ids: Iterable[str], timeout: float = 60) -> None:
     """Poll the API (the daemon is another process: there is no in-process event to await)."""
-    ids = list(acked.values())
-    async with asyncio.timeout(60):
+    wanted = list(ids)
+    async with asyncio.timeout(timeout):
         while True:
-            reply = await api.call("access_codes/list", access_code_ids=ids)
+            reply = await api.call("access_codes/list", access_code_ids=wanted)
             if all(c["status"] == "set" for c in reply["access_codes"]):
                 return
             await asyncio.sleep(0.05)
 
 
-def _collect(
+def collect_writes(
     commands: asyncio.Queue[aiomqtt.Message], writes: Counter[tuple[str, int, str]]
 ) -> None:
+    """Count the ``set`` commands received so far, by lock topic, slot and PIN."""
     while not commands.empty():
         message = commands.get_nowait()
         assert isinstance(message.payload, bytes)
         body = json.loads(message.payload)
         if body.get("op") == "set":
             writes[(message.topic.value, body["slot"], body["code"])] += 1
+
+
+async def assert_locks_hold(
+    api: ApiClient,
+    sim: Simulator,
+    locks: Sequence[str],
+    ids: Iterable[str],
+    unmanaged: Mapping[str, Mapping[str, str]],
+) -> None:
+    """The gateway manages exactly ``ids``; each lock holds each of its codes once, in the slot
+    the gateway says, and nothing else but its ``unmanaged`` codes (slot: PIN)."""
+    managed = {}
+    for lock in locks:
+        reply = await api.call("access_codes/list", device_id=lock)
+        for code in reply["access_codes"]:
+            managed[code["access_code_id"]] = (lock, code["code"], code["slot"])
+    assert set(managed) == set(ids)
+    for lock in locks:
+        slots = sim.lock(lock).slots
+        desired = {code for (d, code, _) in managed.values() if d == lock}
+        on_lock = Counter(slots.values())
+        # Every managed code is on its lock exactly once, in the slot the gateway says.
+        for d, code, slot in managed.values():
+            if d == lock:
+                assert slots.get(slot) == code
+        assert all(on_lock[c] == 1 for c in desired)
+        # Nothing else is on the lock but what was there before the gateway.
+        extra = set(slots.values()) - desired
+        assert extra == set(unmanaged.get(lock, {}).values())

@@ -395,8 +395,9 @@ async def test_idempotency_rows_from_before_fingerprints_match_their_endpoint(
         )
         store = site.gateway.store
         assert store is not None
-        async with store.transaction() as tx:
-            await tx.execute("UPDATE idempotency SET fingerprint = NULL WHERE key = 'old'")
+        await store.write(
+            lambda tx: tx.execute("UPDATE idempotency SET fingerprint = NULL WHERE key = 'old'")
+        )
         again = await site.api.call(
             "devices/update", idempotency_key="old", device_id="back_door", is_managed=False
         )

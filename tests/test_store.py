@@ -10,7 +10,7 @@ import pytest
 
 from gateway.clock import ManualClock
 from gateway.model import EventType
-from gateway.store import Store, StoreError
+from gateway.store import Store, StoreError, Tx
 from gateway.store.schema import MIGRATIONS
 
 
@@ -18,11 +18,12 @@ async def test_file_is_created_private_whatever_the_umask(tmp_path: Path) -> Non
     old = os.umask(0o022)
     try:
         store = await Store.open(tmp_path / "sub" / "lockgate.db", ManualClock())
-        async with store.transaction() as tx:
-            await tx.execute(
+        await store.write(
+            lambda tx: tx.execute(
                 "INSERT INTO idempotency (key, endpoint, reply, created_at)"
                 " VALUES ('k', 'e', '{}', 'now')"
             )
+        )
         await store.close()
     finally:
         os.umask(old)
@@ -77,17 +78,15 @@ async def test_a_failed_transaction_leaves_nothing_behind(tmp_path: Path) -> Non
     store.on_commit(lambda tx: committed.append(len(tx.events)))
     try:
 
-        async def failing_change() -> None:
-            async with store.transaction() as tx:
-                await tx.emit(EventType.DEVICE_CONNECTED, "front_door")
-                raise RuntimeError("boom")
+        def failing_change(tx: Tx) -> None:
+            tx.emit(EventType.DEVICE_CONNECTED, "front_door")
+            raise RuntimeError("boom")
 
         with pytest.raises(RuntimeError):
-            await failing_change()
+            await store.write(failing_change)
         assert (await store.fetchone("SELECT COUNT(*) FROM events"))[0] == 0  # type: ignore[index]
         assert committed == []
-        async with store.transaction() as tx:
-            event = await tx.emit(EventType.DEVICE_CONNECTED, "front_door")
+        event = await store.write(lambda tx: tx.emit(EventType.DEVICE_CONNECTED, "front_door"))
         assert committed == [1]
         row = await store.fetchone("SELECT event_id, published FROM events")
         assert row is not None
@@ -100,8 +99,7 @@ async def test_a_failed_transaction_leaves_nothing_behind(tmp_path: Path) -> Non
 async def test_committed_data_survives_a_crash(tmp_path: Path) -> None:
     """A second connection (as after kill -9) sees every committed row, and no open one."""
     store = await Store.open(tmp_path / "db", ManualClock())
-    async with store.transaction() as tx:
-        await tx.emit(EventType.DEVICE_CONNECTED, "front_door")
+    await store.write(lambda tx: tx.emit(EventType.DEVICE_CONNECTED, "front_door"))
     with sqlite3.connect(tmp_path / "db") as other:
         assert other.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 1
     await store.close()

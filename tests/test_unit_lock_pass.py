@@ -19,7 +19,7 @@ from gateway.config import Config
 from gateway.lock_pass import LockPass, Read, ReadState, Step
 from gateway.model import CodeStatus
 from gateway.rules.slots import Clear, Write
-from gateway.store import Store
+from gateway.store import Store, Tx
 from gateway.store import codes as code_store
 from gateway.store import devices as device_store
 from gateway.store.observed import record_table
@@ -48,14 +48,15 @@ class Lab:
     async def look(self, *, lock_answered: bool = False, not_sent: str | None = None) -> Step:
         """One pass, committed, with what the driver reports now (recorded first, as the
         worker does)."""
-        async with self.store.transaction() as tx:
+
+        def unit(tx: Tx) -> Step:
             table = self.driver.table
             if table is not None:
-                await record_table(tx, DEVICE, table)
-            await device_store.set_online(tx, DEVICE, self.driver.online)
-            device = await device_store.get_device(tx, DEVICE)
+                record_table(tx, DEVICE, table)
+            device_store.set_online(tx, DEVICE, self.driver.online)
+            device = device_store.get_device(tx, DEVICE)
             assert device is not None
-            return await LockPass(
+            return LockPass(
                 tx,
                 device,
                 self.driver,
@@ -64,6 +65,8 @@ class Lab:
                 lock_answered=lock_answered,
                 not_sent=not_sent,
             ).run()
+
+        return await self.store.write(unit)
 
     def read_done(self) -> None:
         """The worker read the lock back: no read is due any more."""
@@ -147,10 +150,13 @@ async def test_a_deleted_code_on_the_lock_is_cleared(lab: Lab) -> None:
     await lab.look()
     await lab.driver.set_code(1, PIN)
     await lab.look(lock_answered=True)
-    async with lab.store.transaction() as tx:
-        code = await code_store.get_code(tx, cid)
+
+    def delete(tx: Tx) -> None:
+        code = code_store.get_code(tx, cid)
         assert code is not None
-        await code_store.mark_deleting(tx, code)
+        code_store.mark_deleting(tx, code)
+
+    await lab.store.write(delete)
     step = await lab.look()
     assert step.command == Clear(cid, 1)
     assert await lab.status(cid) is CodeStatus.REMOVING

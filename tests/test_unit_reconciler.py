@@ -82,10 +82,9 @@ def ops(driver: FakeDriver) -> list[str]:
 
 async def test_first_contact_reads_the_lock_before_anything_else(bench: Bench) -> None:
     assert bench.driver.sent == [Sent("read")]
-    async with bench.store.reading() as tx:
-        row = await tx.fetchone(
-            "SELECT online, capacity FROM devices WHERE device_id = ?", (DEVICE,)
-        )
+    row = await bench.store.fetchone(
+        "SELECT online, capacity FROM devices WHERE device_id = ?", (DEVICE,)
+    )
     assert row is not None
     assert (bool(row["online"]), row["capacity"]) == (True, 5)
 

@@ -22,9 +22,9 @@ PREFIX = "lockgate/unit"
 REPLY_TO = "client/replies"
 
 
-async def fail_after_writing(tx: Tx, params: dict[str, Any]) -> Json:
+def fail_after_writing(tx: Tx, params: dict[str, Any]) -> Json:
     """An endpoint with a bug: it writes, then crashes."""
-    await code_store.insert_code(
+    code_store.insert_code(
         tx, device_id=DEVICE, name=None, code="4321", starts_at=None, ends_at=None
     )
     raise RuntimeError("a bug")

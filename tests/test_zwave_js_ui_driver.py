@@ -426,8 +426,8 @@ async def test_nothing_is_sent_nor_counted_while_the_stack_starts(
         sent = [t for t, _ in probe.history if t.endswith("/set") and "getInfo" not in t]
         assert sent == []
         assert site.gateway.store is not None
-        async with site.gateway.store.transaction() as tx:
-            attempts, _, _ = (await code_store.retry_state(tx, "zw"))[code_id]
+        retry = await site.gateway.store.read(lambda tx: code_store.retry_state(tx, "zw"))
+        attempts, _, _ = retry[code_id]
         assert attempts == 0
         await lock.control({"stack": "ready"})
         await events.wait(is_event("access_code.set_on_device", access_code_id=code_id))

@@ -55,8 +55,8 @@ def _rule_error(exc: CodeRuleViolation) -> ApiError:
     return ApiError(exc.kind, exc.message)
 
 
-async def _managed_device(tx: Tx, wanted: str) -> Device:
-    device = await require_device(tx, wanted)
+def _managed_device(tx: Tx, wanted: str) -> Device:
+    device = require_device(tx, wanted)
     if not device.is_managed:
         raise ApiError(
             "device_not_managed",
@@ -65,24 +65,22 @@ async def _managed_device(tx: Tx, wanted: str) -> Device:
     return device
 
 
-async def _require_code(tx: Tx, wanted: str, *, removing_ok: bool = False) -> AccessCode:
+def _require_code(tx: Tx, wanted: str, *, removing_ok: bool = False) -> AccessCode:
     """The code, if it exists; one being removed after a delete counts only for reads."""
-    code = await store.get_code(tx, wanted)
+    code = store.get_code(tx, wanted)
     if code is None or (code.deleting and not removing_ok):
         raise ApiError("access_code_not_found", f"access_code_id: no access code '{wanted}'")
     return code
 
 
-async def _taken_pins(tx: Tx, device: Device, *, except_id: str | None = None) -> set[str]:
+def _taken_pins(tx: Tx, device: Device, *, except_id: str | None = None) -> set[str]:
     """PINs a new code may not use: other managed codes', and any already on the lock."""
     own: str | None = None
     if except_id is not None:
-        code = await store.get_code(tx, except_id)
+        code = store.get_code(tx, except_id)
         own = code.code if code else None
-    observed = {v for v in (await load_table(tx, device.device_id)).values() if isinstance(v, str)}
-    return (await store.pins_of_device(tx, device.device_id, except_id=except_id)) | (
-        observed - {own}
-    )
+    observed = {v for v in (load_table(tx, device.device_id)).values() if isinstance(v, str)}
+    return (store.pins_of_device(tx, device.device_id, except_id=except_id)) | (observed - {own})
 
 
 def _check_window(starts_at: datetime | None, ends_at: datetime | None, now: datetime) -> None:
@@ -96,14 +94,14 @@ def _check_window(starts_at: datetime | None, ends_at: datetime | None, now: dat
         raise invalid("ends_at", "must be after starts_at")
 
 
-async def _one(tx: Tx, code: AccessCode) -> Json:
-    return (await store.to_json(tx, [code]))[0]
+def _one(tx: Tx, code: AccessCode) -> Json:
+    return (store.to_json(tx, [code]))[0]
 
 
-async def _fresh(tx: Tx, access_code_id: str) -> Json:
-    code = await store.get_code(tx, access_code_id)
+def _fresh(tx: Tx, access_code_id: str) -> Json:
+    code = store.get_code(tx, access_code_id)
     assert code is not None
-    return await _one(tx, code)
+    return _one(tx, code)
 
 
 # -- the parameters ---------------------------------------------------------------------------
@@ -157,11 +155,11 @@ class CodeRef:
 # -- endpoints --------------------------------------------------------------------------------
 
 
-async def create(tx: Tx, params: CodeCreate) -> Json:
-    device = await _managed_device(tx, params.device_id)
+def create(tx: Tx, params: CodeCreate) -> Json:
+    device = _managed_device(tx, params.device_id)
     starts_at, ends_at = params.starts_at, params.ends_at
     _check_window(starts_at, ends_at, tx.now)
-    taken = await _taken_pins(tx, device)
+    taken = _taken_pins(tx, device)
     try:
         if params.code is not None:
             check_code(params.code, code_lengths=device.code_lengths, taken=taken)
@@ -181,8 +179,8 @@ async def create(tx: Tx, params: CodeCreate) -> Json:
                 f"use_backup_access_code_pool: device '{device.device_id}' cannot carry a "
                 "backup pool (it needs at least 2 slots)",
             )
-        await device_store.enable_pool(tx, device.device_id)
-    code = await store.insert_code(
+        device_store.enable_pool(tx, device.device_id)
+    code = store.insert_code(
         tx,
         device_id=device.device_id,
         name=params.name,
@@ -191,36 +189,36 @@ async def create(tx: Tx, params: CodeCreate) -> Json:
         ends_at=ends_at,
         allow_external_modification=params.allow_external_modification,
     )
-    return {"access_code": await _one(tx, code)}
+    return {"access_code": _one(tx, code)}
 
 
-async def get(tx: Tx, params: CodeLookup) -> Json:
+def get(tx: Tx, params: CodeLookup) -> Json:
     if params.access_code_id is not None:
         if params.device_id is not None or params.code is not None:
             raise invalid("access_code_id", "give access_code_id, or device_id and code")
-        code = await _require_code(tx, params.access_code_id, removing_ok=True)
-        return {"access_code": await _one(tx, code)}
+        code = _require_code(tx, params.access_code_id, removing_ok=True)
+        return {"access_code": _one(tx, code)}
     if params.device_id is None or params.code is None:
         raise invalid("access_code_id", "give access_code_id, or device_id and code")
-    await require_device(tx, params.device_id)
-    found = await store.get_code_by_pin(tx, params.device_id, params.code)
+    require_device(tx, params.device_id)
+    found = store.get_code_by_pin(tx, params.device_id, params.code)
     if found is None:
         raise ApiError("access_code_not_found", "code: no access code with that PIN on the device")
-    return {"access_code": await _one(tx, found)}
+    return {"access_code": _one(tx, found)}
 
 
-async def list_codes(tx: Tx, params: CodeQuery) -> Json:
+def list_codes(tx: Tx, params: CodeQuery) -> Json:
     if (params.device_id is None) == (params.access_code_ids is None):
         raise invalid("device_id", "give device_id or access_code_ids (one of them)")
     if params.device_id is not None:
-        await require_device(tx, params.device_id)
-        codes = await store.codes_of_device(tx, params.device_id)
+        require_device(tx, params.device_id)
+        codes = store.codes_of_device(tx, params.device_id)
     else:
         assert params.access_code_ids is not None
-        codes = await store.codes_by_ids(tx, params.access_code_ids)
+        codes = store.codes_by_ids(tx, params.access_code_ids)
     include_pool = params.include_backup_pool
     shown = [c for c in codes if include_pool or c.backup_state is not BackupState.POOLED]
-    return {"access_codes": await store.to_json(tx, shown)}
+    return {"access_codes": store.to_json(tx, shown)}
 
 
 def _updated_window(
@@ -238,9 +236,9 @@ def _updated_window(
     return starts_at, ends_at
 
 
-async def update(tx: Tx, params: CodeUpdate) -> Json:
-    code = await _require_code(tx, params.access_code_id)
-    device = await _managed_device(tx, code.device_id)
+def update(tx: Tx, params: CodeUpdate) -> Json:
+    code = _require_code(tx, params.access_code_id)
+    device = _managed_device(tx, code.device_id)
     changes: dict[str, Any] = {}
     if params.name is not ABSENT:
         changes["name"] = params.name
@@ -251,39 +249,39 @@ async def update(tx: Tx, params: CodeUpdate) -> Json:
         _check_window(starts_at, ends_at, tx.now)
         changes["starts_at"], changes["ends_at"] = starts_at, ends_at
     if params.code is not None and params.code != code.code:
-        taken = await _taken_pins(tx, device, except_id=code.access_code_id)
+        taken = _taken_pins(tx, device, except_id=code.access_code_id)
         try:
             check_code(params.code, code_lengths=device.code_lengths, taken=taken)
         except CodeRuleViolation as exc:
             raise _rule_error(exc) from None
         changes["code"] = params.code
     if changes:
-        await store.update_fields(tx, code, changes)
+        store.update_fields(tx, code, changes)
         if "code" in changes:
             # A new PIN must be written: it is no longer what the lock holds.
-            fresh = await store.get_code(tx, code.access_code_id)
+            fresh = store.get_code(tx, code.access_code_id)
             assert fresh is not None
-            await store.restart_programming(tx, fresh)
-        backup = await store.active_backup_of(tx, code)
+            store.restart_programming(tx, fresh)
+        backup = store.active_backup_of(tx, code)
         if backup is not None and "ends_at" in changes:
             # A pulled backup lives exactly as long as the code it stands in for.
-            await store.update_fields(tx, backup, {"ends_at": changes["ends_at"]})
-        await tx.emit(EventType.CODE_CHANGED, code.device_id, code.access_code_id)
-    return {"access_code": await _fresh(tx, code.access_code_id)}
+            store.update_fields(tx, backup, {"ends_at": changes["ends_at"]})
+        tx.emit(EventType.CODE_CHANGED, code.device_id, code.access_code_id)
+    return {"access_code": _fresh(tx, code.access_code_id)}
 
 
-async def delete(tx: Tx, params: CodeRef) -> Json:
-    code = await _require_code(tx, params.access_code_id, removing_ok=True)
-    await _managed_device(tx, code.device_id)
-    for doomed in (code, await store.active_backup_of(tx, code)):
+def delete(tx: Tx, params: CodeRef) -> Json:
+    code = _require_code(tx, params.access_code_id, removing_ok=True)
+    _managed_device(tx, code.device_id)
+    for doomed in (code, store.active_backup_of(tx, code)):
         if doomed is not None and not doomed.deleting:
-            await store.remove(tx, doomed)
+            store.remove(tx, doomed)
     return {}
 
 
-async def pull_backup(tx: Tx, params: CodeRef) -> Json:
-    code = await _require_code(tx, params.access_code_id)
-    await _managed_device(tx, code.device_id)
+def pull_backup(tx: Tx, params: CodeRef) -> Json:
+    code = _require_code(tx, params.access_code_id)
+    _managed_device(tx, code.device_id)
     if code.is_backup:
         raise invalid("access_code_id", "is itself a backup code")
     if code.type is not CodeType.TIME_BOUND:
@@ -291,53 +289,53 @@ async def pull_backup(tx: Tx, params: CodeRef) -> Json:
             "access_code_not_time_bound",
             "access_code_id: backup codes are pulled for time_bound codes only",
         )
-    backup = await store.active_backup_of(tx, code)
+    backup = store.active_backup_of(tx, code)
     if backup is None:
-        backup = await store.available_backup(tx, code.device_id)
+        backup = store.available_backup(tx, code.device_id)
         if backup is None:
             raise ApiError(
                 "no_backup_access_code_available",
                 f"access_code_id: no backup code is set on device '{code.device_id}' right now",
             )
-        await store.pull(tx, backup, code)
-        await set_problem(
+        store.pull(tx, backup, code)
+        set_problem(
             tx,
             code.access_code_id,
             ProblemCode.USING_BACKUP_ACCESS_CODE,
             True,
             device_id=code.device_id,
         )
-        await tx.emit(
+        tx.emit(
             EventType.BACKUP_PULLED,
             code.device_id,
             code.access_code_id,
             backup_access_code_id=backup.access_code_id,
         )
     return {
-        "access_code": await _fresh(tx, code.access_code_id),
-        "backup_access_code": await _fresh(tx, backup.access_code_id),
+        "access_code": _fresh(tx, code.access_code_id),
+        "backup_access_code": _fresh(tx, backup.access_code_id),
     }
 
 
-async def generate(tx: Tx, params: DeviceRef) -> Json:
-    device = await require_device(tx, params.device_id)
+def generate(tx: Tx, params: DeviceRef) -> Json:
+    device = require_device(tx, params.device_id)
     try:
-        pin = generate_code(code_lengths=device.code_lengths, taken=await _taken_pins(tx, device))
+        pin = generate_code(code_lengths=device.code_lengths, taken=_taken_pins(tx, device))
     except CodeRuleViolation as exc:
         raise _rule_error(exc) from None
     return {"generated_code": {"device_id": device.device_id, "code": pin}}
 
 
-async def unmanaged(tx: Tx, params: DeviceRef) -> Json:
-    device = await require_device(tx, params.device_id)
-    observed = await load_table(tx, device.device_id)
-    codes = await store.codes_of_device(tx, device.device_id)
+def unmanaged(tx: Tx, params: DeviceRef) -> Json:
+    device = require_device(tx, params.device_id)
+    observed = load_table(tx, device.device_id)
+    codes = store.codes_of_device(tx, device.device_id)
     views = [
         CodeView(c.access_code_id, c.code, c.slot, c.status, wanted=True)
         for c in codes
         if c.slot is not None
     ]
-    ours = await slot_writes.of_device(tx, device.device_id)
+    ours = slot_writes.of_device(tx, device.device_id)
     table = SlotTable(capacity=max(observed, default=0), slots=observed)
     found: list[Json] = [
         {

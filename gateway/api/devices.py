@@ -13,8 +13,8 @@ from gateway.store import codes as code_store
 from gateway.store import devices as store
 
 
-async def require_device(tx: Tx, wanted: str) -> Device:
-    device = await store.get_device(tx, wanted)
+def require_device(tx: Tx, wanted: str) -> Device:
+    device = store.get_device(tx, wanted)
     if device is None:
         raise ApiError("device_not_found", f"device_id: no device '{wanted}' on this gateway")
     return device
@@ -37,16 +37,16 @@ class DeviceUpdate:
     backup_access_code_pool_enabled: bool | None = param(boolean, default=None)
 
 
-async def list_devices(tx: Tx, params: NoParams) -> Json:
-    return {"devices": [d.to_json() for d in await store.list_devices(tx)]}
+def list_devices(tx: Tx, params: NoParams) -> Json:
+    return {"devices": [d.to_json() for d in store.list_devices(tx)]}
 
 
-async def get_device(tx: Tx, params: DeviceRef) -> Json:
-    return {"device": (await require_device(tx, params.device_id)).to_json()}
+def get_device(tx: Tx, params: DeviceRef) -> Json:
+    return {"device": (require_device(tx, params.device_id)).to_json()}
 
 
-async def update_device(tx: Tx, params: DeviceUpdate) -> Json:
-    device = await require_device(tx, params.device_id)
+def update_device(tx: Tx, params: DeviceUpdate) -> Json:
+    device = require_device(tx, params.device_id)
     enable = params.backup_access_code_pool_enabled
     if enable is False and device.pool_enabled:
         raise ApiError(
@@ -60,15 +60,15 @@ async def update_device(tx: Tx, params: DeviceUpdate) -> Json:
             "backup pool (it needs at least 2 slots)",
         )
     if params.is_managed is not ABSENT:
-        changed = await store.set_managed(tx, device.device_id, params.is_managed)
+        changed = store.set_managed(tx, device.device_id, params.is_managed)
         if changed and not params.is_managed:
             # Backup codes exist only for a managed pool: they leave the lock with management.
-            for code in await code_store.codes_of_device(tx, device.device_id):
+            for code in code_store.codes_of_device(tx, device.device_id):
                 if code.is_backup:
-                    await code_store.mark_deleting(tx, code)
+                    code_store.mark_deleting(tx, code)
     if enable is True:
-        await store.enable_pool(tx, device.device_id)
-    return {"device": (await require_device(tx, device.device_id)).to_json()}
+        store.enable_pool(tx, device.device_id)
+    return {"device": (require_device(tx, device.device_id)).to_json()}
 
 
 ENDPOINTS = (

@@ -53,7 +53,7 @@ class EventQuery:
     limit: int = param(Integer(1, MAX_LIMIT), default=DEFAULT_LIMIT)
 
 
-async def list_events(tx: Tx, params: EventQuery) -> Json:
+def list_events(tx: Tx, params: EventQuery) -> Json:
     since = params.since
     after = params.after_event_id
     if since is None and after is None:
@@ -63,7 +63,7 @@ async def list_events(tx: Tx, params: EventQuery) -> Json:
             "invalid_input", "since and after_event_id cannot be used together; give one"
         )
     try:
-        events = await store.list_events(
+        events = store.list_events(
             tx,
             since=since,
             after_event_id=after,

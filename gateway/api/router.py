@@ -14,7 +14,7 @@ import json
 import math
 import re
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -47,7 +47,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 #: Requests served at once; more wait their turn instead of piling up work.
 CONCURRENCY = 64
 
-Handler = Callable[[Tx, Any], Awaitable[Json]]
+Handler = Callable[[Tx, Any], Json]
 _P = TypeVar("_P")
 
 
@@ -64,7 +64,7 @@ class Endpoint:
         cls,
         name: str,
         params: type[_P],
-        handler: Callable[[Tx, _P], Awaitable[Json]],
+        handler: Callable[[Tx, _P], Json],
         *,
         writes: bool = False,
     ) -> Endpoint:
@@ -187,43 +187,46 @@ class Router:
     async def _run(self, endpoint: Endpoint, body: dict[str, Any]) -> Json:
         params = validate(body, endpoint.fields)
         key = _idempotency_key(body)
+        arguments = endpoint.arguments(params)
         if not endpoint.writes:
-            async with self._store.reading() as tx:
-                return await endpoint.handler(tx, endpoint.arguments(params))
+            return await self._store.read(lambda tx: endpoint.handler(tx, arguments))
         request = fingerprint(endpoint.name, params)
-        async with self._store.transaction() as tx:
-            if key is not None:
-                first = await tx.fetchone(
-                    "SELECT endpoint, fingerprint, reply FROM idempotency"
-                    " WHERE key = ? AND created_at >= ?",
-                    (key, isoformat(tx.now - IDEMPOTENCY_WINDOW)),
+        return await self._store.write(
+            lambda tx: _idempotent(tx, endpoint, arguments, key, request)
+        )
+
+
+def _idempotent(tx: Tx, endpoint: Endpoint, arguments: Any, key: str | None, request: str) -> Json:
+    """One write request as one unit: its first reply again if ``key`` was seen (contract
+    section 4), else the handler's, stored under ``key``."""
+    if key is not None:
+        first = tx.fetchone(
+            "SELECT endpoint, fingerprint, reply FROM idempotency"
+            " WHERE key = ? AND created_at >= ?",
+            (key, isoformat(tx.now - IDEMPOTENCY_WINDOW)),
+        )
+        if first is not None:
+            # Rows from before fingerprints (NULL) can only be held to their endpoint.
+            if first["endpoint"] != endpoint.name or first["fingerprint"] not in (None, request):
+                raise invalid(
+                    "idempotency_key",
+                    "was already used for a different request within the last 24 hours;"
+                    " give every distinct request its own key",
                 )
-                if first is not None:
-                    # Rows from before fingerprints (NULL) can only be held to their endpoint.
-                    if first["endpoint"] != endpoint.name or first["fingerprint"] not in (
-                        None,
-                        request,
-                    ):
-                        raise invalid(
-                            "idempotency_key",
-                            "was already used for a different request within the last 24 hours;"
-                            " give every distinct request its own key",
-                        )
-                    # The first reply to this very request (contract section 4).
-                    stored: Json = json.loads(first["reply"])
-                    return stored
-            result = await endpoint.handler(tx, endpoint.arguments(params))
-            if key is not None:
-                await tx.execute(
-                    "DELETE FROM idempotency WHERE created_at < ?",
-                    (isoformat(tx.now - IDEMPOTENCY_WINDOW),),
-                )
-                await tx.execute(
-                    "INSERT OR REPLACE INTO idempotency"
-                    " (key, endpoint, fingerprint, reply, created_at) VALUES (?, ?, ?, ?, ?)",
-                    (key, endpoint.name, request, json.dumps(result), isoformat(tx.now)),
-                )
-            return result
+            stored: Json = json.loads(first["reply"])
+            return stored
+    result = endpoint.handler(tx, arguments)
+    if key is not None:
+        tx.execute(
+            "DELETE FROM idempotency WHERE created_at < ?",
+            (isoformat(tx.now - IDEMPOTENCY_WINDOW),),
+        )
+        tx.execute(
+            "INSERT OR REPLACE INTO idempotency"
+            " (key, endpoint, fingerprint, reply, created_at) VALUES (?, ?, ?, ?, ?)",
+            (key, endpoint.name, request, json.dumps(result), isoformat(tx.now)),
+        )
+    return result
 
 
 # -- reading a request ------------------------------------------------------------------------

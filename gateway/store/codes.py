@@ -39,32 +39,30 @@ def _code(row: Row) -> AccessCode:
     )
 
 
-async def get_code(tx: Tx, access_code_id: str) -> AccessCode | None:
-    row = await tx.fetchone(
-        "SELECT * FROM access_codes WHERE access_code_id = ?", (access_code_id,)
-    )
+def get_code(tx: Tx, access_code_id: str) -> AccessCode | None:
+    row = tx.fetchone("SELECT * FROM access_codes WHERE access_code_id = ?", (access_code_id,))
     return _code(row) if row else None
 
 
-async def get_code_by_pin(tx: Tx, device_id: str, pin: str) -> AccessCode | None:
-    row = await tx.fetchone(
+def get_code_by_pin(tx: Tx, device_id: str, pin: str) -> AccessCode | None:
+    row = tx.fetchone(
         "SELECT * FROM access_codes WHERE device_id = ? AND code = ?", (device_id, pin)
     )
     return _code(row) if row else None
 
 
-async def codes_of_device(tx: Tx, device_id: str) -> list[AccessCode]:
-    rows = await tx.fetchall(
+def codes_of_device(tx: Tx, device_id: str) -> list[AccessCode]:
+    rows = tx.fetchall(
         "SELECT * FROM access_codes WHERE device_id = ? ORDER BY created_at, rowid", (device_id,)
     )
     return [_code(r) for r in rows]
 
 
-async def codes_by_ids(tx: Tx, ids: Sequence[str]) -> list[AccessCode]:
+def codes_by_ids(tx: Tx, ids: Sequence[str]) -> list[AccessCode]:
     if not ids:
         return []
     marks = ",".join("?" * len(ids))
-    rows = await tx.fetchall(
+    rows = tx.fetchall(
         f"SELECT * FROM access_codes WHERE access_code_id IN ({marks})"  # noqa: S608
         " ORDER BY created_at, rowid",
         list(ids),
@@ -72,15 +70,15 @@ async def codes_by_ids(tx: Tx, ids: Sequence[str]) -> list[AccessCode]:
     return [_code(r) for r in rows]
 
 
-async def pins_of_device(tx: Tx, device_id: str, *, except_id: str | None = None) -> set[str]:
-    rows = await tx.fetchall(
+def pins_of_device(tx: Tx, device_id: str, *, except_id: str | None = None) -> set[str]:
+    rows = tx.fetchall(
         "SELECT code FROM access_codes WHERE device_id = ? AND access_code_id IS NOT ?",
         (device_id, except_id),
     )
     return {r["code"] for r in rows}
 
 
-async def insert_code(
+def insert_code(
     tx: Tx,
     *,
     device_id: str,
@@ -94,7 +92,7 @@ async def insert_code(
     """A new managed code, ``unset`` until its lock worker takes it up."""
     access_code_id = str(uuid.uuid4())
     now = isoformat(tx.now)
-    await tx.execute(
+    tx.execute(
         "INSERT INTO access_codes (access_code_id, device_id, name, code, starts_at, ends_at,"
         " status, created_at, is_backup, backup_state, allow_external_modification,"
         " status_since) VALUES (?, ?, ?, ?, ?, ?, 'unset', ?, ?, ?, ?, ?)",
@@ -113,30 +111,30 @@ async def insert_code(
         ),
     )
     tx.reconcile(device_id)
-    created = await get_code(tx, access_code_id)
+    created = get_code(tx, access_code_id)
     assert created is not None
     if not backup:
-        await tx.emit(EventType.CODE_CREATED, device_id, access_code_id)
+        tx.emit(EventType.CODE_CREATED, device_id, access_code_id)
     return created
 
 
-async def update_fields(tx: Tx, code: AccessCode, changes: dict[str, Any]) -> None:
+def update_fields(tx: Tx, code: AccessCode, changes: dict[str, Any]) -> None:
     """Apply changed columns (already validated); the worker re-plans the lock afterwards."""
     if not changes:
         return
     columns = ", ".join(f"{name} = ?" for name in changes)
     values = [isoformat(v) if isinstance(v, datetime) else v for v in changes.values()]
-    await tx.execute(
+    tx.execute(
         f"UPDATE access_codes SET {columns} WHERE access_code_id = ?",  # noqa: S608 (names fixed)
         [*values, code.access_code_id],
     )
     tx.reconcile(code.device_id)
 
 
-async def set_status(tx: Tx, code: AccessCode, status: CodeStatus) -> bool:
+def set_status(tx: Tx, code: AccessCode, status: CodeStatus) -> bool:
     if code.status is status:
         return False
-    await tx.execute(
+    tx.execute(
         "UPDATE access_codes SET status = ?, status_since = ? WHERE access_code_id = ?",
         (status.value, isoformat(tx.now), code.access_code_id),
     )
@@ -145,57 +143,57 @@ async def set_status(tx: Tx, code: AccessCode, status: CodeStatus) -> bool:
     return True
 
 
-async def set_on_lock(tx: Tx, code: AccessCode, on_lock: bool) -> None:
+def set_on_lock(tx: Tx, code: AccessCode, on_lock: bool) -> None:
     if code.on_lock == on_lock:
         return
-    await tx.execute(
+    tx.execute(
         "UPDATE access_codes SET on_lock = ? WHERE access_code_id = ?",
         (int(on_lock), code.access_code_id),
     )
     code.on_lock = on_lock
 
 
-async def set_slot(tx: Tx, code: AccessCode, slot: int | None) -> None:
+def set_slot(tx: Tx, code: AccessCode, slot: int | None) -> None:
     if code.slot == slot:
         return
-    await tx.execute(
+    tx.execute(
         "UPDATE access_codes SET slot = ? WHERE access_code_id = ?", (slot, code.access_code_id)
     )
     code.slot = slot
 
 
-async def mark_deleting(tx: Tx, code: AccessCode) -> None:
+def mark_deleting(tx: Tx, code: AccessCode) -> None:
     """Deletion is a desire: the row goes once the lock no longer holds the code."""
-    await tx.execute(
+    tx.execute(
         "UPDATE access_codes SET deleting = 1 WHERE access_code_id = ?", (code.access_code_id,)
     )
     code.deleting = True
     tx.reconcile(code.device_id)
 
 
-async def remove(tx: Tx, code: AccessCode) -> None:
+def remove(tx: Tx, code: AccessCode) -> None:
     """Delete: gone at once when the lock never got it, else ``removing`` until it is cleared."""
-    await mark_deleting(tx, code)
-    if code.slot is None and not await slot_writes.has_any(tx, code.access_code_id):
-        await forget(tx, code)
+    mark_deleting(tx, code)
+    if code.slot is None and not slot_writes.has_any(tx, code.access_code_id):
+        forget(tx, code)
     else:
         # Possibly written already (outcome unknown): removing until the lock is seen without it.
-        await set_status(tx, code, CodeStatus.REMOVING)
+        set_status(tx, code, CodeStatus.REMOVING)
 
 
-async def forget(tx: Tx, code: AccessCode) -> None:
+def forget(tx: Tx, code: AccessCode) -> None:
     """Drop a code that is off its lock for good; its history stays in the events."""
-    await clear_all(tx, code.access_code_id, device_id=code.device_id)
-    await slot_writes.forget_code(tx, code.access_code_id)
-    await tx.execute(
+    clear_all(tx, code.access_code_id, device_id=code.device_id)
+    slot_writes.forget_code(tx, code.access_code_id)
+    tx.execute(
         "UPDATE access_codes SET pulled_backup_id = NULL WHERE pulled_backup_id = ?",
         (code.access_code_id,),
     )
-    await tx.execute("DELETE FROM access_codes WHERE access_code_id = ?", (code.access_code_id,))
+    tx.execute("DELETE FROM access_codes WHERE access_code_id = ?", (code.access_code_id,))
     tx.touch(code.device_id)
     if code.pulled_for is not None:
         # The code it stood in for is no longer using a backup.
-        await set_problem(
+        set_problem(
             tx,
             code.pulled_for,
             ProblemCode.USING_BACKUP_ACCESS_CODE,
@@ -203,32 +201,30 @@ async def forget(tx: Tx, code: AccessCode) -> None:
             device_id=code.device_id,
         )
     if not code.is_backup or code.backup_state is BackupState.PULLED:
-        await tx.emit(EventType.CODE_DELETED, code.device_id, code.access_code_id)
+        tx.emit(EventType.CODE_DELETED, code.device_id, code.access_code_id)
 
 
-async def record_attempt(
-    tx: Tx, code: AccessCode, *, failed: bool, retry_at: datetime | None
-) -> int:
+def record_attempt(tx: Tx, code: AccessCode, *, failed: bool, retry_at: datetime | None) -> int:
     """Count a failed command (or reset the count); returns the failures so far."""
     if not failed:
-        await tx.execute(
+        tx.execute(
             "UPDATE access_codes SET attempts = 0, retry_at = NULL WHERE access_code_id = ?",
             (code.access_code_id,),
         )
         return 0
-    await tx.execute(
+    tx.execute(
         "UPDATE access_codes SET attempts = attempts + 1, retry_at = ? WHERE access_code_id = ?",
         (isoformat(retry_at) if retry_at else None, code.access_code_id),
     )
-    row = await tx.fetchone(
+    row = tx.fetchone(
         "SELECT attempts FROM access_codes WHERE access_code_id = ?", (code.access_code_id,)
     )
     return int(row["attempts"]) if row else 0
 
 
-async def uncount_attempt(tx: Tx, access_code_id: str) -> None:
+def uncount_attempt(tx: Tx, access_code_id: str) -> None:
     """The command counted before it was sent never left (the lock went offline meanwhile)."""
-    await tx.execute(
+    tx.execute(
         "UPDATE access_codes SET attempts = MAX(attempts - 1, 0), retry_at = NULL"
         " WHERE access_code_id = ?",
         (access_code_id,),
@@ -243,9 +239,9 @@ class RetryState(NamedTuple):
     since: datetime  # when it entered its current status
 
 
-async def retry_state(tx: Tx, device_id: str) -> dict[str, RetryState]:
+def retry_state(tx: Tx, device_id: str) -> dict[str, RetryState]:
     """Per code of ``device_id``: its :class:`RetryState`."""
-    rows = await tx.fetchall(
+    rows = tx.fetchall(
         "SELECT access_code_id, attempts, retry_at, status_since FROM access_codes"
         " WHERE device_id = ?",
         (device_id,),
@@ -258,14 +254,14 @@ async def retry_state(tx: Tx, device_id: str) -> dict[str, RetryState]:
     }
 
 
-async def to_json(tx: Tx, codes: Sequence[AccessCode]) -> list[Json]:
+def to_json(tx: Tx, codes: Sequence[AccessCode]) -> list[Json]:
     """Public objects: each code's own problems plus its device's, and backup availability."""
     if not codes:
         return []
     device_ids = sorted({c.device_id for c in codes})
-    problems = await problems_of(tx, [c.access_code_id for c in codes] + device_ids)
-    available = await _pool_available(tx, device_ids)
-    active_backups = await _active_backups(tx, [c.access_code_id for c in codes])
+    problems = problems_of(tx, [c.access_code_id for c in codes] + device_ids)
+    available = _pool_available(tx, device_ids)
+    active_backups = _active_backups(tx, [c.access_code_id for c in codes])
     result = []
     for code in codes:
         code.problems = problems[code.access_code_id]
@@ -279,21 +275,21 @@ async def to_json(tx: Tx, codes: Sequence[AccessCode]) -> list[Json]:
     return result
 
 
-async def _pool_available(tx: Tx, device_ids: Sequence[str]) -> dict[str, bool]:
+def _pool_available(tx: Tx, device_ids: Sequence[str]) -> dict[str, bool]:
     marks = ",".join("?" * len(device_ids))
-    rows = await tx.fetchall(
+    rows = tx.fetchall(
         "SELECT device_id, COUNT(*) AS n FROM access_codes"  # noqa: S608 (marks only)
-        f" WHERE device_id IN ({marks}) AND backup_state = 'pooled' AND status = 'set'"
-        " AND NOT deleting GROUP BY device_id",
+        f" WHERE device_id IN ({marks}) AND is_backup = 1 AND backup_state = 'pooled'"
+        " AND status = 'set' AND NOT deleting GROUP BY device_id",
         list(device_ids),
     )
     return {r["device_id"]: r["n"] > 0 for r in rows}
 
 
-async def _active_backups(tx: Tx, code_ids: Sequence[str]) -> set[str]:
+def _active_backups(tx: Tx, code_ids: Sequence[str]) -> set[str]:
     """Originals (among ``code_ids``) whose pulled backup has not ended."""
     marks = ",".join("?" * len(code_ids))
-    rows = await tx.fetchall(
+    rows = tx.fetchall(
         "SELECT pulled_for FROM access_codes"  # noqa: S608 (marks only)
         f" WHERE pulled_for IN ({marks}) AND backup_state = 'pulled' AND NOT deleting",
         list(code_ids),
@@ -301,34 +297,34 @@ async def _active_backups(tx: Tx, code_ids: Sequence[str]) -> set[str]:
     return {r["pulled_for"] for r in rows}
 
 
-async def restart_programming(tx: Tx, code: AccessCode) -> None:
+def restart_programming(tx: Tx, code: AccessCode) -> None:
     """A changed PIN is not on the lock yet: back to ``setting`` with a fresh attempt count."""
-    await record_attempt(tx, code, failed=False, retry_at=None)
+    record_attempt(tx, code, failed=False, retry_at=None)
     if code.slot is not None:
-        await set_status(tx, code, CodeStatus.SETTING)
+        set_status(tx, code, CodeStatus.SETTING)
 
 
-async def active_backup_of(tx: Tx, code: AccessCode) -> AccessCode | None:
+def active_backup_of(tx: Tx, code: AccessCode) -> AccessCode | None:
     """The pulled backup handed out for ``code``, while it has not ended."""
     if code.pulled_backup_id is None:
         return None
-    backup = await get_code(tx, code.pulled_backup_id)
+    backup = get_code(tx, code.pulled_backup_id)
     return None if backup is None or backup.deleting else backup
 
 
-async def available_backup(tx: Tx, device_id: str) -> AccessCode | None:
+def available_backup(tx: Tx, device_id: str) -> AccessCode | None:
     """A pooled backup the lock already holds, lowest slot first."""
-    row = await tx.fetchone(
-        "SELECT * FROM access_codes WHERE device_id = ? AND backup_state = 'pooled'"
-        " AND status = 'set' AND NOT deleting ORDER BY slot LIMIT 1",
+    row = tx.fetchone(
+        "SELECT * FROM access_codes WHERE device_id = ? AND is_backup = 1"
+        " AND backup_state = 'pooled' AND status = 'set' AND NOT deleting ORDER BY slot LIMIT 1",
         (device_id,),
     )
     return _code(row) if row else None
 
 
-async def pull(tx: Tx, backup: AccessCode, original: AccessCode) -> None:
+def pull(tx: Tx, backup: AccessCode, original: AccessCode) -> None:
     """Hand ``backup`` out for ``original``: out of the pool, ending when the original ends."""
-    await tx.execute(
+    tx.execute(
         "UPDATE access_codes SET backup_state = 'pulled', pulled_for = ?, starts_at = ?,"
         " ends_at = ? WHERE access_code_id = ?",
         (
@@ -338,7 +334,7 @@ async def pull(tx: Tx, backup: AccessCode, original: AccessCode) -> None:
             backup.access_code_id,
         ),
     )
-    await tx.execute(
+    tx.execute(
         "UPDATE access_codes SET pulled_backup_id = ? WHERE access_code_id = ?",
         (backup.access_code_id, original.access_code_id),
     )

@@ -1,26 +1,41 @@
-"""SQLite through aiosqlite: one writer with short ``BEGIN IMMEDIATE`` transactions, and one
-read-only connection whose WAL snapshots never wait for the writer.
+"""SQLite with group commit: one writer thread, one reader thread, and units of work.
 
-Why one writer: SQLite serialises writers anyway; one connection makes that explicit and cheap.
-Why ``synchronous=FULL``: a success reply promises the change is durable, also across power loss
-(practice.md). No network I/O ever happens inside a transaction.
+A *unit* is a plain function ``unit(tx) -> result`` that runs all its statements on the
+database thread, with no await between them. The writer thread takes every unit that is
+waiting, runs them back to back in one ``BEGIN IMMEDIATE`` transaction, each inside its own
+savepoint (a unit that raises rolls back alone), commits once with ``synchronous=FULL`` and only
+then releases the callers: a success reply still means durable, while 64 requests in flight
+share one fsync instead of paying 64.
+
+Requests come first: API units (``Priority.REQUEST``) are taken before any lock-worker pass
+(``Priority.PASS``), a batch stops taking passes as soon as a request is waiting or
+:data:`PASS_BUDGET` has been spent, and a request that arrives meanwhile joins the open batch.
+A pull therefore waits for at most one running pass and one commit, never for a queue of them.
+A batch that changed nothing is rolled back: a pass that finds nothing to do costs no write.
+
+Reads run on a second connection in its own thread: under WAL they see the last commit and
+never wait for the writer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import dataclasses
 import json
 import os
 import sqlite3
+import threading
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from enum import IntEnum
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
+from typing import Any, Generic, TypeVar
 
 from gateway.clock import Clock, isoformat
 from gateway.logs import get_logger
@@ -31,41 +46,55 @@ log = get_logger("gateway.store")
 
 Row = sqlite3.Row
 Params = Sequence[Any] | dict[str, Any]
+T = TypeVar("T")
+
+#: How long one batch may keep taking lock-worker passes before it commits (seconds). It bounds
+#: how long a pass waits for its commit, not a request: a request joins the open batch, which
+#: then takes no more passes and commits. Long enough that the fsync (milliseconds on an SD card)
+#: is shared by many passes when thousands of locks come online at once.
+PASS_BUDGET = 0.05
+#: At most this many units share one commit (bounds the time a batch holds its callers).
+MAX_BATCH = 512
 
 
 class StoreError(Exception):
     """The database cannot be used (corrupt, newer schema, unwritable)."""
 
 
-class Tx:
-    """One open write transaction; collects the events and changes it causes."""
+class Priority(IntEnum):
+    REQUEST = 0  # an API request (or anything a person waits for)
+    POOL_PASS = 1  # a pass of a lock with a backup pool: filled before the others
+    PASS = 2  # a lock worker's pass, the outbox's bookkeeping: may wait a few milliseconds
 
-    def __init__(self, conn: aiosqlite.Connection, clock: Clock) -> None:
+
+class Tx:
+    """One unit's view of the open transaction; collects the events and changes it causes.
+
+    Used only on the database thread, inside a unit: every method runs its statement at once."""
+
+    def __init__(self, conn: sqlite3.Connection, now: datetime) -> None:
         self.conn = conn
-        self.now: datetime = clock.now()
+        self.now = now
         self.events: list[Event] = []
         self.devices_touched: set[str] = set()
         self.devices_to_reconcile: set[str] = set()
 
-    # Each await is a round trip to aiosqlite's thread (~60 µs): one per statement, not three.
-
-    async def execute(self, sql: str, params: Params = ()) -> int:
+    def execute(self, sql: str, params: Params = ()) -> int:
         """Run one write statement; returns the number of rows it changed."""
-        cursor = await self.conn.execute(sql, params)
-        return cursor.rowcount  # a finished DML cursor holds nothing: no close round trip
+        return self.conn.execute(sql, params).rowcount
 
-    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
-        await self.conn.executemany(sql, rows)
+    def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        self.conn.executemany(sql, rows)
 
-    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        return list(await self.conn.execute_fetchall(sql, params))
+    def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        return self.conn.execute(sql, params).fetchall()
 
-    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
+    def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        row: Row | None = self.conn.execute(sql, params).fetchone()
+        return row
 
     def touch(self, device_id: str) -> None:
-        """Mark a device whose public object changes with this transaction."""
+        """Mark a device whose public object changes with this unit."""
         self.devices_touched.add(device_id)
 
     def reconcile(self, device_id: str) -> None:
@@ -73,7 +102,7 @@ class Tx:
         self.devices_touched.add(device_id)
         self.devices_to_reconcile.add(device_id)
 
-    async def emit(
+    def emit(
         self,
         event_type: EventType,
         device_id: str | None,
@@ -89,8 +118,7 @@ class Tx:
             access_code_id=access_code_id,
             fields=fields,
         )
-        body = event.to_json()
-        cursor = await self.conn.execute(
+        cursor = self.conn.execute(
             "INSERT INTO events (event_id, event_type, occurred_at, device_id, access_code_id,"
             " body) VALUES (?, ?, ?, ?, ?, ?)",
             (
@@ -99,145 +127,311 @@ class Tx:
                 isoformat(event.occurred_at),
                 device_id,
                 access_code_id,
-                json.dumps(body, separators=(",", ":")),
+                json.dumps(event.to_json(), separators=(",", ":")),
             ),
         )
-        seq = cursor.lastrowid or 0
-        stored = dataclasses.replace(event, seq=seq)
+        stored = dataclasses.replace(event, seq=cursor.lastrowid or 0)
         self.events.append(stored)
         if device_id is not None:
             self.touch(device_id)
         return stored
 
 
+Unit = Callable[[Tx], T]
 CommitListener = Callable[[Tx], None]
 
 
-class Store:
-    """The database. Use :meth:`transaction` for writes and :meth:`fetchall` for reads."""
+@dataclasses.dataclass(slots=True)
+class WriterStats:
+    """What the writer did since start: the wear and batching figures benchmarks report."""
 
-    def __init__(self, conn: aiosqlite.Connection, clock: Clock, path: Path) -> None:
+    units: int = 0
+    batches: int = 0
+    commits: int = 0  # batches that changed something (each one fsync of the WAL)
+    failed_units: int = 0
+
+
+class _Job(Generic[T]):
+    __slots__ = ("committed", "context", "future", "loop", "unit")
+
+    def __init__(
+        self, unit: Unit[T], loop: asyncio.AbstractEventLoop, committed: CommitListener
+    ) -> None:
+        self.unit = unit
+        self.loop = loop
+        self.committed = committed
+        self.context = contextvars.copy_context()  # the caller's log context, on the thread
+        self.future: asyncio.Future[T] = loop.create_future()
+
+
+class _Writer:
+    """The one thread that writes: group commit with requests first (see the module doc)."""
+
+    def __init__(self, conn: sqlite3.Connection, clock: Clock) -> None:
         self._conn = conn
+        self._clock = clock
+        self._ready = threading.Condition()
+        self._queues: tuple[deque[_Job[Any]], ...] = tuple(deque() for _ in Priority)
+        self._closing = False
+        self.stats = WriterStats()
+        self._thread = threading.Thread(target=self._main, name="lockgate-db-writer", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: _Job[Any], priority: Priority) -> None:
+        with self._ready:
+            if self._closing:
+                raise StoreError("the database is closed")
+            self._queues[priority].append(job)
+            self._ready.notify()
+
+    def close(self) -> None:
+        """Finish every unit already submitted, then stop (blocking: call from a thread)."""
+        with self._ready:
+            self._closing = True
+            self._ready.notify()
+        self._thread.join()
+
+    def _main(self) -> None:
+        queues = self._queues
+        while True:
+            with self._ready:
+                while not (any(queues) or self._closing):
+                    self._ready.wait()
+                if not any(queues):
+                    return
+            self._batch()
+
+    def _next(self, started: float, taken: int, has_request: bool) -> tuple[_Job[Any], bool] | None:
+        """The next unit for this batch: requests first; passes only while no request is in
+        the batch and the pass budget lasts."""
+        requests, *passes = self._queues
+        with self._ready:
+            if taken >= MAX_BATCH:
+                return None
+            if requests:
+                return requests.popleft(), True
+            if has_request or time.perf_counter() - started >= PASS_BUDGET:
+                return None
+            for queue in passes:
+                if queue:
+                    return queue.popleft(), False
+        return None
+
+    def _batch(self) -> None:
+        conn = self._conn
+        done: list[tuple[_Job[Any], Tx, Any]] = []
+        started = time.perf_counter()
+        before = conn.total_changes
+        has_request = False
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._fail_next(exc)
+            return
+        while (taken := self._next(started, len(done), has_request)) is not None:
+            job, is_request = taken
+            has_request = has_request or is_request
+            tx = Tx(conn, self._clock.now())
+            conn.execute("SAVEPOINT unit")
+            try:
+                result = job.context.run(job.unit, tx)
+            except BaseException as exc:  # noqa: BLE001 (it is the caller's, handed over)
+                self.stats.failed_units += 1
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK TO unit")
+                    conn.execute("RELEASE unit")
+                    _settle(job, None, None, exc)
+                    continue
+                # The error ended the whole transaction (a full disk may): the batch is lost.
+                _settle(job, None, None, exc)
+                for other, _, _ in done:
+                    _settle(other, None, None, exc)
+                return
+            conn.execute("RELEASE unit")
+            done.append((job, tx, result))
+        self.stats.batches += 1
+        self.stats.units += len(done)
+        try:
+            if conn.total_changes == before:
+                conn.execute("ROLLBACK")  # nothing to write: no fsync
+            else:
+                conn.execute("COMMIT")
+                self.stats.commits += 1
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for job, _, _ in done:
+                _settle(job, None, None, exc)
+            return
+        for job, tx, result in done:
+            _settle(job, tx, result, None)
+
+    def _fail_next(self, exc: BaseException) -> None:
+        """No transaction could begin: the oldest waiting unit gets the error, not a hang."""
+        with self._ready:
+            queue = next((q for q in self._queues if q), None)
+            job = queue.popleft() if queue else None
+        if job is not None:
+            _settle(job, None, None, exc)
+
+
+def _settle(job: _Job[Any], tx: Tx | None, result: Any, exc: BaseException | None) -> None:
+    """Hand a unit's outcome to its caller's loop (from the database thread)."""
+
+    def deliver() -> None:
+        if tx is not None:  # committed: listeners run even if the caller was cancelled
+            job.committed(tx)
+        if job.future.done():  # the caller was cancelled: the unit ran all the same
+            return
+        if exc is not None:
+            job.future.set_exception(exc)
+        else:
+            job.future.set_result(result)
+
+    with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody waits
+        job.loop.call_soon_threadsafe(deliver)
+
+
+class Store:
+    """The database. :meth:`write` runs a unit in a group commit; :meth:`read` on a snapshot."""
+
+    def __init__(self, conn: sqlite3.Connection, clock: Clock, path: Path) -> None:
         self.clock = clock
         self.path = path
-        self._write_lock = asyncio.Lock()
-        # Reads go through a second connection: under WAL they see the last commit without
-        # waiting for the writer, so API reads are not queued behind lock-worker passes.
-        self._reader: aiosqlite.Connection | None = None
-        self._read_lock = asyncio.Lock()
+        self._writer = _Writer(conn, clock)
+        self._writer_conn = conn
+        self._reader: sqlite3.Connection | None = None
+        self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="lockgate-db-reader")
         self._listeners: list[CommitListener] = []
+
+    @property
+    def stats(self) -> WriterStats:
+        return self._writer.stats
 
     @classmethod
     async def open(cls, path: str | Path, clock: Clock) -> Store:
         path = Path(path)
-        if str(path) != ":memory:":
-            _create_private(path)
-        try:
-            conn = await aiosqlite.connect(str(path), isolation_level=None)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {path}: {exc}") from exc
-        conn.row_factory = sqlite3.Row
+        conn, reader = await asyncio.to_thread(_open_connections, path)
         store = cls(conn, clock, path)
-        try:
-            await store._prepare()
-            if str(path) != ":memory:":
-                reader = await aiosqlite.connect(str(path), isolation_level=None)
-                reader.row_factory = sqlite3.Row
-                await _configure(reader, "PRAGMA query_only=ON")
-                store._reader = reader
-        except sqlite3.Error as exc:
-            await store.close()
-            raise StoreError(f"cannot use database {path}: {exc}") from exc
-        except BaseException:
-            await store.close()
-            raise
+        store._reader = reader
         return store
 
-    async def _prepare(self) -> None:
-        await _configure(self._conn)
-        row = await self._fetchone_raw("PRAGMA quick_check")
-        if row is None or row[0] != "ok":
-            raise StoreError(f"database {self.path} failed its integrity check: {row and row[0]}")
-        await self._migrate()
-
-    async def _migrate(self) -> None:
-        row = await self._fetchone_raw("PRAGMA user_version")
-        version = int(row[0]) if row else 0
-        if version > len(MIGRATIONS):
-            raise StoreError(
-                f"database {self.path} has schema version {version}, newer than this "
-                f"lockgate knows ({len(MIGRATIONS)}): refusing to touch it"
-            )
-        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-            # executescript would commit on its own; run the statements inside one transaction.
-            await self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                for statement in _statements(script):
-                    await self._conn.execute(statement)
-                await self._conn.execute(f"PRAGMA user_version = {number}")
-                await self._conn.execute("COMMIT")
-            except BaseException:
-                await asyncio.shield(self._conn.execute("ROLLBACK"))
-                raise
-            log.info("store.migrated", version=number)
-
-    async def _fetchone_raw(self, sql: str) -> Row | None:
-        async with self._conn.execute(sql) as cursor:
-            return await cursor.fetchone()
-
     async def close(self) -> None:
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        self._writer.close()
+        self._writer_conn.close()
+        self._read_thread.shutdown(wait=True)
         if self._reader is not None:
-            await self._reader.close()
-        await self._conn.close()
+            self._reader.close()
 
     def on_commit(self, listener: CommitListener) -> None:
-        """``listener(tx)`` runs after every successful commit (outbox, publishers, reconciler)."""
+        """``listener(tx)`` runs on the loop after every committed unit that changed something
+        (outbox, publishers, reconciler), before the unit's caller resumes."""
         self._listeners.append(listener)
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
-        """A write transaction; commits on normal exit, rolls back on any exception."""
-        async with self._write_lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
-            tx = Tx(self._conn, self.clock)
-            try:
-                yield tx
-            except BaseException:
-                # Shielded: a cancelled caller must not leave the transaction open.
-                await asyncio.shield(self._conn.execute("ROLLBACK"))
-                raise
-            await asyncio.shield(self._conn.execute("COMMIT"))
+    async def write(self, unit: Unit[T], *, priority: Priority = Priority.REQUEST) -> T:
+        """Run ``unit(tx)`` in the next group commit; returns once that commit is durable.
+
+        If ``unit`` raises, its own changes are rolled back and the exception is raised here;
+        the other units of the batch are not affected."""
+        job = _Job(unit, asyncio.get_running_loop(), self._committed)
+        self._writer.submit(job, priority)
+        return await job.future
+
+    def _committed(self, tx: Tx) -> None:
         for listener in self._listeners:
             try:
                 listener(tx)
             except Exception:
                 log.exception("store.listener_failed")
 
-    @asynccontextmanager
-    async def reading(self) -> AsyncIterator[Tx]:
-        """A consistent snapshot of the last commit; never sees half of a write transaction."""
+    async def read(self, unit: Unit[T]) -> T:
+        """Run ``unit(tx)`` on a consistent snapshot of the last commit, never waiting for the
+        writer (an in-memory database has one connection: there it goes through the writer)."""
         reader = self._reader
-        if reader is None:  # in-memory database: one connection, so wait for the writer
-            async with self._write_lock:
-                yield Tx(self._conn, self.clock)
-            return
-        async with self._read_lock:
-            await reader.execute("BEGIN")
+        if reader is None:
+            return await self.write(unit)
+        clock = self.clock
+
+        def snapshot() -> T:
+            reader.execute("BEGIN")
             try:
-                yield Tx(reader, self.clock)
+                return unit(Tx(reader, clock.now()))
             finally:
-                await asyncio.shield(reader.execute("COMMIT"))
+                reader.execute("COMMIT")
+
+        return await asyncio.get_running_loop().run_in_executor(self._read_thread, snapshot)
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        async with self.reading() as tx:
-            return await tx.fetchall(sql, params)
+        return await self.read(lambda tx: tx.fetchall(sql, params))
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        async with self.reading() as tx:
-            return await tx.fetchone(sql, params)
+        return await self.read(lambda tx: tx.fetchone(sql, params))
 
 
-async def _configure(conn: aiosqlite.Connection, *extra: str) -> None:
+# -- opening ---------------------------------------------------------------------------------
+
+
+def _open_connections(path: Path) -> tuple[sqlite3.Connection, sqlite3.Connection | None]:
+    """The writer (checked and migrated) and, for a file, the reader (blocking: in a thread)."""
+    memory = str(path) == ":memory:"
+    if not memory:
+        _create_private(path)
+    conn = _connect(path)
+    reader = None
+    try:
+        _configure(conn)
+        row = conn.execute("PRAGMA quick_check").fetchone()
+        if row is None or row[0] != "ok":
+            raise StoreError(f"database {path} failed its integrity check: {row and row[0]}")
+        _migrate(conn, path)
+        if not memory:
+            reader = _connect(path)
+            _configure(reader, "PRAGMA query_only=ON")
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(f"cannot use database {path}: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn, reader
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    try:
+        # Autocommit mode (isolation_level None): transactions are the writer's, explicit.
+        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open database {path}: {exc}") from exc
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection, path: Path) -> None:
+    row = conn.execute("PRAGMA user_version").fetchone()
+    version = int(row[0]) if row else 0
+    if version > len(MIGRATIONS):
+        raise StoreError(
+            f"database {path} has schema version {version}, newer than this "
+            f"lockgate knows ({len(MIGRATIONS)}): refusing to touch it"
+        )
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        # executescript would commit on its own; run the statements inside one transaction.
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in _statements(script):
+                conn.execute(statement)
+            conn.execute(f"PRAGMA user_version = {number}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        log.info("store.migrated", version=number)
+
+
+def _configure(conn: sqlite3.Connection, *extra: str) -> None:
     """Per-connection settings (WAL itself is stored in the file)."""
     for pragma in (
         "PRAGMA journal_mode=WAL",
@@ -246,7 +440,7 @@ async def _configure(conn: aiosqlite.Connection, *extra: str) -> None:
         "PRAGMA busy_timeout=5000",
         *extra,
     ):
-        await conn.execute(pragma)
+        conn.execute(pragma)
 
 
 def _create_private(path: Path) -> None:

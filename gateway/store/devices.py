@@ -17,11 +17,11 @@ _COUNTS = """
     SELECT device_id,
            SUM(backup_state = 'pooled' AND status = 'set' AND NOT deleting) AS available,
            SUM(backup_state = 'pulled' AND NOT deleting) AS active
-      FROM access_codes WHERE is_backup {only} GROUP BY device_id
+      FROM access_codes WHERE is_backup = 1 {only} GROUP BY device_id
 """
 
 
-async def sync_from_config(
+def sync_from_config(
     tx: Tx,
     devices: Sequence[DeviceConfig],
     pool: BackupPoolSettings,
@@ -34,7 +34,7 @@ async def sync_from_config(
     for device in devices:
         lengths = json.dumps(list(device.code_lengths)) if device.code_lengths else None
         size = device.backup_pool.size or pool.size
-        await tx.execute(
+        tx.execute(
             "INSERT INTO devices (device_id, name, driver, created_at, pool_enabled, pool_size,"
             " capacity, code_lengths, in_config, programmable)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, ?)"
@@ -60,34 +60,51 @@ async def sync_from_config(
     ids = [d.device_id for d in devices]
     marks = ",".join("?" * len(ids))
     sql = f"UPDATE devices SET in_config = 0 WHERE device_id NOT IN ({marks})"  # noqa: S608
-    await tx.execute(sql, ids)
+    tx.execute(sql, ids)
 
 
-async def get_device(tx: Tx, device_id: str) -> Device | None:
-    found = await _load(tx, "WHERE device_id = ? AND in_config", (device_id,))
+def get_device(tx: Tx, device_id: str) -> Device | None:
+    found = _load(tx, "WHERE device_id = ? AND in_config", (device_id,))
     return found[0] if found else None
 
 
-async def removed_device_ids(tx: Tx) -> list[str]:
+#: Ids per query when loading many devices (far below SQLite's limit of bound parameters).
+_CHUNK = 500
+
+
+def get_devices(tx: Tx, device_ids: Sequence[str]) -> list[Device]:
+    """The configured devices among ``device_ids``, in id order, a few queries per 500."""
+    found: list[Device] = []
+    ids = sorted(device_ids)
+    for start in range(0, len(ids), _CHUNK):
+        chunk = tuple(ids[start : start + _CHUNK])
+        marks = ",".join("?" * len(chunk))
+        where = f"WHERE device_id IN ({marks}) AND in_config ORDER BY device_id"
+        found += _load(tx, where, chunk)
+    return found
+
+
+def removed_device_ids(tx: Tx) -> list[str]:
     """Devices taken out of the YAML: their retained objects must be withdrawn."""
-    rows = await tx.fetchall("SELECT device_id FROM devices WHERE NOT in_config")
+    rows = tx.fetchall("SELECT device_id FROM devices WHERE NOT in_config")
     return [r["device_id"] for r in rows]
 
 
-async def list_devices(tx: Tx) -> list[Device]:
-    return await _load(tx, "WHERE in_config ORDER BY device_id", ())
+def list_devices(tx: Tx) -> list[Device]:
+    return _load(tx, "WHERE in_config ORDER BY device_id", ())
 
 
-async def _load(tx: Tx, where: str, params: tuple[str, ...]) -> list[Device]:
-    rows = await tx.fetchall(f"SELECT * FROM devices {where}", params)  # noqa: S608
+def _load(tx: Tx, where: str, params: tuple[str, ...]) -> list[Device]:
+    rows = tx.fetchall(f"SELECT * FROM devices {where}", params)  # noqa: S608
     if not rows:
         return []
     args: tuple[str, ...] = ()
     sql = _COUNTS.format(only="")
-    if len(rows) == 1:  # one device (every lock worker pass): count only its codes
-        sql, args = _COUNTS.format(only="AND device_id = ?"), (rows[0]["device_id"],)
-    counts = {r["device_id"]: r for r in await tx.fetchall(sql, args)}
-    problems = await problems_of(tx, [r["device_id"] for r in rows])
+    if len(rows) <= _CHUNK:  # some devices (one: every lock worker pass): count only theirs
+        args = tuple(r["device_id"] for r in rows)
+        sql = _COUNTS.format(only=f"AND device_id IN ({','.join('?' * len(args))})")
+    counts = {r["device_id"]: r for r in tx.fetchall(sql, args)}
+    problems = problems_of(tx, [r["device_id"] for r in rows])
     return [_device(row, counts.get(row["device_id"]), problems[row["device_id"]]) for row in rows]
 
 
@@ -115,21 +132,21 @@ def _device(row: Row, counts: Row | None, problems: list[Problem]) -> Device:
     )
 
 
-async def set_managed(tx: Tx, device_id: str, managed: bool) -> bool:
+def set_managed(tx: Tx, device_id: str, managed: bool) -> bool:
     """Flip management; True (and an event) only when it changed."""
-    changed = await tx.execute(
+    changed = tx.execute(
         "UPDATE devices SET is_managed = ? WHERE device_id = ? AND is_managed != ?",
         (int(managed), device_id, int(managed)),
     )
     if changed:
         event = EventType.DEVICE_MANAGED if managed else EventType.DEVICE_UNMANAGED
-        await tx.emit(event, device_id)
+        tx.emit(event, device_id)
         tx.reconcile(device_id)
     return bool(changed)
 
 
-async def enable_pool(tx: Tx, device_id: str) -> bool:
-    changed = await tx.execute(
+def enable_pool(tx: Tx, device_id: str) -> bool:
+    changed = tx.execute(
         "UPDATE devices SET pool_enabled = 1 WHERE device_id = ? AND NOT pool_enabled",
         (device_id,),
     )
@@ -138,25 +155,23 @@ async def enable_pool(tx: Tx, device_id: str) -> bool:
     return bool(changed)
 
 
-async def set_online(tx: Tx, device_id: str, online: bool) -> bool:
+def set_online(tx: Tx, device_id: str, online: bool) -> bool:
     """Record the lock's reachability with its event and the ``device_disconnected`` error."""
-    changed = await tx.execute(
+    changed = tx.execute(
         "UPDATE devices SET online = ? WHERE device_id = ? AND online != ?",
         (int(online), device_id, int(online)),
     )
-    await set_problem(
-        tx, device_id, ProblemCode.DEVICE_DISCONNECTED, not online, device_id=device_id
-    )
+    set_problem(tx, device_id, ProblemCode.DEVICE_DISCONNECTED, not online, device_id=device_id)
     if changed:
         event = EventType.DEVICE_CONNECTED if online else EventType.DEVICE_DISCONNECTED
-        await tx.emit(event, device_id)
+        tx.emit(event, device_id)
     return bool(changed)
 
 
-async def set_report_refused(tx: Tx, device_id: str, reason: str | None) -> None:
+def set_report_refused(tx: Tx, device_id: str, reason: str | None) -> None:
     """Raise ``invalid_report_from_device`` naming ``reason`` (never a PIN), or clear it."""
     message = None if reason is None else f"The lock's last report was refused: {reason}."
-    await set_problem(
+    set_problem(
         tx,
         device_id,
         ProblemCode.INVALID_REPORT_FROM_DEVICE,
@@ -166,10 +181,10 @@ async def set_report_refused(tx: Tx, device_id: str, reason: str | None) -> None
     )
 
 
-async def set_not_found(tx: Tx, device_id: str, check: str | None) -> None:
+def set_not_found(tx: Tx, device_id: str, check: str | None) -> None:
     """Raise ``device_not_found_on_stack`` naming what to ``check``, or clear it."""
     spec = PROBLEMS[ProblemCode.DEVICE_NOT_FOUND_ON_STACK]
-    await set_problem(
+    set_problem(
         tx,
         device_id,
         ProblemCode.DEVICE_NOT_FOUND_ON_STACK,
@@ -179,12 +194,12 @@ async def set_not_found(tx: Tx, device_id: str, check: str | None) -> None:
     )
 
 
-async def set_shape(
+def set_shape(
     tx: Tx, device_id: str, capacity: int | None, code_lengths: tuple[int, int] | None
 ) -> None:
     """Remember the slot count and PIN lengths the lock itself reported."""
     lengths = json.dumps(list(code_lengths)) if code_lengths else None
-    changed = await tx.execute(
+    changed = tx.execute(
         "UPDATE devices SET capacity = COALESCE(?, capacity),"
         " code_lengths = COALESCE(?, code_lengths) WHERE device_id = ?"
         " AND (capacity IS NOT COALESCE(?, capacity)"
@@ -195,8 +210,8 @@ async def set_shape(
         tx.touch(device_id)
 
 
-async def set_pool_short_since(tx: Tx, device_id: str, since: datetime | None) -> None:
-    await tx.execute(
+def set_pool_short_since(tx: Tx, device_id: str, since: datetime | None) -> None:
+    tx.execute(
         "UPDATE devices SET pool_short_since = ? WHERE device_id = ?",
         (isoformat(since) if since else None, device_id),
     )

@@ -18,7 +18,7 @@ from gateway.model import Json
 from gateway.store.db import Tx
 
 
-async def list_events(
+def list_events(
     tx: Tx,
     *,
     since: datetime | None,
@@ -38,7 +38,7 @@ async def list_events(
     params: list[Any] = []
     first_seq = 1  # seq counts from 1 (AUTOINCREMENT)
     if after_event_id is not None:
-        row = await tx.fetchone("SELECT seq FROM events WHERE event_id = ?", (after_event_id,))
+        row = tx.fetchone("SELECT seq FROM events WHERE event_id = ?", (after_event_id,))
         if row is None:
             raise LookupError(after_event_id)
         first_seq = row["seq"] + 1
@@ -50,7 +50,7 @@ async def list_events(
         # range instead of a scan from the oldest event. INDEXED BY: left alone, SQLite answers
         # MIN(seq) by walking the table from seq 1. occurred_at is still checked below, as the
         # wall clock may have stepped back between events.
-        row = await tx.fetchone(
+        row = tx.fetchone(
             "SELECT MIN(seq) AS first FROM events INDEXED BY events_occurred"
             " WHERE occurred_at >= ?",
             (bound,),
@@ -75,7 +75,7 @@ async def list_events(
         where.append(f"event_type IN ({', '.join(['?'] * len(wanted))})")
         params.extend(wanted)
     params.append(limit)
-    rows = await tx.fetchall(
+    rows = tx.fetchall(
         f"SELECT body FROM events WHERE {' AND '.join(where)}"  # noqa: S608 (fixed clauses)
         " ORDER BY seq LIMIT ?",
         params,

@@ -14,16 +14,29 @@ def _row(device_id: str, slot: int, value: SlotValue) -> tuple[str, int, str | N
     return (device_id, slot, value, "code")
 
 
-async def record_table(tx: Tx, device_id: str, table: SlotTable) -> None:
-    await tx.execute("DELETE FROM observed_slots WHERE device_id = ?", (device_id,))
-    await tx.executemany(
-        "INSERT INTO observed_slots (device_id, slot, code, state) VALUES (?, ?, ?, ?)",
-        [_row(device_id, slot, table.value(slot)) for slot in range(1, table.capacity + 1)],
-    )
+def record_table(tx: Tx, device_id: str, table: SlotTable) -> None:
+    """Store the table, writing only the slots that differ from what is stored: a lock that
+    reports what it held before (a restart, a resync) costs no write."""
+    stored = load_table(tx, device_id)
+    seen = {slot: table.value(slot) for slot in range(1, table.capacity + 1)}
+    gone = [(device_id, slot) for slot in stored if slot not in seen]
+    if gone:
+        tx.executemany("DELETE FROM observed_slots WHERE device_id = ? AND slot = ?", gone)
+    changed = [
+        _row(device_id, slot, value)
+        for slot, value in seen.items()
+        if slot not in stored or stored[slot] != value
+    ]
+    if changed:
+        tx.executemany(
+            "INSERT OR REPLACE INTO observed_slots (device_id, slot, code, state)"
+            " VALUES (?, ?, ?, ?)",
+            changed,
+        )
 
 
-async def load_table(tx: Tx, device_id: str) -> dict[int, SlotValue]:
-    rows = await tx.fetchall(
+def load_table(tx: Tx, device_id: str) -> dict[int, SlotValue]:
+    rows = tx.fetchall(
         "SELECT slot, code, state FROM observed_slots WHERE device_id = ?", (device_id,)
     )
     values: dict[int, SlotValue] = {}

@@ -18,14 +18,14 @@ _DEVICE_EVENTS = {
 }
 
 
-async def set_problem(
+def set_problem(
     tx: Tx, owner_id: str, code: str, active: bool, *, device_id: str, message: str | None = None
 ) -> bool:
     """Make problem ``code`` on ``owner_id`` raised or cleared; True when that changed it."""
     spec = PROBLEMS[code]
     if active:
         text = message or spec.message
-        changed = await tx.execute(
+        changed = tx.execute(
             "INSERT OR IGNORE INTO problems (owner_id, owner_kind, code, kind, message, created_at)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (owner_id, spec.on, code, spec.kind.value, text, isoformat(tx.now)),
@@ -34,14 +34,14 @@ async def set_problem(
         if (
             not changed
             and message is not None
-            and await tx.execute(
+            and tx.execute(
                 "UPDATE problems SET message = ? WHERE owner_id = ? AND code = ? AND message != ?",
                 (text, owner_id, code, text),
             )
         ):
             tx.touch(device_id)
     else:
-        changed = await tx.execute(
+        changed = tx.execute(
             "DELETE FROM problems WHERE owner_id = ? AND code = ?", (owner_id, code)
         )
     if not changed:
@@ -49,17 +49,17 @@ async def set_problem(
     tx.touch(device_id)
     if spec.on == "device":
         key = "error_code" if spec.kind is ProblemKind.ERROR else "warning_code"
-        await tx.emit(_DEVICE_EVENTS[(spec.kind, active)], device_id, **{key: code})
+        tx.emit(_DEVICE_EVENTS[(spec.kind, active)], device_id, **{key: code})
     return True
 
 
-async def problems_of(tx: Tx, owner_ids: list[str]) -> dict[str, list[Problem]]:
+def problems_of(tx: Tx, owner_ids: list[str]) -> dict[str, list[Problem]]:
     """Current problems per owner, for building public objects."""
     found: dict[str, list[Problem]] = {owner: [] for owner in owner_ids}
     if not owner_ids:
         return found
     marks = ",".join("?" * len(owner_ids))
-    rows = await tx.fetchall(
+    rows = tx.fetchall(
         f"SELECT owner_id, code, kind, message, created_at FROM problems"  # noqa: S608 (marks only)
         f" WHERE owner_id IN ({marks})",
         owner_ids,
@@ -76,16 +76,16 @@ async def problems_of(tx: Tx, owner_ids: list[str]) -> dict[str, list[Problem]]:
     return found
 
 
-async def clear_all(tx: Tx, owner_id: str, *, device_id: str) -> None:
+def clear_all(tx: Tx, owner_id: str, *, device_id: str) -> None:
     """Drop every problem of an owner (a code that is gone, a device that is unmanaged)."""
-    rows = await tx.fetchall("SELECT code FROM problems WHERE owner_id = ?", (owner_id,))
+    rows = tx.fetchall("SELECT code FROM problems WHERE owner_id = ?", (owner_id,))
     for row in rows:
-        await set_problem(tx, owner_id, row["code"], False, device_id=device_id)
+        set_problem(tx, owner_id, row["code"], False, device_id=device_id)
 
 
-async def raised_problems(tx: Tx, device_id: str) -> set[tuple[str, str]]:
+def raised_problems(tx: Tx, device_id: str) -> set[tuple[str, str]]:
     """Every (owner, problem) raised on a device and its codes, in one query."""
-    rows = await tx.fetchall(
+    rows = tx.fetchall(
         "SELECT owner_id, code FROM problems WHERE owner_id = ? OR owner_id IN"
         " (SELECT access_code_id FROM access_codes WHERE device_id = ?)",
         (device_id, device_id),

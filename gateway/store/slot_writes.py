@@ -14,24 +14,24 @@ from gateway.rules.slots import Written
 from gateway.store.db import Tx
 
 
-async def record(tx: Tx, written: Written, device_id: str) -> None:
+def record(tx: Tx, written: Written, device_id: str) -> None:
     """Before the command is sent: after a crash the write may have landed."""
-    await tx.execute(
+    tx.execute(
         "INSERT OR REPLACE INTO slot_writes (device_id, slot, code, access_code_id, answered)"
         " VALUES (?, ?, ?, ?, 0)",
         (device_id, written.slot, written.pin, written.code_id),
     )
 
 
-async def settle(tx: Tx, device_id: str) -> None:
+def settle(tx: Tx, device_id: str) -> None:
     """The lock answered a command: every write sent to it before can no longer land."""
-    await tx.execute(
+    tx.execute(
         "UPDATE slot_writes SET answered = 1 WHERE device_id = ? AND answered = 0", (device_id,)
     )
 
 
-async def of_device(tx: Tx, device_id: str) -> list[Written]:
-    rows = await tx.fetchall(
+def of_device(tx: Tx, device_id: str) -> list[Written]:
+    rows = tx.fetchall(
         "SELECT slot, code, access_code_id, answered FROM slot_writes WHERE device_id = ?",
         (device_id,),
     )
@@ -41,20 +41,20 @@ async def of_device(tx: Tx, device_id: str) -> list[Written]:
     ]
 
 
-async def drop(tx: Tx, device_id: str, left: Iterable[Written]) -> None:
+def drop(tx: Tx, device_id: str, left: Iterable[Written]) -> None:
     """The lock was seen without these PINs, and no command can bring them back."""
-    await tx.executemany(
+    tx.executemany(
         "DELETE FROM slot_writes WHERE device_id = ? AND slot = ? AND code = ?",
         [(device_id, w.slot, w.pin) for w in left],
     )
 
 
-async def has_any(tx: Tx, access_code_id: str) -> bool:
-    row = await tx.fetchone(
+def has_any(tx: Tx, access_code_id: str) -> bool:
+    row = tx.fetchone(
         "SELECT 1 FROM slot_writes WHERE access_code_id = ? LIMIT 1", (access_code_id,)
     )
     return row is not None
 
 
-async def forget_code(tx: Tx, access_code_id: str) -> None:
-    await tx.execute("DELETE FROM slot_writes WHERE access_code_id = ?", (access_code_id,))
+def forget_code(tx: Tx, access_code_id: str) -> None:
+    tx.execute("DELETE FROM slot_writes WHERE access_code_id = ?", (access_code_id,))

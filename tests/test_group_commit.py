@@ -1,0 +1,202 @@
+"""The store's writer: many units share one commit, a failing unit rolls back alone, requests
+go before lock passes, a batch that changed nothing writes nothing, and reads never wait.
+
+A "gate" unit holds the writer thread on a ``threading.Event``, so the order in which queued
+units run is observed, not timed."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from gateway.clock import ManualClock
+from gateway.model import EventType
+from gateway.store import Priority, Store, Tx
+
+WAIT = 5.0
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    instance = await Store.open(tmp_path / "group.db", ManualClock())
+    try:
+        yield instance
+    finally:
+        await instance.close()
+
+
+def insert(key: str, ran: list[str] | None = None) -> Callable[[Tx], str]:
+    def unit(tx: Tx) -> str:
+        tx.execute(
+            "INSERT INTO idempotency (key, endpoint, reply, created_at) VALUES (?, 'e', '{}', 'x')",
+            (key,),
+        )
+        if ran is not None:
+            ran.append(key)
+        return key
+
+    return unit
+
+
+def stored_keys(path: Path) -> set[str]:
+    """What a second connection (as after a crash) finds committed."""
+    with sqlite3.connect(path) as other:
+        return {row[0] for row in other.execute("SELECT key FROM idempotency")}
+
+
+class Gate:
+    """A unit that holds the writer thread until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.entered = threading.Event()
+        self.open = threading.Event()
+
+    def __call__(self, tx: Tx) -> None:
+        self.entered.set()
+        assert self.open.wait(WAIT)
+
+    async def holding(self, store: Store, priority: Priority) -> asyncio.Task[None]:
+        task = asyncio.create_task(store.write(self, priority=priority))
+        assert await asyncio.to_thread(self.entered.wait, WAIT)
+        return task
+
+
+async def test_units_waiting_together_share_one_commit(store: Store, tmp_path: Path) -> None:
+    gate = Gate()
+    held = await gate.holding(store, Priority.REQUEST)
+    before = store.stats.commits
+    writes = [asyncio.create_task(store.write(insert(f"k{i}"))) for i in range(50)]
+    await asyncio.sleep(0)  # every write is queued behind the gate
+    gate.open.set()
+    assert await asyncio.gather(*writes) == [f"k{i}" for i in range(50)]
+    await held
+    # The fifty requests joined the gate's open batch: one commit for all of them.
+    assert store.stats.commits - before == 1
+    assert stored_keys(tmp_path / "group.db") == {f"k{i}" for i in range(50)}
+
+
+async def test_a_failing_unit_rolls_back_alone(store: Store, tmp_path: Path) -> None:
+    def fails_after_writing(tx: Tx) -> None:
+        insert("doomed")(tx)
+        raise RuntimeError("a bug")
+
+    gate = Gate()
+    held = await gate.holding(store, Priority.REQUEST)
+    first = asyncio.create_task(store.write(insert("first")))
+    doomed = asyncio.create_task(store.write(fails_after_writing))
+    last = asyncio.create_task(store.write(insert("last")))
+    await asyncio.sleep(0)
+    gate.open.set()
+    await held
+    assert await first == "first"
+    assert await last == "last"
+    with pytest.raises(RuntimeError, match="a bug"):
+        await doomed
+    assert stored_keys(tmp_path / "group.db") == {"first", "last"}
+    assert store.stats.failed_units == 1
+
+
+async def test_a_unit_that_ends_the_transaction_fails_its_whole_batch(
+    store: Store, tmp_path: Path
+) -> None:
+    """Nothing is reported committed that is not: when a unit's error takes the transaction
+    with it (a full disk can), every unit of the batch gets the error."""
+
+    def ends_everything(tx: Tx) -> None:
+        tx.execute("ROLLBACK")
+        raise sqlite3.OperationalError("database or disk is full")
+
+    gate = Gate()
+    held = await gate.holding(store, Priority.REQUEST)
+    first = asyncio.create_task(store.write(insert("first")))
+    breaking = asyncio.create_task(store.write(ends_everything))
+    await asyncio.sleep(0)
+    gate.open.set()
+    for task in (held, first, breaking):
+        with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+            await task
+    assert stored_keys(tmp_path / "group.db") == set()
+    assert await store.write(insert("after")) == "after"  # the writer goes on
+    assert stored_keys(tmp_path / "group.db") == {"after"}
+
+
+async def test_requests_run_before_waiting_passes(store: Store) -> None:
+    ran: list[str] = []
+    gate = Gate()
+    held = await gate.holding(store, Priority.PASS)
+    passes = [
+        asyncio.create_task(store.write(insert(f"pass{i}", ran), priority=Priority.PASS))
+        for i in range(20)
+    ]
+    pool_pass = asyncio.create_task(store.write(insert("pool", ran), priority=Priority.POOL_PASS))
+    await asyncio.sleep(0)
+    request = asyncio.create_task(store.write(insert("request", ran)))
+    await asyncio.sleep(0)
+    gate.open.set()
+    await asyncio.gather(held, request, pool_pass, *passes)
+    assert ran[:2] == ["request", "pool"]
+    assert ran[2:] == [f"pass{i}" for i in range(20)]
+
+
+async def test_a_request_joins_the_open_batch_and_commits_without_the_passes(
+    store: Store,
+) -> None:
+    ran: list[str] = []
+    gate, next_gate = Gate(), Gate()
+    held = await gate.holding(store, Priority.PASS)  # a batch of passes is open
+    held_next = asyncio.create_task(store.write(next_gate, priority=Priority.PASS))
+    passes = [
+        asyncio.create_task(store.write(insert(f"pass{i}", ran), priority=Priority.PASS))
+        for i in range(5)
+    ]
+    request = asyncio.create_task(store.write(insert("request", ran)))
+    await asyncio.sleep(0)
+    gate.open.set()
+    # Answered (committed) while the passes queued before it still wait behind the next gate.
+    assert await asyncio.wait_for(request, WAIT) == "request"
+    assert ran == ["request"]
+    next_gate.open.set()
+    await asyncio.gather(held, held_next, *passes)
+    assert ran == ["request", *(f"pass{i}" for i in range(5))]
+
+
+async def test_a_batch_that_changes_nothing_commits_nothing(store: Store) -> None:
+    await store.write(insert("one"))
+    commits = store.stats.commits
+    for _ in range(5):
+        await store.write(lambda tx: tx.fetchall("SELECT * FROM idempotency"))
+        await store.write(
+            lambda tx: tx.execute("UPDATE idempotency SET reply = reply WHERE key = 'none'"),
+            priority=Priority.PASS,
+        )
+    assert store.stats.commits == commits
+
+
+async def test_reads_do_not_wait_for_the_writer(store: Store) -> None:
+    await store.write(insert("committed"))
+    gate = Gate()
+    held = await gate.holding(store, Priority.REQUEST)
+    pending = asyncio.create_task(store.write(insert("pending")))
+    rows = await asyncio.wait_for(store.fetchall("SELECT key FROM idempotency"), WAIT)
+    assert [r["key"] for r in rows] == ["committed"]  # the last commit, not the open batch
+    gate.open.set()
+    await asyncio.gather(held, pending)
+
+
+async def test_commit_listeners_run_before_the_caller_resumes_and_only_after_commit(
+    store: Store,
+) -> None:
+    seen: list[int] = []
+    store.on_commit(lambda tx: seen.append(len(tx.events)))
+
+    def emits(tx: Tx) -> int:
+        tx.emit(EventType.DEVICE_CONNECTED, "front_door")
+        return len(seen)
+
+    assert await store.write(emits) == 0  # the unit ran before the commit
+    assert seen == [1]
