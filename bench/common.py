@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import json
 import logging
@@ -71,6 +72,25 @@ def private_config(raw: Mapping[str, Any]) -> Iterator[Config]:
     """A config for ``raw`` on its own mosquitto and a fresh database, both gone afterwards."""
     with site.private_config(bench_config(raw)) as config:
         yield config
+
+
+def daemon_config(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """``raw`` as ``lockgate run -c FILE`` needs it: the daemon ignores the ``simulator:``
+    section, so ``simulator.generate``'s locks are listed as devices (after ``raw``'s own), and
+    ``generate`` is dropped (``lockgate sim`` keeps reading ``raw`` itself)."""
+    config = bench_config(raw)
+    explicit = list(raw.get("devices", []))
+    generated = config.devices[len(explicit) :]
+    simulator = {k: v for k, v in dict(raw.get("simulator", {})).items() if k != "generate"}
+    return {
+        **raw,
+        "devices": explicit
+        + [
+            {"device_id": d.device_id, "driver": d.driver, **dataclasses.asdict(d.options)}
+            for d in generated
+        ],
+        "simulator": simulator,
+    }
 
 
 @asynccontextmanager
@@ -162,6 +182,34 @@ def rss_mib() -> tuple[float, float]:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
         current = pages * os.sysconf("SC_PAGE_SIZE") / 2**20
     return current, peak_kib / 1024
+
+
+class ProcessSampler:
+    """Another process's resident set and threads, sampled from ``/proc/<pid>/status``; the
+    highest of each (``VmHWM`` is the kernel's own peak)."""
+
+    def __init__(self, pid: int, interval: float = 0.1) -> None:
+        self.status = Path(f"/proc/{pid}/status")
+        self.interval = interval
+        self.rss_kib = 0
+        self.hwm_kib = 0
+        self.threads = 0
+
+    def sample(self) -> None:
+        with contextlib.suppress(OSError):
+            for line in self.status.read_text().splitlines():
+                key, _, value = line.partition(":")
+                if key == "VmRSS":
+                    self.rss_kib = max(self.rss_kib, int(value.split()[0]))
+                elif key == "VmHWM":
+                    self.hwm_kib = max(self.hwm_kib, int(value.split()[0]))
+                elif key == "Threads":
+                    self.threads = max(self.threads, int(value))
+
+    async def run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self.interval)
 
 
 # --------------------------------------------------------------------------------------------
@@ -342,20 +390,32 @@ def report_run(
 
 
 async def create_one_code_each(
-    api: ApiClient, device_ids: Sequence[str], in_flight: int, timeout: float
+    api: ApiClient,
+    device_ids: Sequence[str],
+    in_flight: int,
+    timeout: float,
+    *,
+    latencies: list[float] | None = None,
+    created: dict[str, str] | None = None,
 ) -> tuple[dict[str, str], float]:
     """An ongoing code on every lock, ``in_flight`` creates outstanding: the PINs and the
-    seconds until every create was answered."""
+    seconds until every create was answered. ``latencies`` collects each create's reply time,
+    ``created`` each lock's new ``access_code_id``."""
     pins: dict[str, str] = {}
 
     async def create(i: int) -> None:
         device_id = device_ids[i]
+        started = now()
         reply = await api.call(
             "access_codes/create", timeout=timeout, device_id=device_id, name="Bench"
         )
+        if latencies is not None:
+            latencies.append(now() - started)
         if not reply.get("ok"):
             raise BenchError(f"create on {device_id}: {reply.get('error')}")
         pins[device_id] = reply["access_code"]["code"]
+        if created is not None:
+            created[device_id] = reply["access_code"]["access_code_id"]
 
     return pins, await concurrent(create, len(device_ids), in_flight)
 

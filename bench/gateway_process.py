@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import dataclasses
 import os
 import signal
 import sqlite3
@@ -32,9 +31,11 @@ import yaml
 from bench.common import (
     SIM_LATENCY,
     BenchError,
+    ProcessSampler,
     Result,
     bench_config,
     create_one_code_each,
+    daemon_config,
     new_result,
     now,
     report_run,
@@ -49,33 +50,6 @@ from gateway.site import running_simulator
 IN_FLIGHT = 64
 PHASE_TIMEOUT = 1800.0
 POLL = 0.2
-SAMPLE = 0.1
-
-
-class Sampler:
-    """The child's resident set and threads, sampled; the highest of each."""
-
-    def __init__(self, pid: int) -> None:
-        self.status = Path(f"/proc/{pid}/status")
-        self.rss_kib = 0
-        self.hwm_kib = 0
-        self.threads = 0
-
-    def sample(self) -> None:
-        with contextlib.suppress(OSError):
-            for line in self.status.read_text().splitlines():
-                key, _, value = line.partition(":")
-                if key == "VmRSS":
-                    self.rss_kib = max(self.rss_kib, int(value.split()[0]))
-                elif key == "VmHWM":
-                    self.hwm_kib = max(self.hwm_kib, int(value.split()[0]))
-                elif key == "Threads":
-                    self.threads = max(self.threads, int(value))
-
-    async def run(self) -> None:
-        while True:
-            self.sample()
-            await asyncio.sleep(SAMPLE)
 
 
 def _rss_kib(pid: int) -> int:
@@ -111,18 +85,14 @@ async def run(locks: int) -> Result:
         }
         config = bench_config(raw)
         # `lockgate run` does not read the simulator's section: it gets the locks as devices.
-        raw["devices"] = [
-            {"device_id": d.device_id, "driver": d.driver, **dataclasses.asdict(d.options)}
-            for d in config.devices
-        ]
         config_file = database.parent / "lockgate.yaml"
-        config_file.write_text(yaml.safe_dump(raw))
+        config_file.write_text(yaml.safe_dump(daemon_config(raw)))
         async with running_simulator(config) as simulator:
             started = now()
             child = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "gateway", "run", "-c", str(config_file)
             )
-            sampler = Sampler(child.pid)
+            sampler = ProcessSampler(child.pid)
             sampling = asyncio.create_task(sampler.run(), name="bench-sampler")
             try:
                 load = _load(

@@ -182,9 +182,10 @@ class LockPass:
         missing = self.device.pool_size - len(pooled)
         if missing <= 0:
             return []
-        taken = {c.code for c in codes} | {
-            v for v in (load_table(self.tx, self.device.device_id)).values() if isinstance(v, str)
-        }
+        # The PINs on the lock: as the driver reports them now (memory), else as last stored.
+        table = self.driver.table
+        on_lock = table.slots if table is not None else load_table(self.tx, self.device.device_id)
+        taken = {c.code for c in codes} | {v for v in on_lock.values() if isinstance(v, str)}
         created = []
         for _ in range(missing):
             try:

@@ -58,7 +58,7 @@ def _record(tx: Tx, device_id: str, seen: Seen, recorded: Seen) -> None:
     table = seen.table
     if table is not None and table != recorded.table:
         device_store.set_shape(tx, device_id, table.capacity, table.code_lengths)
-        record_table(tx, device_id, table)
+        record_table(tx, device_id, table, recorded.table)
 
 
 class LockWorker:

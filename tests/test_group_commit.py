@@ -136,11 +136,31 @@ async def test_requests_run_before_waiting_passes(store: Store) -> None:
     pool_pass = asyncio.create_task(store.write(insert("pool", ran), priority=Priority.POOL_PASS))
     await asyncio.sleep(0)
     request = asyncio.create_task(store.write(insert("request", ran)))
+    pull = asyncio.create_task(store.write(insert("pull", ran), priority=Priority.URGENT))
     await asyncio.sleep(0)
     gate.open.set()
-    await asyncio.gather(held, request, pool_pass, *passes)
-    assert ran[:2] == ["request", "pool"]
-    assert ran[2:] == [f"pass{i}" for i in range(20)]
+    await asyncio.gather(held, request, pull, pool_pass, *passes)
+    assert ran[:3] == ["pull", "request", "pool"]
+    assert ran[3:] == [f"pass{i}" for i in range(20)]
+
+
+async def test_a_pull_commits_without_waiting_for_the_requests_queued_before_it(
+    store: Store,
+) -> None:
+    ran: list[str] = []
+    gate, next_gate = Gate(), Gate()
+    held = await gate.holding(store, Priority.REQUEST)
+    held_next = asyncio.create_task(store.write(next_gate))  # the next request holds on
+    requests = [asyncio.create_task(store.write(insert(f"r{i}", ran))) for i in range(10)]
+    pull = asyncio.create_task(store.write(insert("pull", ran), priority=Priority.URGENT))
+    await asyncio.sleep(0)
+    gate.open.set()
+    # The pull joins the open batch, which commits at once: the requests wait behind the gate.
+    assert await asyncio.wait_for(pull, WAIT) == "pull"
+    assert ran == ["pull"]
+    next_gate.open.set()
+    await asyncio.gather(held, held_next, *requests)
+    assert ran == ["pull", *(f"r{i}" for i in range(10))]
 
 
 async def test_a_request_joins_the_open_batch_and_commits_without_the_passes(

@@ -368,7 +368,9 @@ ENDPOINTS = (
     Endpoint.typed("access_codes/list", CodeQuery, list_codes),
     Endpoint.typed("access_codes/update", CodeUpdate, update, writes=True),
     Endpoint.typed("access_codes/delete", CodeRef, delete, writes=True),
-    Endpoint.typed("access_codes/pull_backup_access_code", CodeRef, pull_backup, writes=True),
+    Endpoint.typed(
+        "access_codes/pull_backup_access_code", CodeRef, pull_backup, writes=True, urgent=True
+    ),
     Endpoint.typed("access_codes/generate_code", DeviceRef, generate),
     Endpoint.typed("access_codes/unmanaged/list", DeviceRef, unmanaged),
 )

@@ -9,6 +9,7 @@ transaction committed, so "ok" always means durable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import math
@@ -27,7 +28,7 @@ from gateway.clock import isoformat
 from gateway.logs import get_logger, log_context
 from gateway.model import Json
 from gateway.mqtt import MqttSession, NotConnected, shown_topic
-from gateway.store import Store, Tx
+from gateway.store import Priority, Store, Tx
 from gateway.topics import topic_problem
 
 log = get_logger("gateway.api")
@@ -48,6 +49,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 CONCURRENCY = 64
 
 Handler = Callable[[Tx, Any], Json]
+_NO_WAIT = contextlib.nullcontext()
 _P = TypeVar("_P")
 
 
@@ -58,6 +60,9 @@ class Endpoint:
     handler: Handler  # takes ``params`` built from the checked fields, or the dict of them
     writes: bool = False  # runs in a write transaction and honours idempotency_key
     params: Callable[..., Any] | None = None  # the handler's typed parameter object
+    #: A guest may be at the door (a pull): served before every other request and lock pass,
+    #: without waiting for one of the :data:`CONCURRENCY` places.
+    urgent: bool = False
 
     @classmethod
     def typed(
@@ -67,9 +72,10 @@ class Endpoint:
         handler: Callable[[Tx, _P], Json],
         *,
         writes: bool = False,
+        urgent: bool = False,
     ) -> Endpoint:
         """An endpoint whose handler takes ``params`` (see ``gateway.api.params.param``)."""
-        return cls(name, fields_of(params), handler, writes, params)
+        return cls(name, fields_of(params), handler, writes, params, urgent)
 
     def arguments(self, checked: dict[str, Any]) -> Any:
         """What the handler is called with, from the checked fields."""
@@ -101,9 +107,11 @@ class Router:
 
     async def serve(self, message: aiomqtt.Message, session: MqttSession) -> None:
         """Handle one request message and publish its reply, if it asked for one."""
-        async with self._slots:
+        topic = message.topic.value
+        endpoint = self._endpoints.get(topic.removeprefix(self._api_root))
+        async with _NO_WAIT if endpoint is not None and endpoint.urgent else self._slots:
             reply = await self.handle(
-                message.topic.value,
+                topic,
                 message.payload if isinstance(message.payload, bytes) else b"",
                 response_topic=getattr(message.properties, "ResponseTopic", None),
                 correlation_data=getattr(message.properties, "CorrelationData", None),
@@ -192,7 +200,8 @@ class Router:
             return await self._store.read(lambda tx: endpoint.handler(tx, arguments))
         request = fingerprint(endpoint.name, params)
         return await self._store.write(
-            lambda tx: _idempotent(tx, endpoint, arguments, key, request)
+            lambda tx: _idempotent(tx, endpoint, arguments, key, request),
+            priority=Priority.URGENT if endpoint.urgent else Priority.REQUEST,
         )
 
 

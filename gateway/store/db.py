@@ -7,10 +7,12 @@ savepoint (a unit that raises rolls back alone), commits once with ``synchronous
 then releases the callers: a success reply still means durable, while 64 requests in flight
 share one fsync instead of paying 64.
 
-Requests come first: API units (``Priority.REQUEST``) are taken before any lock-worker pass
-(``Priority.PASS``), a batch stops taking passes as soon as a request is waiting or
+Requests come first. A pull (``Priority.URGENT``: a guest may be at the door) goes before
+everything, and a batch holding one takes nothing else and commits at once. Other API units
+(``Priority.REQUEST``) go before any lock-worker pass (``Priority.POOL_PASS``, then
+``Priority.PASS``); a batch stops taking passes as soon as a request is in it or
 :data:`PASS_BUDGET` has been spent, and a request that arrives meanwhile joins the open batch.
-A pull therefore waits for at most one running pass and one commit, never for a queue of them.
+A pull therefore waits for at most one running unit and one commit, never for a queue of them.
 A batch that changed nothing is rolled back: a pass that finds nothing to do costs no write.
 
 Reads run on a second connection in its own thread: under WAL they see the last commit and
@@ -62,9 +64,10 @@ class StoreError(Exception):
 
 
 class Priority(IntEnum):
-    REQUEST = 0  # an API request (or anything a person waits for)
-    POOL_PASS = 1  # a pass of a lock with a backup pool: filled before the others
-    PASS = 2  # a lock worker's pass, the outbox's bookkeeping: may wait a few milliseconds
+    URGENT = 0  # a pull: a guest may be at the door; its batch takes nothing else
+    REQUEST = 1  # an API request (or anything a person waits for)
+    POOL_PASS = 2  # a pass of a lock with a backup pool: filled before the others
+    PASS = 3  # a lock worker's pass, the outbox's bookkeeping: may wait a few milliseconds
 
 
 class Tx:
@@ -201,20 +204,20 @@ class _Writer:
                     return
             self._batch()
 
-    def _next(self, started: float, taken: int, has_request: bool) -> tuple[_Job[Any], bool] | None:
-        """The next unit for this batch: requests first; passes only while no request is in
-        the batch and the pass budget lasts."""
-        requests, *passes = self._queues
+    def _next(
+        self, started: float, taken: int, top: Priority
+    ) -> tuple[_Job[Any], Priority] | None:
+        """The next unit for this batch, most urgent first. ``top``: the most urgent priority
+        already in the batch. A batch with a pull takes only pulls; one with a request takes
+        no passes; passes are taken only while the budget lasts."""
         with self._ready:
             if taken >= MAX_BATCH:
                 return None
-            if requests:
-                return requests.popleft(), True
-            if has_request or time.perf_counter() - started >= PASS_BUDGET:
-                return None
-            for queue in passes:
+            for priority, queue in zip(Priority, self._queues, strict=True):
+                if queue and _may_join(priority, top, time.perf_counter() - started):
+                    return queue.popleft(), priority
                 if queue:
-                    return queue.popleft(), False
+                    return None  # a more urgent kind waits: nothing less urgent goes first
         return None
 
     def _batch(self) -> None:
@@ -222,15 +225,15 @@ class _Writer:
         done: list[tuple[_Job[Any], Tx, Any]] = []
         started = time.perf_counter()
         before = conn.total_changes
-        has_request = False
+        top = Priority.PASS
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             self._fail_next(exc)
             return
-        while (taken := self._next(started, len(done), has_request)) is not None:
-            job, is_request = taken
-            has_request = has_request or is_request
+        while (taken := self._next(started, len(done), top)) is not None:
+            job, priority = taken
+            top = min(top, priority)
             tx = Tx(conn, self._clock.now())
             conn.execute("SAVEPOINT unit")
             try:
@@ -273,6 +276,17 @@ class _Writer:
             job = queue.popleft() if queue else None
         if job is not None:
             _settle(job, None, None, exc)
+
+
+def _may_join(priority: Priority, top: Priority, elapsed: float) -> bool:
+    """Whether a unit of ``priority`` may join a batch whose most urgent unit is ``top``."""
+    if priority is Priority.URGENT:
+        return True
+    if top is Priority.URGENT:
+        return False  # commit the pull now
+    if priority is Priority.REQUEST:
+        return True
+    return top > Priority.REQUEST and elapsed < PASS_BUDGET
 
 
 def _settle(job: _Job[Any], tx: Tx | None, result: Any, exc: BaseException | None) -> None:

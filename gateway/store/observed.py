@@ -14,10 +14,16 @@ def _row(device_id: str, slot: int, value: SlotValue) -> tuple[str, int, str | N
     return (device_id, slot, value, "code")
 
 
-def record_table(tx: Tx, device_id: str, table: SlotTable) -> None:
+def record_table(
+    tx: Tx, device_id: str, table: SlotTable, previous: SlotTable | None = None
+) -> None:
     """Store the table, writing only the slots that differ from what is stored: a lock that
-    reports what it held before (a restart, a resync) costs no write."""
-    stored = load_table(tx, device_id)
+    reports what it held before (a restart, a resync) costs no write. ``previous``: the table
+    recorded last (the worker remembers it), else what is stored is read first."""
+    if previous is not None:
+        stored = {slot: previous.value(slot) for slot in range(1, previous.capacity + 1)}
+    else:
+        stored = load_table(tx, device_id)
     seen = {slot: table.value(slot) for slot in range(1, table.capacity + 1)}
     gone = [(device_id, slot) for slot in stored if slot not in seen]
     if gone:
