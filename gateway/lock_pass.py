@@ -104,6 +104,8 @@ class LockPass:
             managed=device.is_managed,
         )
         self.deadlines: list[datetime | None] = []
+        #: Codes whose window opens after this need nothing yet: the pass leaves them out.
+        self.horizon = tx.now + self.judging.program_ahead
         self.raised: set[tuple[str, str]] = set()  # (owner, problem) raised, as of now
         self.codes: list[AccessCode] = []  # this pass's codes, kept current as it goes
         self.forgotten: set[str] = set()
@@ -133,7 +135,10 @@ class LockPass:
         """The pass's codes (the pool filled first), its raised problems and retry states."""
         tx, device = self.tx, self.device
         self.raised = raised_problems(tx, device.device_id)
-        codes = code_store.codes_of_device(tx, device.device_id)
+        codes = code_store.awake_codes(tx, device.device_id, self.horizon)
+        first = code_store.first_dormant_start(tx, device.device_id, self.horizon)
+        if first is not None:  # the first sleeping code wakes the worker when it is due
+            self.deadlines.append(first - self.judging.program_ahead)
         if device.is_managed and device.pool_enabled:
             codes += self._fill_pool(codes)
         if not device.is_managed:
@@ -142,7 +147,7 @@ class LockPass:
         self.codes = codes
         if self.not_sent is not None:
             code_store.uncount_attempt(tx, self.not_sent)
-        return codes, code_store.retry_state(tx, device.device_id)
+        return codes, code_store.retry_state(tx, device.device_id, self.horizon)
 
     def _written(self, codes: list[AccessCode]) -> list[Written]:
         """The PINs this pass's codes have written, settled first if the lock has answered."""
@@ -185,7 +190,9 @@ class LockPass:
         # The PINs on the lock: as the driver reports them now (memory), else as last stored.
         table = self.driver.table
         on_lock = table.slots if table is not None else load_table(self.tx, self.device.device_id)
-        taken = {c.code for c in codes} | {v for v in on_lock.values() if isinstance(v, str)}
+        taken = code_store.pins_of_device(self.tx, self.device.device_id) | {
+            v for v in on_lock.values() if isinstance(v, str)
+        }
         created = []
         for _ in range(missing):
             try:
@@ -349,7 +356,8 @@ class LockPass:
         elif action.slot == code.slot:
             code_store.set_status(tx, code, CodeStatus.REMOVING)
         # Read again: this pass may have reset the count (a verified code).
-        attempts = (code_store.retry_state(tx, code.device_id))[code.access_code_id].attempts
+        retry = code_store.retry_state(tx, code.device_id, self.horizon)
+        attempts = retry[code.access_code_id].attempts
         max_attempts = self.timing.max_attempts
         retry_at = None
         if attempts + 1 >= max_attempts:

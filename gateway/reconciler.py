@@ -205,6 +205,14 @@ class LockWorker:
     async def _execute(self, command: Command) -> None:
         await self._pace()
         try:
+            await self._send(command)
+        finally:
+            # Spacing counts from the end of this command (answered or given up on), so that
+            # whatever delayed it on its way out cannot squeeze the next one closer to it.
+            self._last_command = asyncio.get_running_loop().time()
+
+    async def _send(self, command: Command) -> None:
+        try:
             if isinstance(command, Read):
                 await self._read(command.slots)
             elif isinstance(command, Write):
@@ -243,7 +251,6 @@ class LockWorker:
         wait = self._last_command + self._timing.min_command_interval - loop.time()
         if wait > 0:
             await asyncio.sleep(wait)
-        self._last_command = loop.time()
 
 
 class Reconciler:

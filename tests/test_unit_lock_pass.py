@@ -128,9 +128,11 @@ async def test_a_pass_that_finds_everything_as_it_was_says_nothing_new(lab: Lab)
     await lab.driver.set_code(1, PIN)
     await lab.look(lock_answered=True)
     before = await event_types(lab.store)
+    commits = lab.store.stats.commits
     assert (await lab.look()).command is None
     assert await event_types(lab.store) == before
     assert await lab.status(cid) is CodeStatus.SET
+    assert lab.store.stats.commits == commits  # nothing changed: nothing written, no fsync
 
 
 async def test_an_offline_lock_gets_no_command_and_the_code_fails_visibly(lab: Lab) -> None:
@@ -197,6 +199,26 @@ async def test_a_future_window_sets_the_next_deadline(lab: Lab) -> None:
     assert step.command is None
     assert step.deadline == starts
     assert await lab.status(cid) is CodeStatus.UNSET
+
+
+async def test_a_code_whose_window_opens_later_costs_nothing_until_it_is_due(
+    lab: Lab,
+) -> None:
+    """Next month's guest is left out of every pass until its window comes near: no write for
+    it, and the worker is woken when it is due, then it goes on the lock like any other."""
+    lab.read_done()
+    await lab.look()  # the lock's first report recorded
+    starts = lab.clock.now() + timedelta(days=30)
+    cid = await add_code(lab.store, PIN, starts_at=starts, ends_at=starts + timedelta(days=1))
+    commits = lab.store.stats.commits
+    for _ in range(3):
+        step = await lab.look()
+        assert (step.command, step.deadline) == (None, starts)
+    assert lab.store.stats.commits == commits
+    lab.clock.set(starts)
+    step = await lab.look()
+    assert isinstance(step.command, Write)
+    assert (step.command.code_id, step.command.slot, step.command.pin) == (cid, 1, PIN)
 
 
 async def test_a_command_that_never_left_is_not_counted_as_an_attempt(lab: Lab) -> None:

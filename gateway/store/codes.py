@@ -58,6 +58,37 @@ def codes_of_device(tx: Tx, device_id: str) -> list[AccessCode]:
     return [_code(r) for r in rows]
 
 
+#: A code with nothing to do before its window opens (``starts_at`` after ``?``): never sent,
+#: never failed, nothing raised, no PIN written anywhere. A lock pass skips it (a pass costs
+#: what may change, not every guest of next month) and only wakes when it becomes due.
+_DORMANT = """
+    status = 'unset' AND slot IS NULL AND NOT deleting AND NOT on_lock AND attempts = 0
+    AND starts_at IS NOT NULL AND starts_at > ?
+    AND NOT EXISTS (SELECT 1 FROM problems p WHERE p.owner_id = access_codes.access_code_id)
+    AND NOT EXISTS (
+        SELECT 1 FROM slot_writes w WHERE w.access_code_id = access_codes.access_code_id)
+"""
+
+
+def awake_codes(tx: Tx, device_id: str, horizon: datetime) -> list[AccessCode]:
+    """The device's codes but those dormant until after ``horizon`` (see :data:`_DORMANT`)."""
+    rows = tx.fetchall(
+        f"SELECT * FROM access_codes WHERE device_id = ? AND NOT ({_DORMANT})"  # noqa: S608
+        " ORDER BY created_at, rowid",
+        (device_id, isoformat(horizon)),
+    )
+    return [_code(r) for r in rows]
+
+
+def first_dormant_start(tx: Tx, device_id: str, horizon: datetime) -> datetime | None:
+    """When the first code dormant until after ``horizon`` opens its window."""
+    row = tx.fetchone(
+        f"SELECT MIN(starts_at) AS first FROM access_codes WHERE device_id = ? AND {_DORMANT}",  # noqa: S608
+        (device_id, isoformat(horizon)),
+    )
+    return _ts(row["first"]) if row else None
+
+
 def codes_by_ids(tx: Tx, ids: Sequence[str]) -> list[AccessCode]:
     if not ids:
         return []
@@ -239,12 +270,16 @@ class RetryState(NamedTuple):
     since: datetime  # when it entered its current status
 
 
-def retry_state(tx: Tx, device_id: str) -> dict[str, RetryState]:
-    """Per code of ``device_id``: its :class:`RetryState`."""
+def retry_state(
+    tx: Tx, device_id: str, horizon: datetime | None = None
+) -> dict[str, RetryState]:
+    """Per code of ``device_id`` (but those dormant until after ``horizon``): its
+    :class:`RetryState`."""
+    dormant = f"AND NOT ({_DORMANT})" if horizon is not None else ""
     rows = tx.fetchall(
-        "SELECT access_code_id, attempts, retry_at, status_since FROM access_codes"
-        " WHERE device_id = ?",
-        (device_id,),
+        "SELECT access_code_id, attempts, retry_at, status_since FROM access_codes"  # noqa: S608
+        f" WHERE device_id = ? {dormant}",
+        (device_id, isoformat(horizon)) if horizon is not None else (device_id,),
     )
     return {
         r["access_code_id"]: RetryState(
