@@ -56,6 +56,8 @@ class Waiting(Generic[T]):
 class Pending(Generic[K, T]):
     """The requests of one driver still waiting for their answers, by key."""
 
+    __slots__ = ("_open",)
+
     def __init__(self) -> None:
         self._open: dict[K, Waiting[T]] = {}
 

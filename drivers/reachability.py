@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable, Hashable, Iterable, Mapping
+from types import MappingProxyType
 from typing import ClassVar, Generic, TypeVar
 
 import aiomqtt
@@ -24,8 +25,40 @@ log = get_logger("drivers.reachability")
 
 Parse = Callable[[bytes], bool]
 
+#: Shared empty values: every lock has these, most never hold anything else.
+_NO_SIGNALS: frozenset[str] = frozenset()
+_NO_DEPENDENTS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
+_NO_SLOTS: frozenset[int] = frozenset()
+
+
+class _SignalHandler:
+    """The MQTT handler of one signal's topic (see :meth:`Reachability.handler`)."""
+
+    __slots__ = ("_link", "_parse", "_signal")
+
+    def __init__(self, link: Reachability, signal: str, parse: Parse) -> None:
+        self._link = link
+        self._signal = signal
+        self._parse = parse
+
+    def __call__(self, message: aiomqtt.Message) -> None:
+        self._link._handle(self._signal, self._parse, message)
+
 
 class Reachability:
+    __slots__ = (
+        "_dependents",
+        "_device_id",
+        "_down",
+        "_forget",
+        "_name",
+        "_on_change",
+        "_reported",
+        "_session",
+        "_signals",
+        "_stale",
+    )
+
     def __init__(
         self,
         *,
@@ -52,8 +85,13 @@ class Reachability:
         self._forget = tuple(forget_on_disconnect)
         self._on_change = on_change
         self._reported = False
-        self._dependents = {k: tuple(v) for k, v in (stale_after_down or {}).items()}
-        self._down: set[str] = set()  # signals reported down since the broker link came up
+        self._dependents = (
+            {k: tuple(v) for k, v in stale_after_down.items()}
+            if stale_after_down
+            else _NO_DEPENDENTS
+        )
+        # Signals reported down since the broker link came up (replaced, never changed).
+        self._down = _NO_SIGNALS
         self._stale: dict[str, bool] = {}  # dependent -> its value left from before the down
 
     @property
@@ -88,27 +126,24 @@ class Reachability:
 
     def handler(self, signal: str, parse: Parse) -> Callable[[aiomqtt.Message], None]:
         """The MQTT handler for one signal's topic; a payload it cannot parse changes nothing."""
+        return _SignalHandler(self, signal, parse)
 
-        def handle(message: aiomqtt.Message) -> None:
-            payload = message.payload
-            try:
-                value = parse(bytes(payload) if isinstance(payload, bytes | bytearray) else b"")
-            except ValueError as exc:
-                log.warning(
-                    f"{self._name}.bad_{signal}", device_id=self._device_id, problem=str(exc)
-                )
-                return
-            self._take(signal, value)
-
-        return handle
+    def _handle(self, signal: str, parse: Parse, message: aiomqtt.Message) -> None:
+        payload = message.payload
+        try:
+            value = parse(bytes(payload) if isinstance(payload, bytes | bytearray) else b"")
+        except ValueError as exc:
+            log.warning(f"{self._name}.bad_{signal}", device_id=self._device_id, problem=str(exc))
+            return
+        self._take(signal, value)
 
     def _take(self, signal: str, value: bool) -> None:
         dependents = self._dependents.get(signal)
         if dependents is not None:
             if value:
-                self._down.discard(signal)
+                self._down = self._down - {signal}
             else:
-                self._down.add(signal)
+                self._down = self._down | {signal}
                 for dependent in dependents:
                     if dependent not in self._stale:
                         self._stale[dependent] = self._signals[dependent]
@@ -126,7 +161,7 @@ class Reachability:
     def _broker_lost(self) -> None:
         for signal in self._forget:
             self._signals[signal] = False
-        self._down.clear()  # known again from the statuses the broker resends
+        self._down = _NO_SIGNALS  # known again from the statuses the broker resends
         self.check()
 
     def check(self) -> None:
@@ -147,6 +182,8 @@ class Refusals:
     Logged once per lock, not per message: a warning when the first refusal comes, ``info``
     when the last is lifted, ``debug`` in between, so a lock that keeps lying cannot flood the
     log. Reasons never hold a PIN (see drivers/bounds.py)."""
+
+    __slots__ = ("_device_id", "_name", "_on_change", "_refused")
 
     def __init__(self, *, device_id: str, name: str, on_change: Callable[[], None]) -> None:
         self._device_id = device_id
@@ -242,7 +279,7 @@ class LinkedDriver(abc.ABC, Generic[K, T]):
     def take_read_requests(self) -> frozenset[int]:
         """Slots the driver saw change behind the gateway's back since last asked, for the
         worker to read back (a driver that sees every change in its reports has none)."""
-        return frozenset()
+        return _NO_SLOTS
 
     def _reachability_changed(self, online: bool) -> None:
         """An unreachable lock will not answer: settle what waits on it now rather than after

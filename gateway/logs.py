@@ -8,10 +8,9 @@ variable cannot leak through an exception either.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any, Final, TextIO, cast
 
 import structlog
@@ -238,8 +237,25 @@ def clear_context() -> None:
     structlog.contextvars.clear_contextvars()
 
 
-@contextlib.contextmanager
-def log_context(**kv: Any) -> Iterator[None]:
-    """Bind keys for a block only; earlier values of the same keys come back afterwards."""
-    with structlog.contextvars.bound_contextvars(**kv):
-        yield
+class log_context:  # lower case: used like the function it was, ``with log_context(k=v):``
+    """Bind keys for a block only; earlier values of the same keys come back afterwards.
+
+    What ``structlog.contextvars.bound_contextvars`` does, without its two generators and
+    their context managers: every lock worker holds one of these for its whole life."""
+
+    __slots__ = ("_kv", "_saved")
+
+    def __init__(self, **kv: Any) -> None:
+        self._kv = kv
+        self._saved: dict[str, Any] | None = None
+
+    def __enter__(self) -> None:
+        kv = self._kv
+        context = structlog.contextvars.get_contextvars()
+        self._saved = {k: context[k] for k in context.keys() & kv.keys()} or None
+        structlog.contextvars.bind_contextvars(**kv)
+
+    def __exit__(self, *exc_info: object) -> None:
+        structlog.contextvars.unbind_contextvars(*self._kv.keys())
+        structlog.contextvars.bind_contextvars(**(self._saved or {}))
+        self._saved = None

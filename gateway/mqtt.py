@@ -9,12 +9,14 @@ slow consumer can never stall the dispatch loop: anything that must await spawns
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import socket
 import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import cast
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -42,6 +44,11 @@ log = get_logger("gateway.mqtt")
 
 #: paho's default of 20 in-flight QoS 1 messages caps throughput at ~280/s (practice.md).
 MAX_INFLIGHT = 1000
+#: Places in that window kept for API replies: events, device objects and lock commands (which
+#: come by the thousand when many locks are busy) never take them, so a reply to a pull is
+#: sent at once instead of queueing behind them.
+REPLY_ROOM = 200
+_NO_WAIT = contextlib.nullcontext()
 #: The largest packet the broker may send us: requests over 64 KiB are refused, and up to 1 MiB
 #: still answered (``api.router``); the rest is headroom for the topic and properties.
 MAX_PACKET_BYTES = 1024 * 1024 + 64 * 1024
@@ -90,6 +97,36 @@ def _tls_params(settings: MqttSettings) -> aiomqtt.TLSParameters | None:
     )
 
 
+class _DispatchQueue(asyncio.Queue[aiomqtt.Message]):
+    """aiomqtt's queue of incoming messages, bypassed while a session dispatches.
+
+    aiomqtt's message iterator spends a task and at least one event-loop round on every
+    message, while paho reads up to a thousand packets per socket wake-up: under load (every
+    lock's retained reports at start) the queue grew to several messages per lock, each with
+    paho's MQTT 5 ``Properties`` object of about 4 KB. Once ``sink`` is set, a message goes to
+    it as paho hands it over, in the order received, and is never held."""
+
+    sink: Callable[[aiomqtt.Message], None] | None = None
+
+    def put_nowait(self, item: aiomqtt.Message) -> None:
+        if self.sink is not None:
+            self.sink(item)
+            return
+        # Held until the session dispatches (the retained reports that come while it
+        # subscribes): a message without properties shares one empty object meanwhile.
+        properties = item.properties
+        if properties is not None and properties.isEmpty():  # type: ignore[no-untyped-call]
+            item.properties = _NO_PROPERTIES
+        super().put_nowait(item)
+
+
+#: What a PUBLISH without properties carries: one shared object (nobody writes to it).
+_NO_PROPERTIES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+
+
+QueueFactory = Callable[[int], asyncio.Queue[aiomqtt.Message]]
+
+
 def build_client(
     settings: MqttSettings,
     *,
@@ -97,9 +134,11 @@ def build_client(
     will: aiomqtt.Will | None = None,
     session_expiry: int | None = None,
     timeout: float = 10.0,
+    queue_type: QueueFactory | None = None,
 ) -> aiomqtt.Client:
     """An MQTT 5 client with the settings every connection of ours needs (TCP_NODELAY, a raised
-    in-flight window, TLS and credentials from the config)."""
+    in-flight window, TLS and credentials from the config). ``queue_type``: what aiomqtt builds
+    its incoming queue with (called with ``maxsize``)."""
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     # The broker drops (never delivers) anything larger: no client or lock can make us hold a
     # giant message in memory before the size checks of the API and the drivers see it.
@@ -121,6 +160,8 @@ def build_client(
         max_inflight_messages=MAX_INFLIGHT,
         tls_params=_tls_params(settings),
         socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+        # aiomqtt only ever calls it with ``maxsize``: any factory will do.
+        queue_type=cast("type[asyncio.Queue[aiomqtt.Message]] | None", queue_type),
     )
     # aiomqtt warns (and recounts) on every call past 10 pending acks: we mean to have many.
     client.pending_calls_threshold = MAX_INFLIGHT
@@ -150,9 +191,12 @@ class MqttSession:
         self._backoff_base = backoff_base
         self._backoff_ceiling = backoff_ceiling
         self._op_timeout = op_timeout
-        self._exact: dict[str, list[Handler]] = {}
-        self._wildcard: dict[str, list[Handler]] = {}
+        # Tuples, not lists: one small object per topic (there are several per lock).
+        self._exact: dict[str, tuple[Handler, ...]] = {}
+        self._wildcard: dict[str, tuple[Handler, ...]] = {}
         self._client: aiomqtt.Client | None = None
+        self._window = asyncio.Semaphore(MAX_INFLIGHT - REPLY_ROOM)  # QoS 1 but replies
+        self._queue: _DispatchQueue | None = None  # the current client's incoming queue
         self._connected = asyncio.Event()
         self._on_connect: list[Callable[[], None]] = []
         self._on_disconnect: list[Callable[[], None]] = []
@@ -171,7 +215,7 @@ class MqttSession:
         """Route ``topic_filter`` to ``handler`` now and after every reconnect."""
         table = self._wildcard if ("+" in topic_filter or "#" in topic_filter) else self._exact
         first = topic_filter not in table
-        table.setdefault(topic_filter, []).append(handler)
+        table[topic_filter] = (*table.get(topic_filter, ()), handler)
         client = self._client
         if first and client is not None and self._connected.is_set():
             try:
@@ -201,12 +245,34 @@ class MqttSession:
         retain: bool = False,
         correlation_data: bytes | None = None,
         timeout: float | None = None,
+        reply: bool = False,
     ) -> None:
         """Publish and, for QoS 1, wait for the broker's ack (bounded by ``timeout``).
 
         A topic the broker would refuse is never sent (it would cost the whole connection):
-        it is logged and raises :class:`TopicRefused`.
+        it is logged and raises :class:`TopicRefused`. ``reply``: an API reply, which never
+        queues behind the gateway's own traffic (see :data:`REPLY_ROOM`).
         """
+        async with _NO_WAIT if reply or qos == 0 else self._window:
+            await self._publish(
+                topic,
+                payload,
+                qos=qos,
+                retain=retain,
+                correlation_data=correlation_data,
+                timeout=timeout,
+            )
+
+    async def _publish(
+        self,
+        topic: str,
+        payload: Payload,
+        *,
+        qos: int,
+        retain: bool,
+        correlation_data: bytes | None,
+        timeout: float | None,
+    ) -> None:
         problem = topic_problem(topic)
         if problem is not None:
             log.warning("mqtt.publish_refused", topic=shown_topic(topic), reason=problem)
@@ -248,7 +314,12 @@ class MqttSession:
             will=will,
             session_expiry=self._session_expiry,
             timeout=self._op_timeout,
+            queue_type=self._new_queue,
         )
+
+    def _new_queue(self, maxsize: int = 0) -> _DispatchQueue:
+        queue = self._queue = _DispatchQueue(maxsize)
+        return queue
 
     async def run(self) -> None:
         """Stay connected until cancelled; never returns on its own."""
@@ -268,6 +339,7 @@ class MqttSession:
             finally:
                 was_connected = self._connected.is_set()
                 self._client = None
+                self._queue = None
                 self._connected.clear()
                 if was_connected:
                     for callback in self._on_disconnect:
@@ -294,8 +366,22 @@ class MqttSession:
         log.info("mqtt.connected", broker=f"{self._settings.host}:{self._settings.port}")
         for callback in self._on_connect:
             callback()
-        async for message in client.messages:
-            self._dispatch(message)
+        queue = self._queue
+        if queue is None:  # a client built elsewhere: dispatch from aiomqtt's iterator
+            async for message in client.messages:
+                self._dispatch(message)
+            return
+        # What came while subscribing waits in the queue and goes first, in order; from then
+        # on each message is dispatched as it arrives (see _DispatchQueue). The iterator is
+        # left waiting on the empty queue: it ends (raises) when the connection is lost.
+        while not queue.empty():
+            self._dispatch(queue.get_nowait())
+        queue.sink = self._dispatch
+        try:
+            async for message in client.messages:
+                self._dispatch(message)
+        finally:
+            queue.sink = None
 
     def _dispatch(self, message: aiomqtt.Message) -> None:
         topic = message.topic.value

@@ -13,12 +13,11 @@ from collections.abc import Callable
 
 from gateway.logs import get_logger
 from gateway.mqtt import MqttSession, NotConnected
-from gateway.pump import Pump
+from gateway.pump import PUBLISH_BATCH, Pump
 from gateway.store import Priority, Store, Tx
 
 log = get_logger("gateway.outbox")
 
-BATCH = 200
 
 
 class Outbox(Pump):
@@ -42,7 +41,7 @@ class Outbox(Pump):
         while True:
             rows = await self._store.fetchall(
                 "SELECT seq, event_type, body FROM events WHERE published = 0 ORDER BY seq LIMIT ?",
-                (BATCH,),
+                (PUBLISH_BATCH,),
             )
             if not rows:
                 return sent

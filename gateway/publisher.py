@@ -12,7 +12,7 @@ import asyncio
 from gateway.logs import get_logger
 from gateway.model import Device
 from gateway.mqtt import MqttSession
-from gateway.pump import Pump
+from gateway.pump import PUBLISH_BATCH, Pump
 from gateway.store import Store, Tx
 from gateway.store.devices import get_devices, list_devices, removed_device_ids
 
@@ -55,16 +55,17 @@ class DevicePublisher(Pump):
             return get_devices(tx, list(dirty)), []
 
         devices, removed = await self._store.read(load)
-        await asyncio.gather(
-            *(
-                self._session.publish(
-                    f"{self._prefix}/devices/{d.device_id}", d.to_json(), qos=1, retain=True
+        topic = f"{self._prefix}/devices/"
+        # An empty retained message deletes the one a removed device left behind.
+        messages: list[tuple[str, Device | None]] = [(topic + d.device_id, d) for d in devices]
+        messages += [(topic + i, None) for i in removed]
+        # In rounds: ten thousand devices at start are not ten thousand publishes in memory.
+        for start in range(0, len(messages), PUBLISH_BATCH):
+            await asyncio.gather(
+                *(
+                    self._session.publish(
+                        name, device.to_json() if device else b"", qos=1, retain=True
+                    )
+                    for name, device in messages[start : start + PUBLISH_BATCH]
                 )
-                for d in devices
-            ),
-            # An empty retained message deletes the one a removed device left behind.
-            *(
-                self._session.publish(f"{self._prefix}/devices/{i}", b"", qos=1, retain=True)
-                for i in removed
-            ),
-        )
+            )

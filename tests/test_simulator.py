@@ -415,7 +415,10 @@ async def test_a_thousand_locks_on_one_connection(
     make_config: ConfigFactory, broker: Broker
 ) -> None:
     simulator = {"latency": 0, "generate": {"count": 1000}}
-    config = with_generated_devices(make_config(devices=[], simulator=simulator))
+    # A thousand reads are sent at once and answered one after another on one connection:
+    # the last answer may come after the default 2 s; the bound here is the whole run's.
+    timing = {"command_timeout": "8s"}
+    config = with_generated_devices(make_config(devices=[], simulator=simulator, timing=timing))
     loop = asyncio.get_running_loop()
     started = loop.time()
     async with simulation(config, broker) as sim:

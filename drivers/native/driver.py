@@ -36,6 +36,7 @@ from drivers.native.protocol import (
     parse_slots,
 )
 from drivers.reachability import LinkedDriver
+from gateway.domain import compact_slots
 from gateway.logs import get_logger
 from gateway.session import NotConnected, Session
 
@@ -105,7 +106,7 @@ class NativeDriver(LinkedDriver[str, Result]):
         return SlotTable(
             capacity=capacity,
             code_lengths=report.code_lengths or self._fallback_code_lengths,
-            slots=dict(report.slots),
+            slots=compact_slots(report.slots),
         )
 
     def _on_result(self, message: aiomqtt.Message) -> None:

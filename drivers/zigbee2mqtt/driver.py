@@ -55,6 +55,7 @@ from drivers.zigbee2mqtt.protocol import (
     read_payload,
     set_payload,
 )
+from gateway.domain import compact_slots
 from gateway.logs import get_logger
 from gateway.session import NotConnected, Session
 
@@ -315,7 +316,9 @@ class Zigbee2MqttDriver(LinkedDriver[int, _Candidate]):
 
     def _publish_table(self) -> None:
         self._table = SlotTable(
-            capacity=self.capacity, code_lengths=self._code_lengths, slots=dict(self._slots)
+            capacity=self.capacity,
+            code_lengths=self._code_lengths,
+            slots=compact_slots(self._slots),
         )
         self._wake()
 

@@ -54,6 +54,7 @@ from drivers.zwave_js_ui.protocol import (
     slot_value,
     users_count_args,
 )
+from gateway.domain import compact_slots
 from gateway.logs import get_logger
 from gateway.session import NotConnected, Session
 
@@ -243,7 +244,7 @@ class ZwaveJsUiDriver(LinkedDriver[str, ApiReply]):
         table = SlotTable(
             capacity=capacity,
             code_lengths=self._code_lengths,
-            slots={n: self._slot(n) for n in range(1, capacity + 1)},
+            slots=compact_slots({n: self._slot(n) for n in range(1, capacity + 1)}),
         )
         if table != self._table:
             self._table = table

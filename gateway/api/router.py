@@ -121,7 +121,7 @@ class Router:
         try:
             payload = encode_reply(reply.body)
             await session.publish(
-                reply.topic, payload, qos=1, correlation_data=reply.correlation_data
+                reply.topic, payload, qos=1, correlation_data=reply.correlation_data, reply=True
             )
         except (NotConnected, TimeoutError) as exc:
             # The client retries with its idempotency key; the change itself is committed.
