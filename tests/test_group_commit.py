@@ -220,3 +220,20 @@ async def test_commit_listeners_run_before_the_caller_resumes_and_only_after_com
 
     assert await store.write(emits) == 0  # the unit ran before the commit
     assert seen == [1]
+
+
+async def test_the_writer_survives_a_batch_whose_own_statements_fail(
+    store: Store, tmp_path: Path
+) -> None:
+    """Nothing a unit does can stop the writer thread: here one releases the savepoint the
+    writer still needs, so the writer's own statement fails; every unit of that batch gets the
+    error, none of it is committed, and the next write goes through."""
+
+    def breaks_the_savepoint(tx: Tx) -> None:
+        insert("broken")(tx)
+        tx.execute("RELEASE unit")
+
+    with pytest.raises(sqlite3.OperationalError):
+        await store.write(breaks_the_savepoint)
+    assert await store.write(insert("after")) == "after"
+    assert stored_keys(tmp_path / "group.db") == {"after"}

@@ -176,6 +176,7 @@ class _Writer:
         self._ready = threading.Condition()
         self._queues: tuple[deque[_Job[Any]], ...] = tuple(deque() for _ in Priority)
         self._closing = False
+        self._running: list[_Job[Any]] = []  # the open batch's units, until they are settled
         self.stats = WriterStats()
         self._thread = threading.Thread(target=self._main, name="lockgate-db-writer", daemon=True)
         self._thread.start()
@@ -202,7 +203,19 @@ class _Writer:
                     self._ready.wait()
                 if not any(queues):
                     return
-            self._batch()
+            self._running = []
+            try:
+                self._batch()
+            except sqlite3.Error as exc:
+                # The batch's own statements failed (SAVEPOINT, RELEASE, ROLLBACK TO: a disk
+                # error): nothing of it is committed, every unit in it says so, the thread
+                # goes on with the next batch. It must never die: callers would wait forever.
+                log.error("store.batch_failed", reason=str(exc))  # noqa: TRY400
+                with contextlib.suppress(sqlite3.Error):
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+                for job in self._running:
+                    _settle(job, None, None, exc)
 
     def _next(
         self, started: float, taken: int, top: Priority
@@ -233,6 +246,7 @@ class _Writer:
             return
         while (taken := self._next(started, len(done), top)) is not None:
             job, priority = taken
+            self._running.append(job)
             top = min(top, priority)
             tx = Tx(conn, self._clock.now())
             conn.execute("SAVEPOINT unit")
@@ -243,11 +257,11 @@ class _Writer:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK TO unit")
                     conn.execute("RELEASE unit")
+                    self._running.remove(job)
                     _settle(job, None, None, exc)
                     continue
                 # The error ended the whole transaction (a full disk may): the batch is lost.
-                _settle(job, None, None, exc)
-                for other, _, _ in done:
+                for other in self._running:
                     _settle(other, None, None, exc)
                 return
             conn.execute("RELEASE unit")
@@ -266,6 +280,7 @@ class _Writer:
             for job, _, _ in done:
                 _settle(job, None, None, exc)
             return
+        self._running = []
         for job, tx, result in done:
             _settle(job, tx, result, None)
 
