@@ -149,7 +149,6 @@ class WriterStats:
     """What the writer did since start: the wear and batching figures benchmarks report."""
 
     units: int = 0
-    batches: int = 0
     commits: int = 0  # batches that changed something (each one fsync of the WAL)
     failed_units: int = 0
 
@@ -266,7 +265,6 @@ class _Writer:
                 return
             conn.execute("RELEASE unit")
             done.append((job, tx, result))
-        self.stats.batches += 1
         self.stats.units += len(done)
         try:
             if conn.total_changes == before:
