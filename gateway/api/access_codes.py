@@ -45,6 +45,7 @@ from gateway.rules.slots import CodeView, unmanaged_pins
 from gateway.store import Tx, slot_writes
 from gateway.store import codes as store
 from gateway.store import devices as device_store
+from gateway.store import events as event_store
 from gateway.store.observed import load_table
 from gateway.store.problems import set_problem
 
@@ -317,6 +318,27 @@ def pull_backup(tx: Tx, params: CodeRef) -> Json:
     }
 
 
+TIMELINE_LIMIT = 200
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TimelineQuery:
+    access_code_id: str = param(access_code_id, required=True)
+    limit: int = param(Integer(1, TIMELINE_LIMIT), default=100)
+
+
+def timeline(tx: Tx, params: TimelineQuery) -> Json:
+    """What happened to a code (and the backups pulled for it), from the stored events: also
+    after the code is deleted, as long as its events are kept."""
+    found = event_store.code_timeline(tx, params.access_code_id, params.limit)
+    if not found and store.get_code(tx, params.access_code_id) is None:
+        raise ApiError(
+            "access_code_not_found",
+            f"access_code_id: no access code '{params.access_code_id}' and no events about it",
+        )
+    return {"timeline": found}
+
+
 def generate(tx: Tx, params: DeviceRef) -> Json:
     device = require_device(tx, params.device_id)
     try:
@@ -372,5 +394,6 @@ ENDPOINTS = (
         "access_codes/pull_backup_access_code", CodeRef, pull_backup, writes=True, urgent=True
     ),
     Endpoint.typed("access_codes/generate_code", DeviceRef, generate),
+    Endpoint.typed("access_codes/get_timeline", TimelineQuery, timeline),
     Endpoint.typed("access_codes/unmanaged/list", DeviceRef, unmanaged),
 )

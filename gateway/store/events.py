@@ -1,4 +1,4 @@
-"""Reading the event history back (``events/list``).
+"""Reading the event history back (``events/list``, ``access_codes/get_timeline``).
 
 The events table is the outbox, so it already holds every event ever emitted, in ``seq`` order.
 Paging is by ``seq``, not by time: timestamps are only millisecond-precise and the wall clock may
@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from gateway.clock import isoformat
-from gateway.model import Json
+from gateway.model import EventType, Json
 from gateway.store.db import Tx
 
 
@@ -79,6 +79,23 @@ def list_events(
         f"SELECT body FROM events WHERE {' AND '.join(where)}"  # noqa: S608 (fixed clauses)
         " ORDER BY seq LIMIT ?",
         params,
+    )
+    return [json.loads(row["body"]) for row in rows]
+
+
+def code_timeline(tx: Tx, access_code_id: str, limit: int) -> list[Json]:
+    """The stored events about one code and the backups pulled for it, oldest first, at most
+    ``limit``: its story, also after the code itself is gone."""
+    pulled = tx.fetchall(
+        "SELECT body FROM events WHERE access_code_id = ? AND event_type = ? ORDER BY seq",
+        (access_code_id, EventType.BACKUP_PULLED.value),
+    )
+    backups = {json.loads(row["body"]).get("backup_access_code_id") for row in pulled}
+    ids = [access_code_id, *sorted(b for b in backups if isinstance(b, str))]
+    rows = tx.fetchall(
+        f"SELECT body FROM events WHERE access_code_id IN ({', '.join('?' * len(ids))})"  # noqa: S608
+        " ORDER BY seq LIMIT ?",
+        (*ids, limit),
     )
     return [json.loads(row["body"]) for row in rows]
 
