@@ -161,6 +161,7 @@ class ProblemCode(enum.StrEnum):
     EMPTY_BACKUP_ACCESS_CODE_POOL = "empty_backup_access_code_pool"
     PARTIAL_BACKUP_ACCESS_CODE_POOL = "partial_backup_access_code_pool"
     MANY_ACTIVE_BACKUP_CODES = "many_active_backup_codes"
+    MAX_ACCESS_CODES_REACHED = "max_access_codes_reached"  # contract section 11
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +228,9 @@ PROBLEMS: dict[str, ProblemSpec] = {
     ),
     ProblemCode.MANY_ACTIVE_BACKUP_CODES: ProblemSpec(
         ProblemKind.WARNING, "device", "Many pulled backup access codes are active on this lock."
+    ),
+    ProblemCode.MAX_ACCESS_CODES_REACHED: ProblemSpec(
+        ProblemKind.WARNING, "device", "Every slot of this lock is taken: no room for another code."
     ),
 }
 

@@ -27,13 +27,14 @@ from gateway.model import (
     Device,
     EventType,
     Json,
+    ProblemCode,
     code_problems,
 )
 from gateway.rules import pool as pool_rules
 from gateway.rules.codes import CodeRuleViolation, generate_code
 from gateway.rules.reads import ReadState
 from gateway.rules.schedule import Window, earliest, retry_delay
-from gateway.rules.slots import Action, Clear, CodeView, Plan, Write, Written, plan
+from gateway.rules.slots import Action, Clear, CodeView, Plan, Write, Written, free_slots, plan
 from gateway.rules.verdict import CodeFacts, CodeVerdict, Judging, judge_code
 from gateway.store import Tx, slot_writes
 from gateway.store import codes as code_store
@@ -128,6 +129,7 @@ class LockPass:
             self._apply(code, verdict)
         command = self._next_command(codes, result, retry)
         self._pool_health(result, retry)
+        self._capacity()
         # Only future moments can wake the worker; a past one would make it spin.
         return Step(command, earliest(t for t in self.deadlines if t is not None and t > self.now))
 
@@ -398,3 +400,22 @@ class LockPass:
         self.deadlines.append(verdict.deadline)
         for change in verdict.problems:
             self._set_problem(device.device_id, change.code, change.active, change.message)
+
+    def _capacity(self) -> None:
+        """``max_access_codes_reached`` while no slot is left for another code (judged only
+        on a table the lock reported; kept as it was while the lock cannot be read)."""
+        table = self.driver.table
+        if not self.driver.online or table is None or not table.capacity:
+            return
+        held = {c.slot for c in self.codes if c.slot is not None}
+        held -= {c.slot for c in self.codes if c.access_code_id in self.forgotten}
+        full = self.device.is_managed and free_slots(table, held) == 0
+        message = None
+        if full:
+            message = (
+                f"Every slot of this lock is taken: {len(held)} active managed codes,"
+                f" {table.capacity} max."
+            )
+        self._set_problem(
+            self.device.device_id, ProblemCode.MAX_ACCESS_CODES_REACHED, full, message
+        )

@@ -109,6 +109,8 @@ PROBLEM_TABLE = {
     "invalid_report_from_device": ("device", "error"),
     # Beyond section 7 (issue 8): a lock whose topics never appeared where configured.
     "device_not_found_on_stack": ("device", "error"),
+    # Section 11: no slot left on the lock for another code.
+    "max_access_codes_reached": ("device", "warning"),
 }
 
 EVENT_TYPES = {

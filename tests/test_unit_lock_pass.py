@@ -240,3 +240,32 @@ async def test_unanswered_writes_fail_the_code_after_max_attempts(lab: Lab) -> N
     assert step.deadline is not None
     assert step.deadline > lab.clock.now()
     assert "failed_to_set_on_device" in await problem_codes(lab.store, cid)
+
+
+async def test_a_lock_with_no_slot_left_warns_that_it_is_full(lab: Lab) -> None:
+    """``max_access_codes_reached`` (contract section 11): raised, with how many managed codes
+    hold slots and how many the lock has, once the last slot is taken; cleared when one frees."""
+    lab.read_done()
+    for slot in range(1, 5):
+        await lab.driver.set_code(slot, f"90{slot}0")  # four PINs the gateway did not set
+    await lab.look()
+    assert "max_access_codes_reached" not in await problem_codes(lab.store, DEVICE)
+    cid = await add_code(lab.store, PIN)
+    step = await lab.look()
+    assert isinstance(step.command, Write)
+    await lab.driver.set_code(step.command.slot, PIN)
+    await lab.look(lock_answered=True)
+    assert await lab.status(cid) is CodeStatus.SET
+    assert "max_access_codes_reached" in await problem_codes(lab.store, DEVICE)
+    row = await lab.store.fetchone(
+        "SELECT message FROM problems WHERE owner_id = ? AND code = 'max_access_codes_reached'",
+        (DEVICE,),
+    )
+    assert row is not None
+    assert "1 active managed codes, 5 max" in row["message"]
+    await lab.driver.clear_slot(2)  # someone removed a PIN at the keypad
+    await lab.look()
+    assert "max_access_codes_reached" not in await problem_codes(lab.store, DEVICE)
+    happened = await event_types(lab.store)
+    assert happened[-1] == "device.warning_cleared"
+    assert happened.count("device.warning_added") == 1

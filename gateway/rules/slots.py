@@ -303,3 +303,10 @@ def unmanaged_pins(
         for slot, pin in _foreign_pins({}, table, ours).items()
         if slot not in assigned or assigned[slot].pin != pin
     }
+
+
+def free_slots(table: SlotTable, held: Collection[int]) -> int:
+    """Slots a new code could take: empty on the lock and given to no code."""
+    return sum(
+        1 for slot in range(1, table.capacity + 1) if table.value(slot) is None and slot not in held
+    )
