@@ -55,17 +55,9 @@ def _run_until_signal(main: Callable[[asyncio.Event], Any]) -> None:
     asyncio.run(runner())
 
 
-#: Seconds between GIL hand-overs in the daemon (CPython's default is 0.005).
-GIL_SWITCH_INTERVAL = 0.001
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     configure_logging(args.log_level or config.log_level)
-    # The database thread runs Python (a lock's pass) while the loop waits to read a request:
-    # hand the GIL over every millisecond, not every 5 (CPython's default), so that a pull is
-    # not kept waiting behind a batch of passes (see docs/benchmarks.md).
-    sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     try:
         _run_until_signal(lambda stop: Gateway(config).run(stop))
     except StoreError as exc:

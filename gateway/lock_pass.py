@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from gateway.clock import as_stored
 from gateway.config import Config
 from gateway.domain import SlotTable
 from gateway.model import (
@@ -137,19 +138,21 @@ class LockPass:
         """The pass's codes (the pool filled first), its raised problems and retry states."""
         tx, device = self.tx, self.device
         self.raised = raised_problems(tx, device.device_id)
-        codes = code_store.awake_codes(tx, device.device_id, self.horizon)
-        first = code_store.first_dormant_start(tx, device.device_id, self.horizon)
+        if self.not_sent is not None:
+            code_store.uncount_attempt(tx, self.not_sent)
+        codes, retry, first = code_store.codes_for_pass(tx, device.device_id, self.horizon)
         if first is not None:  # the first sleeping code wakes the worker when it is due
             self.deadlines.append(first - self.judging.program_ahead)
         if device.is_managed and device.pool_enabled:
-            codes += self._fill_pool(codes)
+            created = self._fill_pool(codes)
+            fresh = RetryState(attempts=0, retry_at=None, since=as_stored(tx.now))
+            retry.update((c.access_code_id, fresh) for c in created)
+            codes += created
         if not device.is_managed:
             # Hands off: only what unmanaging asked to remove (the backup codes) is touched.
             codes = [c for c in codes if c.deleting]
         self.codes = codes
-        if self.not_sent is not None:
-            code_store.uncount_attempt(tx, self.not_sent)
-        return codes, code_store.retry_state(tx, device.device_id, self.horizon)
+        return codes, retry
 
     def _written(self, codes: list[AccessCode]) -> list[Written]:
         """The PINs this pass's codes have written, settled first if the lock has answered."""
@@ -358,8 +361,7 @@ class LockPass:
         elif action.slot == code.slot:
             code_store.set_status(tx, code, CodeStatus.REMOVING)
         # Read again: this pass may have reset the count (a verified code).
-        retry = code_store.retry_state(tx, code.device_id, self.horizon)
-        attempts = retry[code.access_code_id].attempts
+        attempts = code_store.attempts_of(tx, code.access_code_id)
         max_attempts = self.timing.max_attempts
         retry_at = None
         if attempts + 1 >= max_attempts:

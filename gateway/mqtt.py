@@ -48,7 +48,8 @@ MAX_INFLIGHT = 1000
 #: come by the thousand when many locks are busy) never take them, so a reply to a pull is
 #: sent at once instead of queueing behind them.
 REPLY_ROOM = 200
-_NO_WAIT = contextlib.nullcontext()
+#: An ``async with`` that waits for nothing: where a limit does not apply.
+NO_WAIT = contextlib.nullcontext()
 #: The largest packet the broker may send us: requests over 64 KiB are refused, and up to 1 MiB
 #: still answered (``api.router``); the rest is headroom for the topic and properties.
 MAX_PACKET_BYTES = 1024 * 1024 + 64 * 1024
@@ -253,7 +254,7 @@ class MqttSession:
         it is logged and raises :class:`TopicRefused`. ``reply``: an API reply, which never
         queues behind the gateway's own traffic (see :data:`REPLY_ROOM`).
         """
-        async with _NO_WAIT if reply or qos == 0 else self._window:
+        async with NO_WAIT if reply or qos == 0 else self._window:
             await self._publish(
                 topic,
                 payload,

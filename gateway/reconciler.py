@@ -147,14 +147,13 @@ class LockWorker:
             self.reads.request(changed)  # changed at the lock, content unseen: look
         recorded, answered, not_sent = self._recorded, self._lock_answered, self._not_sent
 
-        def unit(tx: Tx) -> Step:
+        def unit(tx: Tx) -> tuple[Step, bool]:
             if seen != recorded:
                 _record(tx, self.device_id, seen, recorded)
             device = device_store.get_device(tx, self.device_id)
             if device is None:
-                return Step()
-            self._pooled = device.pool_enabled and device.is_managed
-            return LockPass(
+                return Step(), False
+            step = LockPass(
                 tx,
                 device,
                 seen,
@@ -163,10 +162,11 @@ class LockWorker:
                 lock_answered=answered,
                 not_sent=not_sent,
             ).run()
+            return step, device.pool_enabled and device.is_managed
 
         # A lock with a backup pool goes first: its pool is what a guest at the door relies on.
         priority = Priority.POOL_PASS if self._pooled else Priority.PASS
-        step = await self._store.write(unit, priority=priority)
+        step, self._pooled = await self._store.write(unit, priority=priority)
         self._lock_answered, self._not_sent = False, None  # committed in the store
         if seen.not_found != recorded.not_found:
             if seen.not_found is not None:

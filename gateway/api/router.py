@@ -9,7 +9,6 @@ transaction committed, so "ok" always means durable.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import math
@@ -27,7 +26,7 @@ from gateway.api.params import Field, fields_of, validate
 from gateway.clock import isoformat
 from gateway.logs import get_logger, log_context
 from gateway.model import Json
-from gateway.mqtt import MqttSession, NotConnected, shown_topic
+from gateway.mqtt import NO_WAIT, MqttSession, NotConnected, shown_topic
 from gateway.store import Priority, Store, Tx
 from gateway.topics import topic_problem
 
@@ -49,7 +48,6 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 CONCURRENCY = 64
 
 Handler = Callable[[Tx, Any], Json]
-_NO_WAIT = contextlib.nullcontext()
 _P = TypeVar("_P")
 
 
@@ -109,7 +107,7 @@ class Router:
         """Handle one request message and publish its reply, if it asked for one."""
         topic = message.topic.value
         endpoint = self._endpoints.get(topic.removeprefix(self._api_root))
-        async with _NO_WAIT if endpoint is not None and endpoint.urgent else self._slots:
+        async with NO_WAIT if endpoint is not None and endpoint.urgent else self._slots:
             reply = await self.handle(
                 topic,
                 message.payload if isinstance(message.payload, bytes) else b"",

@@ -70,23 +70,24 @@ _DORMANT = """
 """
 
 
-def awake_codes(tx: Tx, device_id: str, horizon: datetime) -> list[AccessCode]:
-    """The device's codes but those dormant until after ``horizon`` (see :data:`_DORMANT`)."""
+def codes_for_pass(
+    tx: Tx, device_id: str, horizon: datetime
+) -> tuple[list[AccessCode], dict[str, RetryState], datetime | None]:
+    """The device's codes but those dormant until after ``horizon`` (see :data:`_DORMANT`)
+    with their retry states, from one read of their rows; and when the first dormant one
+    opens its window."""
+    bound = isoformat(horizon)
     rows = tx.fetchall(
         f"SELECT * FROM access_codes WHERE device_id = ? AND NOT ({_DORMANT})"  # noqa: S608
         " ORDER BY created_at, rowid",
-        (device_id, isoformat(horizon)),
+        (device_id, bound),
     )
-    return [_code(r) for r in rows]
-
-
-def first_dormant_start(tx: Tx, device_id: str, horizon: datetime) -> datetime | None:
-    """When the first code dormant until after ``horizon`` opens its window."""
-    row = tx.fetchone(
+    first = tx.fetchone(
         f"SELECT MIN(starts_at) AS first FROM access_codes WHERE device_id = ? AND {_DORMANT}",  # noqa: S608
-        (device_id, isoformat(horizon)),
+        (device_id, bound),
     )
-    return _ts(row["first"]) if row else None
+    retry = {row["access_code_id"]: _retry(row) for row in rows}
+    return [_code(row) for row in rows], retry, _ts(first["first"]) if first else None
 
 
 def codes_by_ids(tx: Tx, ids: Sequence[str]) -> list[AccessCode]:
@@ -247,10 +248,7 @@ def record_attempt(tx: Tx, code: AccessCode, *, failed: bool, retry_at: datetime
         "UPDATE access_codes SET attempts = attempts + 1, retry_at = ? WHERE access_code_id = ?",
         (isoformat(retry_at) if retry_at else None, code.access_code_id),
     )
-    row = tx.fetchone(
-        "SELECT attempts FROM access_codes WHERE access_code_id = ?", (code.access_code_id,)
-    )
-    return int(row["attempts"]) if row else 0
+    return attempts_of(tx, code.access_code_id)
 
 
 def uncount_attempt(tx: Tx, access_code_id: str) -> None:
@@ -270,23 +268,26 @@ class RetryState(NamedTuple):
     since: datetime  # when it entered its current status
 
 
-def retry_state(
-    tx: Tx, device_id: str, horizon: datetime | None = None
-) -> dict[str, RetryState]:
-    """Per code of ``device_id`` (but those dormant until after ``horizon``): its
-    :class:`RetryState`."""
-    dormant = f"AND NOT ({_DORMANT})" if horizon is not None else ""
+def _retry(row: Row) -> RetryState:
+    return RetryState(row["attempts"], _ts(row["retry_at"]), parse_timestamp(row["status_since"]))
+
+
+def retry_state(tx: Tx, device_id: str) -> dict[str, RetryState]:
+    """Per code of ``device_id``: its :class:`RetryState`."""
     rows = tx.fetchall(
-        "SELECT access_code_id, attempts, retry_at, status_since FROM access_codes"  # noqa: S608
-        f" WHERE device_id = ? {dormant}",
-        (device_id, isoformat(horizon)) if horizon is not None else (device_id,),
+        "SELECT access_code_id, attempts, retry_at, status_since FROM access_codes"
+        " WHERE device_id = ?",
+        (device_id,),
     )
-    return {
-        r["access_code_id"]: RetryState(
-            r["attempts"], _ts(r["retry_at"]), parse_timestamp(r["status_since"])
-        )
-        for r in rows
-    }
+    return {r["access_code_id"]: _retry(r) for r in rows}
+
+
+def attempts_of(tx: Tx, access_code_id: str) -> int:
+    """The code's failed (or unanswered) commands since it last succeeded, as stored now."""
+    row = tx.fetchone(
+        "SELECT attempts FROM access_codes WHERE access_code_id = ?", (access_code_id,)
+    )
+    return int(row["attempts"]) if row else 0
 
 
 def to_json(tx: Tx, codes: Sequence[AccessCode]) -> list[Json]:

@@ -322,12 +322,18 @@ def _settle(job: _Job[Any], tx: Tx | None, result: Any, exc: BaseException | Non
 class Store:
     """The database. :meth:`write` runs a unit in a group commit; :meth:`read` on a snapshot."""
 
-    def __init__(self, conn: sqlite3.Connection, clock: Clock, path: Path) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        reader: sqlite3.Connection | None,
+        clock: Clock,
+        path: Path,
+    ) -> None:
         self.clock = clock
         self.path = path
         self._writer = _Writer(conn, clock)
         self._writer_conn = conn
-        self._reader: sqlite3.Connection | None = None
+        self._reader = reader  # None for an in-memory database: reads go through the writer
         self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="lockgate-db-reader")
         self._listeners: list[CommitListener] = []
 
@@ -339,9 +345,7 @@ class Store:
     async def open(cls, path: str | Path, clock: Clock) -> Store:
         path = Path(path)
         conn, reader = await asyncio.to_thread(_open_connections, path)
-        store = cls(conn, clock, path)
-        store._reader = reader
-        return store
+        return cls(conn, reader, clock, path)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._close)
