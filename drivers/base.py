@@ -15,7 +15,7 @@ from dataclasses import Field, dataclass
 from typing import Any, ClassVar, Protocol
 
 # The slot-table types are the domain's, shared with the planner and the store.
-from gateway.domain import SlotTable, SlotValue, Unreadable
+from gateway.domain import EntryEvent, EntryKind, EntryMethod, SlotTable, SlotValue, Unreadable
 from gateway.session import Session
 
 
@@ -91,6 +91,15 @@ class Driver(Protocol):
         """Slots the lock said changed without showing what they hold now (a Zigbee lock's
         programming event), since the last call: the worker reads them back, so that every
         command goes through it. Empty for a lock whose reports show its slots."""
+
+    @property
+    def has_entry_events(self) -> bool:
+        """Whether this lock's stack reports the door's operations and which slot's PIN opened
+        it (the device property ``has_native_entry_events``)."""
+
+    def take_entry_events(self) -> list[EntryEvent]:
+        """Door operations heard since the last call, oldest first; ``wake`` is called when
+        one arrives."""
 
 
 class CommandTiming(Protocol):
@@ -170,6 +179,9 @@ __all__ = [
     "DriverFactory",
     "DriverOptions",
     "DriverSpec",
+    "EntryEvent",
+    "EntryKind",
+    "EntryMethod",
     "OptionsParser",
     "Session",
     "SlotTable",

@@ -16,7 +16,14 @@ from typing import ClassVar, Generic, TypeVar
 
 import aiomqtt
 
-from drivers.base import CommandTimedOut, CommandTiming, SlotTable, WakeCallback, no_wake
+from drivers.base import (
+    CommandTimedOut,
+    CommandTiming,
+    EntryEvent,
+    SlotTable,
+    WakeCallback,
+    no_wake,
+)
 from drivers.pending import Pending
 from gateway.logs import get_logger
 from gateway.session import Session
@@ -29,6 +36,8 @@ Parse = Callable[[bytes], bool]
 _NO_SIGNALS: frozenset[str] = frozenset()
 _NO_DEPENDENTS: Mapping[str, tuple[str, ...]] = MappingProxyType({})
 _NO_SLOTS: frozenset[int] = frozenset()
+#: Entry events a worker has not taken yet, per lock, beyond which new ones are dropped.
+MAX_PENDING_ENTRIES = 100
 
 
 class _SignalHandler:
@@ -251,10 +260,30 @@ class LinkedDriver(abc.ABC, Generic[K, T]):
         )
         self._refusals = Refusals(device_id=device_id, name=self.name, on_change=self._poke)
         self._pending: Pending[K, T] = Pending()
+        self._entries: list[EntryEvent] = []
+        self._hears_entries = False
 
     @property
     def online(self) -> bool:
         return self._link.online
+
+    @property
+    def has_entry_events(self) -> bool:
+        return self._hears_entries
+
+    def take_entry_events(self) -> list[EntryEvent]:
+        """Entry events heard since the last call, oldest first."""
+        taken, self._entries = self._entries, []
+        return taken
+
+    def _heard_entry(self, event: EntryEvent) -> None:
+        """The parser of a driver heard the door operate: keep it for the worker, wake it.
+        Bounded: a lock flooding events cannot grow the gateway's memory without end."""
+        if len(self._entries) < MAX_PENDING_ENTRIES:
+            self._entries.append(event)
+        else:
+            log.warning(f"{self.name}.entry_events_dropped", device_id=self.device_id)
+        self._poke()
 
     @property
     def table(self) -> SlotTable | None:

@@ -18,6 +18,7 @@ from drivers.base import (
     Driver,
     DriverFactory,
     DriverSpec,
+    EntryEvent,
     Session,
     SlotTable,
     WakeCallback,
@@ -76,6 +77,13 @@ class UnavailableDriver:
 
     def take_read_requests(self) -> frozenset[int]:
         return frozenset()
+
+    @property
+    def has_entry_events(self) -> bool:
+        return False
+
+    def take_entry_events(self) -> list[EntryEvent]:
+        return []
 
 
 def can_program(driver: str) -> bool:

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Final, Literal
 
 import aiomqtt
 
+from drivers.base import EntryEvent, EntryKind, EntryMethod
 from drivers.registry import SPECS
 from drivers.sim_settings import (
     SimLockSettings,
@@ -71,12 +72,13 @@ CONTROL_KEYS: Final = (
     "reject_duplicates",
     "ignore_writes_next",
     "duplicate_results",
+    "entry_events",
     "enter",
     "report",
     "reset",
 )
 _COUNTERS: Final = ("fail_next", "silent_next", "apply_silently_next", "ignore_writes_next")
-_FLAGS: Final = ("silent", "reject_duplicates", "duplicate_results")
+_FLAGS: Final = ("silent", "reject_duplicates", "duplicate_results", "entry_events")
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +145,7 @@ class Faults:
     apply_silently_next: int = 0
     ignore_writes_next: int = 0
     duplicate_results: bool = False
+    entry_events: bool = True  # False: the lock reports no door operations (old firmware)
 
     @classmethod
     def defaults(cls, spec: SimSpec) -> Faults:
@@ -399,9 +402,16 @@ class SimulatedLock(abc.ABC):
             await self._session.publish(
                 self.control_topics.keypad, {"code_accepted": slot is not None, "slot": slot}
             )
+            if self.faults.entry_events:
+                kind = EntryKind.ACCESS_DENIED if slot is None else EntryKind.UNLOCKED
+                await self.publish_entry(EntryEvent(kind, EntryMethod.KEYCODE, slot))
         if report is not None:
             await self._publish_report(report)
         await self._publish_state()
+
+    async def publish_entry(self, event: EntryEvent) -> None:  # noqa: B027 (a default)
+        """Tell the lock's stack the door operated, as this protocol does; a protocol that
+        reports no door operations says nothing."""
 
     def report_topic(self, report: Mapping[str, object]) -> tuple[str, bool] | None:
         """Where this protocol reports what the lock holds, and whether retained, for the

@@ -20,6 +20,9 @@ __all__ = [
     "BackupState",
     "CodeStatus",
     "CodeType",
+    "EntryEvent",
+    "EntryKind",
+    "EntryMethod",
     "EventType",
     "ProblemCode",
     "ProblemKind",
@@ -257,3 +260,39 @@ class EventType(enum.StrEnum):
     DEVICE_ERROR_CLEARED = "device.error_cleared"
     DEVICE_WARNING_ADDED = "device.warning_added"
     DEVICE_WARNING_CLEARED = "device.warning_cleared"
+    # Contract section 11.
+    LOCK_UNLOCKED = "lock.unlocked"
+    LOCK_LOCKED = "lock.locked"
+    LOCK_ACCESS_DENIED = "lock.access_denied"
+    UNMANAGED_CREATED = "access_code.unmanaged.created"
+    UNMANAGED_REMOVED = "access_code.unmanaged.removed"
+    UNMANAGED_CONVERTED = "access_code.unmanaged.converted_to_managed"
+    UNMANAGED_FAILED_TO_CONVERT = "access_code.unmanaged.failed_to_convert_to_managed"
+
+
+class EntryKind(enum.StrEnum):
+    """What happened at the door (contract section 11): the event is ``lock.<kind>``."""
+
+    UNLOCKED = "unlocked"
+    LOCKED = "locked"
+    ACCESS_DENIED = "access_denied"
+
+
+class EntryMethod(enum.StrEnum):
+    """How it happened, as far as the lock's stack tells."""
+
+    KEYCODE = "keycode"
+    MANUAL = "manual"
+    REMOTE = "remote"
+    AUTOMATIC = "automatic"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class EntryEvent:
+    """One lock operation a driver heard. ``slot`` (from 1) names the PIN typed at the keypad,
+    for ``keycode`` only and only where the stack tells it; never the PIN itself."""
+
+    kind: EntryKind
+    method: EntryMethod = EntryMethod.UNKNOWN
+    slot: int | None = None

@@ -90,6 +90,7 @@ class Device:
     active_backup_codes: int = 0
     problems: list[Problem] = field(default_factory=list)
     pool_short_since: datetime | None = None  # internal: since when the pool is below size
+    has_entry_events: bool = False
 
     def to_json(self) -> Json:
         errors, warnings = split_problems(self.problems)
@@ -105,6 +106,7 @@ class Device:
             "properties": {
                 "online": self.online,
                 "supports_backup_access_code_pool": self.supports_pool,
+                "has_native_entry_events": self.has_entry_events,
                 "backup_access_code_pool_enabled": self.pool_enabled,
                 "backup_pool_size": self.pool_size,
                 "backup_codes_available": self.backup_codes_available,
@@ -145,13 +147,58 @@ class AccessCode:
     slot: int | None = None
     deleting: bool = False
     on_lock: bool = False  # internal: seen on the lock (so its removal is worth an event)
+    is_one_time_use: bool = False
+    common_code_key: str | None = None
+    # What a pending update replaces, while the lock does not match it yet (pending_mutations).
+    code_from: str | None = None
+    code_changed_at: datetime | None = None
+    window_from: tuple[datetime | None, datetime | None] | None = None
+    window_changed_at: datetime | None = None
+    status_since: datetime | None = None
     problems: list[Problem] = field(default_factory=list)
 
     @property
     def type(self) -> CodeType:
         return CodeType.ONGOING if self.ends_at is None else CodeType.TIME_BOUND
 
-    def to_json(self, *, device_problems: list[Problem], backup_available: bool) -> Json:
+    def pending_mutations(self, now: datetime) -> list[Json]:
+        """What the gateway still has to do on the lock for this code (Seam's shape)."""
+        if self.deleting or (self.status is CodeStatus.REMOVING and self.window_from is None):
+            return [_mutation("deleting", self.status_since or self.created_at)]
+        pending: list[Json] = []
+        if self.window_from is not None:
+            before, after = (self.window_from, (self.starts_at, self.ends_at))
+            pending.append(
+                _mutation(
+                    "updating_time_frame",
+                    self.window_changed_at or self.created_at,
+                    {"starts_at": _ts(before[0]), "ends_at": _ts(before[1])},
+                    {"starts_at": _ts(after[0]), "ends_at": _ts(after[1])},
+                )
+            )
+        if self.code_from is not None:
+            pending.append(
+                _mutation(
+                    "updating_code",
+                    self.code_changed_at or self.created_at,
+                    {"code": self.code_from},
+                    {"code": self.code},
+                )
+            )
+        elif not pending and not self.on_lock and self._creating(now):
+            pending.append(_mutation("creating", self.created_at))
+        return pending
+
+    def _creating(self, now: datetime) -> bool:
+        if self.status is CodeStatus.SETTING:
+            return True
+        due = self.starts_at is None or self.starts_at <= now
+        ended = self.ends_at is not None and self.ends_at <= now
+        return self.status is CodeStatus.UNSET and due and not ended
+
+    def to_json(
+        self, *, device_problems: list[Problem], backup_available: bool, now: datetime
+    ) -> Json:
         errors, warnings = code_problems(self.problems, device_problems)
         return {
             "access_code_id": self.access_code_id,
@@ -171,7 +218,19 @@ class AccessCode:
             "pulled_backup_access_code_id": self.pulled_backup_id,
             "is_external_modification_allowed": self.allow_external_modification,
             "slot": self.slot,
+            "is_one_time_use": self.is_one_time_use,
+            "common_code_key": self.common_code_key,
+            "pending_mutations": self.pending_mutations(now),
         }
+
+
+def _mutation(
+    code: str, since: datetime, before: Json | None = None, after: Json | None = None
+) -> Json:
+    mutation: Json = {"mutation_code": code, "created_at": isoformat(since)}
+    if before is not None:
+        mutation["from"], mutation["to"] = before, after
+    return mutation
 
 
 @dataclass(frozen=True, slots=True)

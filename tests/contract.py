@@ -65,7 +65,14 @@ ACCESS_CODE_KEYS = {
     "pulled_backup_access_code_id",
     "is_external_modification_allowed",
     "slot",
+    # Section 11.
+    "is_one_time_use",
+    "common_code_key",
+    "pending_mutations",
 }
+#: Section 11: what ``pending_mutations`` items may say, and which carry ``from``/``to``.
+MUTATION_CODES = {"creating", "updating_code", "updating_time_frame", "deleting"}
+MUTATIONS_WITH_CHANGE = {"updating_code", "updating_time_frame"}
 ERROR_ITEM_KEYS = {"error_code", "message", "created_at"}
 WARNING_ITEM_KEYS = {"warning_code", "message", "created_at"}
 DEVICE_KEYS = {
@@ -88,6 +95,7 @@ PROPERTY_KEYS = {
     "max_active_codes_supported",
     "supported_code_lengths",
     "code_constraints",
+    "has_native_entry_events",  # section 11
 }
 
 #: Section 7: code -> (on, kind).
@@ -133,7 +141,17 @@ EVENT_TYPES = {
     "device.error_cleared",
     "device.warning_added",
     "device.warning_cleared",
+    # Section 11.
+    "lock.unlocked",
+    "lock.locked",
+    "lock.access_denied",
+    "access_code.unmanaged.created",
+    "access_code.unmanaged.removed",
+    "access_code.unmanaged.converted_to_managed",
+    "access_code.unmanaged.failed_to_convert_to_managed",
 }
+ENTRY_EVENT_FIELDS = {"access_code_id", "access_code_is_managed", "method", "slot"}
+ENTRY_METHODS = {"keycode", "manual", "remote", "automatic", "unknown"}
 EVENT_BASE_KEYS = {"event_id", "event_type", "occurred_at", "device_id"}
 #: Section 8: the fields an event of that type carries beyond the base keys.
 EVENT_EXTRA_FIELDS = {
@@ -144,6 +162,9 @@ EVENT_EXTRA_FIELDS = {
     "device.error_cleared": {"error_code"},
     "device.warning_added": {"warning_code"},
     "device.warning_cleared": {"warning_code"},
+    "lock.unlocked": ENTRY_EVENT_FIELDS,
+    "lock.locked": ENTRY_EVENT_FIELDS,
+    "lock.access_denied": ENTRY_EVENT_FIELDS,
 }
 
 #: Section 2's example key for key and value for value (three comments shortened to fit a line);

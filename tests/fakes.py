@@ -13,7 +13,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from drivers.base import CommandFailed, CommandTimedOut, SlotTable, WakeCallback, no_wake
+from drivers.base import (
+    CommandFailed,
+    CommandTimedOut,
+    EntryEvent,
+    SlotTable,
+    WakeCallback,
+    no_wake,
+)
 from gateway.clock import ManualClock
 from gateway.config import Config, MqttSettings, parse_config
 from gateway.model import AccessCode
@@ -106,6 +113,11 @@ class FakeDriver:
         taken = frozenset(self._announced)
         self._announced.clear()
         return taken
+
+    has_entry_events = False
+
+    def take_entry_events(self) -> list[EntryEvent]:
+        return []
 
     # -- what the test does to the lock ------------------------------------------------------
 

@@ -258,6 +258,9 @@ def update(tx: Tx, params: CodeUpdate) -> Json:
         changes["code"] = params.code
     if changes:
         store.update_fields(tx, code, changes)
+        store.note_pending_update(
+            tx, code, new_code=changes.get("code", code.code), new_window=(starts_at, ends_at)
+        )
         if "code" in changes:
             # A new PIN must be written: it is no longer what the lock holds.
             fresh = store.get_code(tx, code.access_code_id)
@@ -378,6 +381,9 @@ def unmanaged(tx: Tx, params: DeviceRef) -> Json:
             "pulled_backup_access_code_id": None,
             "is_external_modification_allowed": False,
             "slot": slot,
+            "is_one_time_use": False,
+            "common_code_key": None,
+            "pending_mutations": [],
         }
         for slot, v in sorted(unmanaged_pins(views, table, ours).items())
     ]

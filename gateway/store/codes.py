@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
@@ -36,7 +37,21 @@ def _code(row: Row) -> AccessCode:
         slot=row["slot"],
         deleting=bool(row["deleting"]),
         on_lock=bool(row["on_lock"]),
+        is_one_time_use=bool(row["is_one_time_use"]),
+        common_code_key=row["common_code_key"],
+        code_from=row["code_from"],
+        code_changed_at=_ts(row["code_changed_at"]),
+        window_from=_window(row["window_from"]),
+        window_changed_at=_ts(row["window_changed_at"]),
+        status_since=_ts(row["status_since"]),
     )
+
+
+def _window(value: str | None) -> tuple[datetime | None, datetime | None] | None:
+    if value is None:
+        return None
+    starts_at, ends_at = json.loads(value)
+    return _ts(starts_at), _ts(ends_at)
 
 
 def get_code(tx: Tx, access_code_id: str) -> AccessCode | None:
@@ -166,13 +181,56 @@ def update_fields(tx: Tx, code: AccessCode, changes: dict[str, Any]) -> None:
 def set_status(tx: Tx, code: AccessCode, status: CodeStatus) -> bool:
     if code.status is status:
         return False
+    resting = status in (CodeStatus.SET, CodeStatus.UNSET)
     tx.execute(
-        "UPDATE access_codes SET status = ?, status_since = ? WHERE access_code_id = ?",
-        (status.value, isoformat(tx.now), code.access_code_id),
+        "UPDATE access_codes SET status = ?, status_since = ?,"
+        " code_from = CASE WHEN ? THEN NULL ELSE code_from END,"
+        " window_from = CASE WHEN ? THEN NULL ELSE window_from END"
+        " WHERE access_code_id = ?",
+        (status.value, isoformat(tx.now), resting, resting, code.access_code_id),
     )
+    if resting:  # the lock matches what was asked: no update is pending any more
+        code.code_from = code.window_from = None
     code.status = status
     tx.touch(code.device_id)
     return True
+
+
+def note_pending_update(
+    tx: Tx,
+    code: AccessCode,
+    *,
+    new_code: str,
+    new_window: tuple[datetime | None, datetime | None],
+) -> None:
+    """Remember what an update replaces while the lock still has to follow it
+    (``pending_mutations``); ``code`` is the row before the update. Forgotten once the code
+    rests (``set_status``), or here when the update is undone before the lock saw it."""
+    now = tx.now
+    code_from = code.code_from if code.code_from is not None else code.code
+    code_since = code.code_changed_at if code.code_from is not None else now
+    pin_pending = code.on_lock and new_code != code_from
+    due = new_window[1] is None or (
+        (new_window[0] is None or new_window[0] <= now) and new_window[1] > now
+    )
+    window_from = code.window_from or (code.starts_at, code.ends_at)
+    window_since = code.window_changed_at if code.window_from is not None else now
+    window_pending = code.on_lock != due and new_window != window_from
+    tx.execute(
+        "UPDATE access_codes SET code_from = ?, code_changed_at = ?, window_from = ?,"
+        " window_changed_at = ? WHERE access_code_id = ?",
+        (
+            code_from if pin_pending else None,
+            _iso(code_since) if pin_pending else None,
+            json.dumps([_iso(t) for t in window_from]) if window_pending else None,
+            _iso(window_since) if window_pending else None,
+            code.access_code_id,
+        ),
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else isoformat(value)
 
 
 def set_on_lock(tx: Tx, code: AccessCode, on_lock: bool) -> None:
@@ -306,6 +364,7 @@ def to_json(tx: Tx, codes: Sequence[AccessCode]) -> list[Json]:
                 device_problems=problems[code.device_id],
                 backup_available=available.get(code.device_id, False)
                 or code.access_code_id in active_backups,
+                now=tx.now,
             )
         )
     return result

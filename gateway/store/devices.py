@@ -126,6 +126,7 @@ def _device(row: Row, counts: Row | None, problems: list[Problem]) -> Device:
         backup_codes_available=int(counts["available"] or 0) if counts else 0,
         active_backup_codes=int(counts["active"] or 0) if counts else 0,
         problems=problems,
+        has_entry_events=bool(row["entry_events"]),
         pool_short_since=parse_timestamp(row["pool_short_since"])
         if row["pool_short_since"]
         else None,

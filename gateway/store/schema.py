@@ -117,4 +117,26 @@ MIGRATIONS: tuple[str, ...] = (
         WHERE slot IS NOT NULL;
     ALTER TABLE idempotency ADD COLUMN fingerprint TEXT;  -- NULL: stored before version 2
     """,
+    # 3: contract section 11. One-time and shared codes; what a pending update replaces (for
+    # pending_mutations); whether a lock's stack reports who opened the door; unmanaged codes
+    # the gateway was asked to clear (their ids are derived from device, slot and PIN).
+    """
+    ALTER TABLE access_codes ADD COLUMN is_one_time_use INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE access_codes ADD COLUMN common_code_key TEXT;
+    ALTER TABLE access_codes ADD COLUMN code_from TEXT;         -- the PIN an update replaces
+    ALTER TABLE access_codes ADD COLUMN code_changed_at TEXT;
+    ALTER TABLE access_codes ADD COLUMN window_from TEXT;       -- JSON: the window it replaces
+    ALTER TABLE access_codes ADD COLUMN window_changed_at TEXT;
+    CREATE INDEX access_codes_common_key ON access_codes (common_code_key)
+        WHERE common_code_key IS NOT NULL;
+    ALTER TABLE devices ADD COLUMN entry_events INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE unmanaged_removals (
+        device_id     TEXT NOT NULL,
+        slot          INTEGER NOT NULL,
+        code          TEXT NOT NULL,
+        access_code_id TEXT NOT NULL,
+        requested_at  TEXT NOT NULL,
+        PRIMARY KEY (device_id, slot)
+    ) WITHOUT ROWID;
+    """,
 )
