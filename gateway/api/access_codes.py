@@ -76,12 +76,13 @@ def _require_code(tx: Tx, wanted: str, *, removing_ok: bool = False) -> AccessCo
 
 def _taken_pins(tx: Tx, device: Device, *, except_id: str | None = None) -> set[str]:
     """PINs a new code may not use: other managed codes', and any already on the lock."""
-    own: str | None = None
-    if except_id is not None:
-        code = store.get_code(tx, except_id)
-        own = code.code if code else None
-    observed = {v for v in (load_table(tx, device.device_id)).values() if isinstance(v, str)}
-    return (store.pins_of_device(tx, device.device_id, except_id=except_id)) | (observed - {own})
+    table = load_table(tx, device.device_id)
+    own: set[object] = set()
+    if except_id is not None and (code := store.get_code(tx, except_id)) is not None:
+        # Its own PIN, and what its own slot still holds (an update not yet on the lock).
+        own = {code.code, table.get(code.slot) if code.slot is not None else None}
+    observed = {v for v in table.values() if isinstance(v, str)}
+    return (store.pins_of_device(tx, device.device_id, except_id=except_id)) | (observed - own)
 
 
 def _check_window(starts_at: datetime | None, ends_at: datetime | None, now: datetime) -> None:
