@@ -125,9 +125,20 @@ class Demo:
         warnings = [w["warning_code"] for w in pulled["access_code"]["warnings"]]
         show("warnings on the guest's code", ", ".join(warnings))
 
-        say("\n4. The guest types it at the keypad.")
+        say(
+            "\n4. The guest types it at the keypad; the lock tells the gateway who opened the door."
+        )
+        unlocks = await self.api.subscribe(f"{self.config.prefix}/events/lock.unlocked")
         answer = await self.keypad(backup["code"])
         show("door opens", f"{answer['code_accepted']} (slot {answer['slot']})")
+        async with asyncio.timeout(STEP_TIMEOUT):
+            unlocked = _json(await unlocks.get())
+        opener = await self.code(unlocked["access_code_id"])
+        show(
+            "lock.unlocked by", f"{opener['name']} ({unlocked['method']}, slot {unlocked['slot']})"
+        )
+        story = await self.call("access_codes/get_timeline", access_code_id=guest["access_code_id"])
+        show("the guest's timeline", ", ".join(_short(e) for e in story["timeline"]))
 
         say("\n5. The gateway refills the pool in the background.")
         await self.settle()
@@ -145,6 +156,12 @@ class Demo:
         props = (await self.device())["properties"]
         show("pulled backups still active", props["active_backup_codes"])
         say("\nDone: every step above went over MQTT through the real gateway and database.")
+
+
+def _short(event: Json) -> str:
+    """An event type without its family: ``backup_access_code_pulled``, ``unlocked``."""
+    kind: str = event["event_type"]
+    return kind.rsplit(".", 1)[-1]
 
 
 def _json(message: aiomqtt.Message) -> Json:
