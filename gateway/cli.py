@@ -16,6 +16,7 @@ from typing import Any
 
 from gateway.client import connect
 from gateway.config import Config, ConfigError, load_config
+from gateway.instance import AlreadyRunning
 from gateway.logs import configure_logging, get_logger
 from gateway.service import Gateway
 from gateway.store import StoreError
@@ -63,6 +64,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except StoreError as exc:
         print(f"lockgate: {exc}", file=sys.stderr)
         return 1
+    except AlreadyRunning as exc:
+        print(f"lockgate: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -169,6 +169,59 @@ def build_client(
     return client
 
 
+#: MQTT 5's DISCONNECT reason "Session taken over": another client connected with our id.
+SESSION_TAKEN_OVER = 0x8E
+
+
+def _reason_code(exc: BaseException | None) -> int | None:
+    """The broker's reason code behind a lost connection, where aiomqtt kept it."""
+    while exc is not None:
+        if isinstance(exc, aiomqtt.MqttCodeError) and exc.rc is not None:
+            rc = exc.rc
+            return rc if isinstance(rc, int) else int(rc.value)
+        exc = exc.__cause__
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    delay: float  # seconds to stay away before connecting again
+    certain: bool  # the broker said so; else a run of sessions lost at once suggests it
+
+
+@dataclass(slots=True)
+class TakeoverWatch:
+    """Tells another client taking our client id (the broker drops the older connection each time
+    the other connects) from an ordinary connection loss, so the gateway backs off instead of
+    knocking the other off again at once. A broker that says so (MQTT 5 reason 0x8E) is
+    believed; one that just closes the socket (mosquitto 2.0.11 does) is suspected after
+    ``suspect_after`` sessions in a row lost within ``short`` seconds of starting. Each hold in
+    a row doubles, from ``base`` to ``ceiling``; a session that lasts ends the run."""
+
+    short: float = 1.0
+    suspect_after: int = 5
+    base: float = 5.0
+    ceiling: float = 300.0
+    _short_run: int = 0
+    _holds: int = 0
+
+    def lost(self, lasted: float | None, reason_code: int | None) -> Hold | None:
+        """A session ended (``lasted`` None: it never began): how long to hold off, if at all."""
+        certain = reason_code == SESSION_TAKEN_OVER
+        if not certain:
+            if lasted is None:
+                return None  # no session: the broker's absence has its own backoff
+            if lasted >= self.short:
+                self._short_run = self._holds = 0
+                return None
+            self._short_run += 1
+            if self._short_run < self.suspect_after:
+                return None
+        self._short_run = 0
+        self._holds += 1
+        return Hold(min(self.ceiling, self.base * 2 ** (self._holds - 1)), certain)
+
+
 class MqttSession:
     """A long-lived MQTT presence: subscriptions and birth message survive every reconnect."""
 
@@ -202,6 +255,8 @@ class MqttSession:
         self._on_connect: list[Callable[[], None]] = []
         self._on_disconnect: list[Callable[[], None]] = []
         self.connections = 0
+        self._connected_at = 0.0
+        self._takeover = TakeoverWatch()
 
     # -- registration -----------------------------------------------------------------------
 
@@ -325,18 +380,19 @@ class MqttSession:
     async def run(self) -> None:
         """Stay connected until cancelled; never returns on its own."""
         attempt = 0
+        loop = asyncio.get_running_loop()
+        broker = f"{self._settings.host}:{self._settings.port}"
         while True:
             client = self._make_client()
+            lost: BaseException | None = None
             try:
                 async with client:
                     attempt = 0
                     await self._session(client)
             except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
-                log.warning(
-                    "mqtt.disconnected",
-                    broker=f"{self._settings.host}:{self._settings.port}",
-                    reason=str(exc) or type(exc).__name__,
-                )
+                lost = exc
+                reason = str(exc) or type(exc).__name__
+                log.warning("mqtt.disconnected", broker=broker, reason=reason)
             finally:
                 was_connected = self._connected.is_set()
                 self._client = None
@@ -347,6 +403,19 @@ class MqttSession:
                         callback()
             delay = backoff_delay(attempt, base=self._backoff_base, ceiling=self._backoff_ceiling)
             attempt += 1
+            lasted = loop.time() - self._connected_at if was_connected else None
+            hold = self._takeover.lost(lasted, _reason_code(lost))
+            if hold is not None:
+                log.error(
+                    "mqtt.client_id_in_use",
+                    client_id=self._identifier,
+                    broker=broker,
+                    certain=hold.certain,
+                    retry_in=round(hold.delay, 1),
+                    hint="another client is connected with this client id (a second lockgate "
+                    "with the same hub_id, or another program): backing off instead of fighting",
+                )
+                delay = max(delay, hold.delay)
             await asyncio.sleep(delay)
 
     async def _session(self, client: aiomqtt.Client) -> None:
@@ -363,6 +432,7 @@ class MqttSession:
                 timeout=self._op_timeout,
             )
         self.connections += 1
+        self._connected_at = asyncio.get_running_loop().time()
         self._connected.set()
         log.info("mqtt.connected", broker=f"{self._settings.host}:{self._settings.port}")
         for callback in self._on_connect:

@@ -21,6 +21,7 @@ from gateway.api import events as event_api
 from gateway.api.router import Router
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
+from gateway.instance import sole_instance
 from gateway.logs import get_logger
 from gateway.mqtt import MqttSession, NotConnected, Retained, encode
 from gateway.outbox import Outbox
@@ -76,18 +77,19 @@ class Gateway:
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set (or the task is cancelled)."""
         stop = stop or asyncio.Event()
-        store = await Store.open(self.config.database, self.clock)
-        self.store = store
-        try:
-            await store.write(
-                lambda tx: sync_from_config(
-                    tx, self.config.devices, self.config.backup_pool, can_program
+        with sole_instance(self.config.database):
+            store = await Store.open(self.config.database, self.clock)
+            self.store = store
+            try:
+                await store.write(
+                    lambda tx: sync_from_config(
+                        tx, self.config.devices, self.config.backup_pool, can_program
+                    )
                 )
-            )
-            await self._serve(store, stop)
-        finally:
-            await store.close()
-            log.info("gateway.stopped")
+                await self._serve(store, stop)
+            finally:
+                await store.close()
+                log.info("gateway.stopped")
 
     async def _serve(self, store: Store, stop: asyncio.Event) -> None:
         session = self.session
