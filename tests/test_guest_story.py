@@ -38,7 +38,8 @@ async def test_one_guest_two_doors_a_failing_lock_a_backup_and_the_whole_story(
         )
         front, at_flat = reply["access_codes"]
         pin = front["code"]
-        assert at_flat["code"] == pin and front["common_code_key"] == "booking-4711"
+        assert at_flat["code"] == pin
+        assert front["common_code_key"] == "booking-4711"
         await site.advance(1)
         await site.settled()
 
@@ -57,15 +58,16 @@ async def test_one_guest_two_doors_a_failing_lock_a_backup_and_the_whole_story(
 
         # The guest opens both doors.
         await front_lock.control({"enter": backup["code"]})
-        opened_front = await events.wait(
+        (opened_front,) = await events.wait(
             is_event("lock.unlocked", device_id=FRONT, access_code_id=backup["access_code_id"])
         )
         await flat_lock.control({"enter": pin})
-        opened_flat = await events.wait(
+        (opened_flat,) = await events.wait(
             is_event("lock.unlocked", device_id=FLAT, access_code_id=at_flat["access_code_id"])
         )
         for opened, slot in ((opened_front, backup["slot"]), (opened_flat, None)):
-            assert opened["method"] == "keycode" and opened["access_code_is_managed"] is True
+            assert opened["method"] == "keycode"
+            assert opened["access_code_is_managed"] is True
             assert slot is None or opened["slot"] == slot
 
         # The front door's code tells its story, backup included; the flat door's its own.

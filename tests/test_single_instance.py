@@ -92,7 +92,8 @@ async def test_another_client_with_the_gateways_id_is_named_and_not_fought(
 
         async with asyncio.timeout(40):
             await rogue()
-        assert held.is_set() and knocked_off >= 1
+        assert held.is_set()
+        assert knocked_off >= 1
         errors = [
             json.loads(line)
             for line in daemon.log_file.read_text().splitlines()
@@ -107,21 +108,27 @@ async def test_another_client_with_the_gateways_id_is_named_and_not_fought(
 def test_a_broker_saying_so_is_believed_at_once() -> None:
     watch = TakeoverWatch()
     hold = watch.lost(lasted=3600.0, reason_code=SESSION_TAKEN_OVER)
-    assert hold is not None and hold.certain and hold.delay == watch.base
+    assert hold is not None
+    assert hold.certain
+    assert hold.delay == watch.base
 
 
 def test_sessions_lost_at_once_in_a_row_are_suspected_and_holds_double() -> None:
     watch = TakeoverWatch(short=1.0, suspect_after=3, base=5.0, ceiling=12.0)
     assert [watch.lost(0.1, None) for _ in range(2)] == [None, None]
     first = watch.lost(0.1, None)
-    assert first is not None and not first.certain and first.delay == 5.0
+    assert first is not None
+    assert not first.certain
+    assert first.delay == 5.0
     for _ in range(2):
         assert watch.lost(0.1, None) is None
     second = watch.lost(0.1, None)
-    assert second is not None and second.delay == 10.0
+    assert second is not None
+    assert second.delay == 10.0
     for _ in range(3):
         third = watch.lost(0.1, None)
-    assert third is not None and third.delay == 12.0  # the ceiling
+    assert third is not None
+    assert third.delay == 12.0
 
 
 def test_ordinary_losses_never_hold() -> None:
