@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -25,6 +26,10 @@ class Clock(Protocol):
     def call_at(self, when: datetime, callback: Callable[[], None]) -> Timer:
         """Call ``callback`` once this clock reaches ``when`` (or a little later)."""
 
+    def monotonic(self) -> float:
+        """Seconds from an arbitrary start that never run backwards, whatever the wall clock
+        does: for spans of time (rate limits), not for dates."""
+
 
 class SystemClock:
     """The real clock. Long waits are cut into steps of at most ``max_step`` seconds: the
@@ -35,6 +40,9 @@ class SystemClock:
 
     def now(self) -> datetime:
         return datetime.now(UTC)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
 
     def call_at(self, when: datetime, callback: Callable[[], None]) -> Timer:
         delay = max(0.0, (when - self.now()).total_seconds())
@@ -53,12 +61,15 @@ class ManualClock:
     """A clock that only moves when a test says so; timers fire in deadline order."""
 
     def __init__(self, start: datetime | None = None) -> None:
-        self._now = start or datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
+        self._now = self._start = start or datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
         self._timers: list[tuple[datetime, int, _ManualTimer]] = []
         self._seq = itertools.count()
 
     def now(self) -> datetime:
         return self._now
+
+    def monotonic(self) -> float:
+        return (self._now - self._start).total_seconds()  # it never goes backwards
 
     def call_at(self, when: datetime, callback: Callable[[], None]) -> Timer:
         timer = _ManualTimer(callback)

@@ -23,6 +23,7 @@ import yaml
 from drivers.base import DriverOptions, DriverSpec
 from drivers.registry import SPECS
 from gateway.domain import MAX_SLOTS
+from gateway.rules.rate import Rate
 from gateway.schema import (
     Invalid,
     Section,
@@ -131,6 +132,15 @@ class BackupPoolSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PinLookupLimits:
+    """How fast PINs may be tested against a lock (``access_codes/get`` by PIN, and refusals
+    that say a PIN is taken): one bucket per device and one per client."""
+
+    per_device: Rate = field(default_factory=lambda: Rate(burst=20, per_minute=10))
+    per_client: Rate = field(default_factory=lambda: Rate(burst=10, per_minute=5))
+
+
+@dataclass(frozen=True, slots=True)
 class DevicePoolSettings:
     enabled: bool = False
     size: int | None = None  # None: the global backup_pool.size
@@ -158,6 +168,7 @@ class Config:
     database: Path = DEFAULT_DATABASE
     timing: Timing = field(default_factory=Timing)
     backup_pool: BackupPoolSettings = field(default_factory=BackupPoolSettings)
+    pin_lookups: PinLookupLimits = field(default_factory=PinLookupLimits)
     devices: tuple[DeviceConfig, ...] = ()
     #: The ``simulator:`` section as written: the simulator's own settings, which it parses
     #: itself (``drivers/sim_settings.py``); the daemon only checks that it is a mapping.
@@ -290,6 +301,25 @@ def _parse_backup_pool(section: Section) -> BackupPoolSettings:
     return pool
 
 
+def _parse_pin_lookups(section: Section) -> PinLookupLimits:
+    defaults = PinLookupLimits()
+    limits = PinLookupLimits(
+        per_device=_parse_rate(section.section("per_device"), defaults.per_device),
+        per_client=_parse_rate(section.section("per_client"), defaults.per_client),
+    )
+    section.finish()
+    return limits
+
+
+def _parse_rate(section: Section, default: Rate) -> Rate:
+    rate = Rate(
+        burst=section.get("burst", as_integer(1, 100_000), default.burst),
+        per_minute=section.get("per_minute", as_integer(1, 1_000_000), default.per_minute),
+    )
+    section.finish()
+    return rate
+
+
 def _parse_devices(raw: object, claims: Claims, problems: list[str]) -> list[DeviceConfig]:
     if raw is None:
         return []
@@ -418,6 +448,7 @@ def parse_config(data: object, *, base_dir: Path) -> Config:
     database = top.get("database", _path(base_dir), DEFAULT_DATABASE)
     timing = _parse_timing(top.section("timing"))
     backup_pool = _parse_backup_pool(top.section("backup_pool"))
+    pin_lookups = _parse_pin_lookups(top.section("pin_lookups"))
     claims = Claims(f"{mqtt.topic_prefix}/{hub_id}", problems)
     devices = _parse_devices(top.raw("devices"), claims, problems)
     simulator = MappingProxyType(top.section("simulator").rest())
@@ -431,6 +462,7 @@ def parse_config(data: object, *, base_dir: Path) -> Config:
         database=database,
         timing=timing,
         backup_pool=backup_pool,
+        pin_lookups=pin_lookups,
         devices=tuple(devices),
         simulator=simulator,
         log_level=log_level,

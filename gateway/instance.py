@@ -15,6 +15,8 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from gateway.store import StoreError
+
 
 class AlreadyRunning(Exception):
     """Another gateway holds the database."""
@@ -33,7 +35,10 @@ def sole_instance(database: str | Path) -> Iterator[None]:
         yield
         return
     path = lock_path(database)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot use database {database}: {path}: {exc.strerror}") from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

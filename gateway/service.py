@@ -18,6 +18,7 @@ from gateway import __version__
 from gateway.api import access_codes as access_code_api
 from gateway.api import devices as device_api
 from gateway.api import events as event_api
+from gateway.api.pin_guard import PinGuard
 from gateway.api.router import Router
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
@@ -111,7 +112,9 @@ class Gateway:
             }
         )
         endpoints = [*device_api.ENDPOINTS, *access_code_api.ENDPOINTS, *event_api.ENDPOINTS]
-        router = Router(store, self.prefix, endpoints)
+        router = Router(
+            store, self.prefix, endpoints, PinGuard(self.config.pin_lookups, self.clock)
+        )
         self.reconciler, self.router = reconciler, router
         self.outbox, self.publisher = outbox, publisher
         store.on_commit(outbox.notify)

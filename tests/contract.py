@@ -45,6 +45,7 @@ ERROR_TYPES = {
     "access_code_not_time_bound",
     "no_backup_access_code_available",
     "internal_error",
+    "rate_limited",  # beyond section 4 (issue 12): PIN guessing is slowed
 }
 
 ACCESS_CODE_KEYS = {

@@ -15,6 +15,7 @@ import pytest
 import gateway
 from gateway.api.errors import ErrorType
 from gateway.api.router import MAX_REQUEST_BYTES
+from gateway.config import PinLookupLimits
 from gateway.model import Json
 from tests.conftest import ConfigFactory, codes_on_lock
 from tests.contract import (
@@ -192,6 +193,14 @@ async def test_every_error_type_is_produced_in_the_failure_envelope(
             "access_code_id",
             access_code_id=stay["access_code_id"],
         )
+        limits = PinLookupLimits()
+        for _ in range(min(limits.per_device.burst, limits.per_client.burst) + 1):
+            reply = await site.api.call(
+                "access_codes/get", request_id="req-limited", device_id="side_door", code="3579"
+            )
+            if not reply["ok"]:
+                break
+        check(reply, "req-limited", "rate_limited", "code")
     assert produced == ERROR_TYPES - {"internal_error"}
 
 

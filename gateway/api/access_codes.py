@@ -52,8 +52,10 @@ from gateway.store.problems import set_problem
 MAX_NAME = 200
 
 
-def _rule_error(exc: CodeRuleViolation) -> ApiError:
-    return ApiError(exc.kind, exc.message)
+def _rule_error(exc: CodeRuleViolation, device_id: str | None = None) -> ApiError:
+    """The rule's refusal; one that says a PIN is taken on ``device_id`` is a PIN test."""
+    taken = exc.kind == "duplicate_access_code"
+    return ApiError(exc.kind, exc.message, pin_device=device_id if taken else None)
 
 
 def _managed_device(tx: Tx, wanted: str) -> Device:
@@ -173,7 +175,7 @@ def create(tx: Tx, params: CodeCreate) -> Json:
                 preferred_length=params.preferred_code_length,
             )
     except CodeRuleViolation as exc:
-        raise _rule_error(exc) from None
+        raise _rule_error(exc, device.device_id) from None
     if params.use_backup_access_code_pool:
         if not device.supports_pool:
             raise ApiError(
@@ -255,7 +257,7 @@ def update(tx: Tx, params: CodeUpdate) -> Json:
         try:
             check_code(params.code, code_lengths=device.code_lengths, taken=taken)
         except CodeRuleViolation as exc:
-            raise _rule_error(exc) from None
+            raise _rule_error(exc, device.device_id) from None
         changes["code"] = params.code
     if changes:
         store.update_fields(tx, code, changes)
@@ -393,7 +395,12 @@ def unmanaged(tx: Tx, params: DeviceRef) -> Json:
 
 ENDPOINTS = (
     Endpoint.typed("access_codes/create", CodeCreate, create, writes=True),
-    Endpoint.typed("access_codes/get", CodeLookup, get),
+    Endpoint.typed(
+        "access_codes/get",
+        CodeLookup,
+        get,
+        pin_lookup=lambda p: p.device_id if p.code is not None else None,
+    ),
     Endpoint.typed("access_codes/list", CodeQuery, list_codes),
     Endpoint.typed("access_codes/update", CodeUpdate, update, writes=True),
     Endpoint.typed("access_codes/delete", CodeRef, delete, writes=True),

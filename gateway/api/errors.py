@@ -17,6 +17,7 @@ ErrorType = Literal[
     "backup_pool_cannot_be_disabled",
     "access_code_not_time_bound",
     "no_backup_access_code_available",
+    "rate_limited",
     "internal_error",
 ]
 
@@ -24,10 +25,14 @@ ErrorType = Literal[
 class ApiError(Exception):
     """A request that cannot be served; ``message`` is one sentence naming the field."""
 
-    def __init__(self, error_type: ErrorType, message: str) -> None:
+    def __init__(
+        self, error_type: ErrorType, message: str, *, pin_device: str | None = None
+    ) -> None:
         super().__init__(message)
         self.type: ErrorType = error_type
         self.message = message
+        #: The device on which this refusal says a PIN is taken (a PIN test: rate limited).
+        self.pin_device = pin_device
 
 
 def invalid(field: str, problem: str) -> ApiError:

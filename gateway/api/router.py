@@ -23,6 +23,7 @@ import aiomqtt
 
 from gateway.api.errors import ApiError, invalid
 from gateway.api.params import Field, fields_of, validate
+from gateway.api.pin_guard import PinGuard
 from gateway.clock import isoformat
 from gateway.logs import get_logger, log_context
 from gateway.model import Json
@@ -61,6 +62,9 @@ class Endpoint:
     #: A guest may be at the door (a pull): served before every other request and lock pass,
     #: without waiting for one of the :data:`CONCURRENCY` places.
     urgent: bool = False
+    #: The device whose PIN a request tests, from its parameters (None: it tests none): such
+    #: requests are rate limited (:class:`gateway.api.pin_guard.PinGuard`).
+    pin_lookup: Callable[[Any], str | None] | None = None
 
     @classmethod
     def typed(
@@ -71,9 +75,10 @@ class Endpoint:
         *,
         writes: bool = False,
         urgent: bool = False,
+        pin_lookup: Callable[[_P], str | None] | None = None,
     ) -> Endpoint:
         """An endpoint whose handler takes ``params`` (see ``gateway.api.params.param``)."""
-        return cls(name, fields_of(params), handler, writes, params, urgent)
+        return cls(name, fields_of(params), handler, writes, params, urgent, pin_lookup)
 
     def arguments(self, checked: dict[str, Any]) -> Any:
         """What the handler is called with, from the checked fields."""
@@ -88,8 +93,15 @@ class Reply:
 
 
 class Router:
-    def __init__(self, store: Store, prefix: str, endpoints: Iterable[Endpoint]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        prefix: str,
+        endpoints: Iterable[Endpoint],
+        pin_guard: PinGuard | None = None,
+    ) -> None:
         self._store = store
+        self._pin_guard = pin_guard
         self._api_root = f"{prefix}/api/"
         self._endpoints = {e.name: e for e in endpoints}
         self._slots = asyncio.Semaphore(CONCURRENCY)
@@ -166,11 +178,13 @@ class Router:
             if endpoint is None:
                 raise ApiError("unknown_endpoint", f"there is no endpoint '{name}'")
             with log_context(request_id=_loggable(request_id), endpoint=name):
-                result = await self._run(endpoint, body)
+                result = await self._run(endpoint, body, reply_to)
             reply_body: Json = {"ok": True, "request_id": request_id, **result}
-        except ApiError as exc:
-            reply_body = _error(request_id, exc)
-            log.info("api.refused", endpoint=topic, error=exc.type, message=exc.message)
+        except ApiError as refused:
+            guard = self._pin_guard
+            answer = refused if guard is None else guard.screen(refused, reply_to)
+            reply_body = _error(request_id, answer)
+            log.info("api.refused", endpoint=topic, error=answer.type, message=answer.message)
         except sqlite3.OperationalError as exc:
             # A full or failing disk: the transaction rolled back, so nothing changed. Say so.
             log.error("api.storage_failed", endpoint=topic, reason=str(exc))  # noqa: TRY400 (no traceback per request)
@@ -190,10 +204,14 @@ class Router:
             return None
         return Reply(reply_to, correlation_data, reply_body)
 
-    async def _run(self, endpoint: Endpoint, body: dict[str, Any]) -> Json:
+    async def _run(self, endpoint: Endpoint, body: dict[str, Any], client: str | None) -> Json:
         params = validate(body, endpoint.fields)
         key = _idempotency_key(body)
         arguments = endpoint.arguments(params)
+        if self._pin_guard is not None and endpoint.pin_lookup is not None:
+            device_id = endpoint.pin_lookup(arguments)
+            if device_id is not None:
+                self._pin_guard.check(device_id, client)
         if not endpoint.writes:
             return await self._store.read(lambda tx: endpoint.handler(tx, arguments))
         request = fingerprint(endpoint.name, params)
