@@ -19,7 +19,7 @@ import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gateway.api import events
+from gateway.api import access_codes, events
 from gateway.api.errors import ErrorType
 from gateway.api.params import (
     ID_PATTERN,
@@ -142,6 +142,9 @@ BY_FUNCTION: dict[Parser, st.SearchStrategy[Any]] = {
     window_timestamp: TIMESTAMPS,
     events.event_type: st.sampled_from(sorted(events.EVENT_TYPES)) | st.text(max_size=8),
     events.event_types: st.lists(st.sampled_from(sorted(events.EVENT_TYPES)), max_size=3),
+    access_codes.common_code_key: st.sampled_from(["guest-1", "guest-2", ""]) | ODD_STRINGS,
+    access_codes.shared_device_ids: st.lists(st.sampled_from([*DEVICES, "nope"]), max_size=3)
+    | st.just(["front_door"] * 101),
 }
 
 

@@ -433,3 +433,33 @@ def test_mask_hides_pin_and_length() -> None:
     assert mask("1234") == "***"
     assert mask("12345678") == "***"
     assert mask("") == "***"
+
+
+# -- shared PINs ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("lengths", "shared"),
+    [
+        ([(4, 6), (6, 8)], (6, 6)),
+        ([(4, 8), None], (4, 8)),  # None: the default lengths
+        ([None, (2, 5), (3, 9)], (4, 5)),
+        ([(4, 5), (6, 8)], None),
+        ([(1, 16)], (1, 16)),
+    ],
+)
+def test_shared_code_lengths(
+    lengths: list[tuple[int, int] | None], shared: tuple[int, int] | None
+) -> None:
+    assert codes.shared_code_lengths(lengths) == shared
+
+
+@given(st.lists(st.tuples(st.integers(1, 16), st.integers(1, 16)), min_size=1, max_size=5))
+def test_a_shared_length_fits_every_lock(pairs: list[tuple[int, int]]) -> None:
+    locks = [(min(p), max(p)) for p in pairs]
+    shared = codes.shared_code_lengths(locks)
+    fits_all = [n for n in range(1, 17) if all(low <= n <= high for low, high in locks)]
+    if shared is None:
+        assert fits_all == []
+    else:
+        assert list(range(shared[0], shared[1] + 1)) == fits_all

@@ -8,15 +8,17 @@ out is already on the lock, which is the whole point of the pool.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from gateway.api.devices import DeviceRef, require_device
 from gateway.api.errors import ApiError, invalid
 from gateway.api.params import (
     ABSENT,
     Absent,
+    Field,
     Integer,
     ListOf,
     Nullable,
@@ -26,11 +28,12 @@ from gateway.api.params import (
     boolean,
     device_id,
     digits,
+    fields_of,
     param,
     window_timestamp,
 )
 from gateway.api.router import Endpoint
-from gateway.domain import SlotTable
+from gateway.domain import DEFAULT_CODE_LENGTHS, SlotTable
 from gateway.model import (
     AccessCode,
     BackupState,
@@ -40,8 +43,14 @@ from gateway.model import (
     Json,
     ProblemCode,
 )
-from gateway.rules.codes import CodeRuleViolation, check_code, generate_code
+from gateway.rules.codes import (
+    CodeRuleViolation,
+    check_code,
+    generate_code,
+    shared_code_lengths,
+)
 from gateway.rules.slots import CodeView, unmanaged_pins
+from gateway.schema import Invalid
 from gateway.store import Tx, slot_writes
 from gateway.store import codes as store
 from gateway.store import devices as device_store
@@ -50,6 +59,7 @@ from gateway.store.observed import load_table
 from gateway.store.problems import set_problem
 
 MAX_NAME = 200
+MAX_COMMON_CODE_KEY = 256
 
 
 def _rule_error(exc: CodeRuleViolation, device_id: str | None = None) -> ApiError:
@@ -113,11 +123,20 @@ def _fresh(tx: Tx, access_code_id: str) -> Json:
 _TYPES = (CodeType.ONGOING.value, CodeType.TIME_BOUND.value)
 
 
+def common_code_key(value: object) -> str:
+    """The name under which codes on several doors share one PIN: any text of 1-256 chars."""
+    key = Text(MAX_COMMON_CODE_KEY)(value)
+    if not key:
+        raise Invalid(f"must be 1-{MAX_COMMON_CODE_KEY} characters")
+    return key
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CodeCreate:
     device_id: str = param(device_id, required=True)
     name: str | None = param(Nullable(Text(MAX_NAME)), default=None)
     code: str | None = param(digits, default=None)
+    common_code_key: str | None = param(Nullable(common_code_key), default=None)
     starts_at: datetime | None = param(Nullable(window_timestamp), default=None)
     ends_at: datetime | None = param(Nullable(window_timestamp), default=None)
     use_backup_access_code_pool: bool = param(boolean, default=False)
@@ -163,19 +182,7 @@ def create(tx: Tx, params: CodeCreate) -> Json:
     device = _managed_device(tx, params.device_id)
     starts_at, ends_at = params.starts_at, params.ends_at
     _check_window(starts_at, ends_at, tx.now)
-    taken = _taken_pins(tx, device)
-    try:
-        if params.code is not None:
-            check_code(params.code, code_lengths=device.code_lengths, taken=taken)
-            pin = params.code
-        else:
-            pin = generate_code(
-                code_lengths=device.code_lengths,
-                taken=taken,
-                preferred_length=params.preferred_code_length,
-            )
-    except CodeRuleViolation as exc:
-        raise _rule_error(exc, device.device_id) from None
+    pin = _chosen_pin(tx, device, params)
     if params.use_backup_access_code_pool:
         if not device.supports_pool:
             raise ApiError(
@@ -193,7 +200,61 @@ def create(tx: Tx, params: CodeCreate) -> Json:
         ends_at=ends_at,
         allow_external_modification=params.allow_external_modification,
     )
+    if params.common_code_key is not None:
+        store.set_common_code_key(tx, code, params.common_code_key)
     return {"access_code": _one(tx, code)}
+
+
+def _chosen_pin(tx: Tx, device: Device, params: CodeCreate) -> str:
+    """A new code's PIN: the one shared under its ``common_code_key`` when that key is in use
+    (every code with the key has the same PIN), else the one given, else a fresh one."""
+    shared = _pin_of_key(tx, params.common_code_key, params.code)
+    if shared is not None:
+        problem = _shared_pin_problem(tx, device, shared)
+        if problem is not None:
+            raise problem
+        return shared
+    taken = _taken_pins(tx, device)
+    try:
+        if params.code is not None:
+            check_code(params.code, code_lengths=device.code_lengths, taken=taken)
+            return params.code
+        return generate_code(
+            code_lengths=device.code_lengths,
+            taken=taken,
+            preferred_length=params.preferred_code_length,
+        )
+    except CodeRuleViolation as exc:
+        raise _rule_error(exc, device.device_id) from None
+
+
+def _pin_of_key(tx: Tx, key: str | None, code: str | None) -> str | None:
+    """The PIN already shared under ``key``, if any; a different ``code`` is refused, since
+    the codes of one key never hold different PINs."""
+    shared = None if key is None else store.shared_pin(tx, key)
+    if shared is not None and code is not None and code != shared:
+        raise invalid(
+            "code",
+            "differs from the PIN the access codes with this common_code_key share; leave"
+            " code out to take it, or change it for all of them with access_codes/update_multiple",
+        )
+    return shared
+
+
+def _shared_pin_problem(tx: Tx, device: Device, pin: str) -> ApiError | None:
+    """Why the shared PIN ``pin`` cannot go on ``device`` (taken, wrong length), or None."""
+    try:
+        check_code(
+            pin, code_lengths=device.code_lengths, taken=_taken_pins(tx, device), field="the PIN"
+        )
+    except CodeRuleViolation as exc:
+        refusal = _rule_error(exc, device.device_id)
+        refusal.message = (
+            f"common_code_key: the PIN shared under this key cannot go on device"
+            f" '{device.device_id}': {exc.message}"
+        )
+        return refusal
+    return None
 
 
 def get(tx: Tx, params: CodeLookup) -> Json:
@@ -240,7 +301,9 @@ def _updated_window(
     return starts_at, ends_at
 
 
-def update(tx: Tx, params: CodeUpdate) -> Json:
+def update(tx: Tx, params: CodeUpdate, *, shared: bool = False) -> Json:
+    """``shared``: called by ``update_multiple`` for every code of a ``common_code_key``, the
+    only way to change a shared PIN (a single update would split it from its doors)."""
     code = _require_code(tx, params.access_code_id)
     device = _managed_device(tx, code.device_id)
     changes: dict[str, Any] = {}
@@ -253,6 +316,12 @@ def update(tx: Tx, params: CodeUpdate) -> Json:
         _check_window(starts_at, ends_at, tx.now)
         changes["starts_at"], changes["ends_at"] = starts_at, ends_at
     if params.code is not None and params.code != code.code:
+        if code.common_code_key is not None and not shared:
+            raise invalid(
+                "code",
+                "this access code shares its PIN with the other access codes of its"
+                " common_code_key; change it for all of them with access_codes/update_multiple",
+            )
         taken = _taken_pins(tx, device, except_id=code.access_code_id)
         try:
             check_code(params.code, code_lengths=device.code_lengths, taken=taken)
@@ -322,6 +391,161 @@ def pull_backup(tx: Tx, params: CodeRef) -> Json:
         "access_code": _fresh(tx, code.access_code_id),
         "backup_access_code": _fresh(tx, backup.access_code_id),
     }
+
+
+# -- one PIN on several doors (common_code_key) ----------------------------------------------
+
+MAX_SHARED_DEVICES = 100
+Behavior = Literal["throw", "create_random_code"]
+_BEHAVIORS: tuple[Behavior, ...] = ("throw", "create_random_code")
+
+
+def shared_device_ids(value: object) -> list[str]:
+    """1-100 distinct device ids: one code per door."""
+    ids = ListOf(device_id, MAX_SHARED_DEVICES)(value)
+    if not ids:
+        raise Invalid("must name at least one device")
+    seen: set[str] = set()
+    for i, wanted in enumerate(ids):
+        if wanted in seen:
+            raise Invalid(f"names device '{wanted}' twice", f"[{i}]")
+        seen.add(wanted)
+    return ids
+
+
+@dataclass(frozen=True, slots=True)
+class CodeCreateMultiple:
+    """``access_codes/create_multiple``: the doors, what to do with one that cannot take the
+    shared PIN, and every other parameter of ``access_codes/create`` (whatever it gains)."""
+
+    device_ids: list[str]
+    behavior: Behavior
+    create: Mapping[str, Any]  # CodeCreate's fields as given, but device_id
+
+    @classmethod
+    def of(cls, **checked: Any) -> CodeCreateMultiple:
+        behavior = checked.pop("behavior_when_code_cannot_be_shared", "throw")
+        return cls(checked.pop("device_ids"), behavior, checked)
+
+    def for_device(self, device: str, **overrides: Any) -> CodeCreate:
+        return replace(CodeCreate(device_id=device, **self.create), **overrides)
+
+
+CREATE_MULTIPLE_FIELDS: dict[str, Field] = {
+    "device_ids": Field(shared_device_ids, required=True),
+    "behavior_when_code_cannot_be_shared": Field(OneOf(_BEHAVIORS)),
+    **{k: v for k, v in fields_of(CodeCreate).items() if k != "device_id"},
+}
+
+
+def create_multiple(tx: Tx, params: CodeCreateMultiple) -> Json:
+    """One code per door, all with one PIN, in one transaction: every create runs through
+    ``create`` itself. Without a ``common_code_key`` a fresh one links the doors, so
+    ``update_multiple`` can change them together later.
+
+    A door that cannot take the shared PIN refuses the whole request (``throw``), or gets a
+    random PIN of its own (``create_random_code``); that code carries no ``common_code_key``,
+    since every code of a key holds the key's PIN."""
+    devices = [_managed_device(tx, wanted) for wanted in params.device_ids]
+    template = params.for_device(devices[0].device_id)
+    key = template.common_code_key or str(uuid.uuid4())
+    random_ok = params.behavior == "create_random_code"
+    pin = _pin_of_key(tx, key, template.code) or template.code
+    if pin is None:
+        pin = _generated_shared_pin(tx, devices, template.preferred_code_length, random_ok)
+    created: list[Json] = []
+    for device in devices:
+        problem = _shared_pin_problem(tx, device, pin)
+        if problem is None:
+            one = params.for_device(device.device_id, code=pin, common_code_key=key)
+        elif random_ok:
+            one = params.for_device(
+                device.device_id,
+                code=None,
+                common_code_key=None,
+                preferred_code_length=_length_if_fits(device, template.preferred_code_length),
+            )
+        else:
+            raise problem
+        created.append(create(tx, one)["access_code"])
+    return {"access_codes": created}
+
+
+def _length_if_fits(device: Device, length: int | None) -> int | None:
+    """``length`` if ``device``'s lock accepts PINs that long: a preference, dropped where a
+    door gets a PIN of its own that cannot have it."""
+    shortest, longest = device.code_lengths or DEFAULT_CODE_LENGTHS
+    return length if length is not None and shortest <= length <= longest else None
+
+
+def _generated_shared_pin(
+    tx: Tx, devices: list[Device], preferred: int | None, random_ok: bool
+) -> str:
+    """A fresh PIN free on every one of ``devices`` and of a length each accepts. Doors with
+    no length in common share none: refused, or (``random_ok``) the first door's length, the
+    others then getting PINs of their own."""
+    lengths = shared_code_lengths([d.code_lengths for d in devices])
+    if lengths is None:
+        if not random_ok:
+            raise ApiError(
+                "code_constraints_violated",
+                "device_ids: these devices accept no PIN length in common, so no PIN can be"
+                " shared by all of them (behavior_when_code_cannot_be_shared:"
+                " create_random_code gives the others PINs of their own)",
+            )
+        lengths = devices[0].code_lengths
+    taken: set[str] = set()
+    for device in devices:
+        taken |= _taken_pins(tx, device)
+    try:
+        return generate_code(code_lengths=lengths, taken=taken, preferred_length=preferred)
+    except CodeRuleViolation as exc:
+        raise ApiError(
+            exc.kind,
+            f"{exc.message.rstrip('.')}, for the PIN shared by every device in device_ids.",
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class CodeUpdateMultiple:
+    """``access_codes/update_multiple``: a key and the changes ``access_codes/update`` takes."""
+
+    common_code_key: str
+    changes: Mapping[str, Any]
+
+    @classmethod
+    def of(cls, **checked: Any) -> CodeUpdateMultiple:
+        return cls(checked.pop("common_code_key"), checked)
+
+
+UPDATE_MULTIPLE_FIELDS: dict[str, Field] = {
+    "common_code_key": Field(common_code_key, required=True),
+    **{
+        k: v
+        for k, v in fields_of(CodeUpdate).items()
+        if k in {"name", "code", "starts_at", "ends_at"}
+    },
+}
+
+
+def update_multiple(tx: Tx, params: CodeUpdateMultiple) -> Json:
+    """Every code of a ``common_code_key`` changed as ``access_codes/update`` changes one, in
+    one transaction: a change one door refuses (a PIN taken there, too long) changes none."""
+    codes = store.codes_with_key(tx, params.common_code_key)
+    if not codes:
+        raise ApiError("access_code_not_found", "common_code_key: no access code has this key")
+    updated: list[Json] = []
+    for code in codes:
+        one = CodeUpdate(access_code_id=code.access_code_id, **params.changes)
+        try:
+            updated.append(update(tx, one, shared=True)["access_code"])
+        except ApiError as exc:
+            raise ApiError(
+                exc.type,
+                f"{exc.message} (access code {code.access_code_id} on device '{code.device_id}')",
+                pin_device=exc.pin_device,
+            ) from None
+    return {"access_codes": updated}
 
 
 TIMELINE_LIMIT = 200
@@ -403,6 +627,20 @@ ENDPOINTS = (
     ),
     Endpoint.typed("access_codes/list", CodeQuery, list_codes),
     Endpoint.typed("access_codes/update", CodeUpdate, update, writes=True),
+    Endpoint(
+        "access_codes/create_multiple",
+        CREATE_MULTIPLE_FIELDS,
+        create_multiple,
+        writes=True,
+        params=CodeCreateMultiple.of,
+    ),
+    Endpoint(
+        "access_codes/update_multiple",
+        UPDATE_MULTIPLE_FIELDS,
+        update_multiple,
+        writes=True,
+        params=CodeUpdateMultiple.of,
+    ),
     Endpoint.typed("access_codes/delete", CodeRef, delete, writes=True),
     Endpoint.typed(
         "access_codes/pull_backup_access_code", CodeRef, pull_backup, writes=True, urgent=True

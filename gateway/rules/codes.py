@@ -24,6 +24,7 @@ __all__ = [
     "generate_code",
     "is_trivial",
     "mask",
+    "shared_code_lengths",
 ]
 
 #: Generated PINs are typed by guests on a keypad: short, but not shorter than a bank card PIN.
@@ -232,6 +233,17 @@ def generate_code(
             " on this device is taken or too easy to guess."
         )
     raise CodeRuleViolation("code_constraints_violated", field, message)
+
+
+def shared_code_lengths(
+    lengths: Collection[tuple[int, int] | None],
+) -> tuple[int, int] | None:
+    """The PIN lengths every one of several locks (at least one) accepts, or None when they
+    have none in common: a PIN shared across doors must be typeable on each of them."""
+    bounds = [_bounds(pair) for pair in lengths]
+    shortest = max(low for low, _ in bounds)
+    longest = min(high for _, high in bounds)
+    return (shortest, longest) if shortest <= longest else None
 
 
 def mask(code: str) -> str:

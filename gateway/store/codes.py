@@ -125,6 +125,35 @@ def pins_of_device(tx: Tx, device_id: str, *, except_id: str | None = None) -> s
     return {r["code"] for r in rows}
 
 
+def shared_pin(tx: Tx, common_code_key: str) -> str | None:
+    """The PIN the managed codes under ``common_code_key`` share, while one is not deleted."""
+    row = tx.fetchone(
+        "SELECT code FROM access_codes WHERE common_code_key = ? AND NOT deleting"
+        " ORDER BY created_at, rowid LIMIT 1",
+        (common_code_key,),
+    )
+    return None if row is None else str(row["code"])
+
+
+def codes_with_key(tx: Tx, common_code_key: str) -> list[AccessCode]:
+    """The managed codes (not being deleted) that share ``common_code_key``, oldest first."""
+    rows = tx.fetchall(
+        "SELECT * FROM access_codes WHERE common_code_key = ? AND NOT deleting"
+        " ORDER BY created_at, rowid",
+        (common_code_key,),
+    )
+    return [_code(r) for r in rows]
+
+
+def set_common_code_key(tx: Tx, code: AccessCode, common_code_key: str | None) -> None:
+    """Link ``code`` to the other codes of ``common_code_key`` (their PIN is its PIN)."""
+    tx.execute(
+        "UPDATE access_codes SET common_code_key = ? WHERE access_code_id = ?",
+        (common_code_key, code.access_code_id),
+    )
+    code.common_code_key = common_code_key
+
+
 def insert_code(
     tx: Tx,
     *,
