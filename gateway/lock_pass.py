@@ -36,10 +36,12 @@ from gateway.rules.codes import CodeRuleViolation, generate_code
 from gateway.rules.reads import ReadState
 from gateway.rules.schedule import Window, earliest, retry_delay
 from gateway.rules.slots import Action, Clear, CodeView, Plan, Write, Written, free_slots, plan
+from gateway.rules.unmanaged import plan_removals, retry_at
 from gateway.rules.verdict import CodeFacts, CodeVerdict, Judging, judge_code
 from gateway.store import Tx, slot_writes
 from gateway.store import codes as code_store
 from gateway.store import devices as device_store
+from gateway.store import unmanaged as unmanaged_store
 from gateway.store.codes import RetryState
 from gateway.store.observed import load_table
 from gateway.store.problems import problems_of, raised_problems, set_problem
@@ -129,6 +131,8 @@ class LockPass:
             )
             self._apply(code, verdict)
         command = self._next_command(codes, result, retry)
+        if command is None and result is not None and table is not None:
+            command = self._unmanaged_clear(table)
         self._pool_health(result, retry)
         self._capacity()
         # Only future moments can wake the worker; a past one would make it spin.
@@ -367,6 +371,22 @@ class LockPass:
         if attempts + 1 >= max_attempts:
             retry_at = self.now + retry_delay(attempts + 2 - max_attempts)
         code_store.record_attempt(tx, code, failed=True, retry_at=retry_at)
+
+    def _unmanaged_clear(self, table: SlotTable) -> Clear | None:
+        """Unmanaged codes asked to go (``unmanaged/delete``), after the managed codes' work:
+        the first slot still holding its PIN is cleared; those no longer held are done."""
+        if not self.device.is_managed:
+            return None  # hands off an unmanaged lock; the requests wait
+        tx, device_id = self.tx, self.device.device_id
+        removals = plan_removals(unmanaged_store.removals_of(tx, device_id), table, self.now)
+        unmanaged_store.removed(tx, device_id, removals.gone)
+        self.deadlines.append(removals.next_try)
+        if not removals.due:
+            return None
+        first = removals.due[0]
+        retry = retry_at(first.attempts, self.now, self.timing.max_attempts)
+        unmanaged_store.count_attempt(tx, device_id, first, retry)
+        return Clear(first.code_id, first.slot)
 
     # -- device-level -------------------------------------------------------------------------
 

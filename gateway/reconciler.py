@@ -22,6 +22,7 @@ from gateway.logs import get_logger, log_context
 from gateway.rules.slots import Write
 from gateway.store import Priority, Store, Tx
 from gateway.store import devices as device_store
+from gateway.store import unmanaged as unmanaged_store
 from gateway.store.observed import record_table
 
 log = get_logger("gateway.reconciler")
@@ -58,7 +59,8 @@ def _record(tx: Tx, device_id: str, seen: Seen, recorded: Seen) -> None:
     table = seen.table
     if table is not None and table != recorded.table:
         device_store.set_shape(tx, device_id, table.capacity, table.code_lengths)
-        record_table(tx, device_id, table, recorded.table)
+        changed = record_table(tx, device_id, table, recorded.table)
+        unmanaged_store.note_appeared(tx, device_id, changed)
 
 
 class LockWorker:

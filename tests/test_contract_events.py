@@ -149,6 +149,26 @@ async def test_every_event_type_with_its_fields(make_config: ConfigFactory) -> N
         await tap.wait(is_event("access_code.removed_from_device", access_code_id=cid))
         await tap.wait(is_event("access_code.deleted", access_code_id=cid))
         await tap.wait(is_event("device.warning_cleared", warning_code="many_active_backup_codes"))
+        # Codes typed in at the keypad (section 11): one adopted, one removed, one that changes
+        # before it can be adopted.
+        for slot, pin in ((8, "8080"), (9, "9191"), (10, "1010")):
+            await lock.control({"keypad": {"slot": slot, "code": pin}})
+        await barrier(site)
+        call = site.api.call
+        found = ok(await call("access_codes/unmanaged/list", device_id="front_door"))
+        found_ids = {c["slot"]: c["access_code_id"] for c in found["access_codes"]}
+        adopt, remove, lost = found_ids[8], found_ids[9], found_ids[10]
+        await tap.wait(is_event("access_code.unmanaged.created", access_code_id=lost))
+        ok(await call("access_codes/unmanaged/convert_to_managed", access_code_id=adopt))
+        await tap.wait(is_event("access_code.unmanaged.converted_to_managed", access_code_id=adopt))
+        ok(await call("access_codes/unmanaged/delete", access_code_id=remove))
+        await tap.wait(is_event("access_code.unmanaged.removed", access_code_id=remove))
+        await lock.control({"keypad": {"slot": 10, "code": "2020"}})
+        await barrier(site)
+        await call("access_codes/unmanaged/convert_to_managed", access_code_id=lost)
+        await tap.wait(
+            is_event("access_code.unmanaged.failed_to_convert_to_managed", access_code_id=lost)
+        )
         # Management off and on again.
         ok(await site.api.call("devices/update", device_id="front_door", is_managed=False))
         ok(await site.api.call("devices/update", device_id="front_door", is_managed=True))

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from gateway.api.devices import DeviceRef, require_device
-from gateway.api.errors import ApiError, invalid
+from gateway.api.errors import ApiError, RecordedRefusal, invalid
 from gateway.api.params import (
     ABSENT,
     Absent,
@@ -33,10 +33,11 @@ from gateway.api.params import (
     window_timestamp,
 )
 from gateway.api.router import Endpoint
-from gateway.domain import DEFAULT_CODE_LENGTHS, SlotTable
+from gateway.domain import DEFAULT_CODE_LENGTHS
 from gateway.model import (
     AccessCode,
     BackupState,
+    CodeStatus,
     CodeType,
     Device,
     EventType,
@@ -49,14 +50,16 @@ from gateway.rules.codes import (
     generate_code,
     shared_code_lengths,
 )
-from gateway.rules.slots import CodeView, unmanaged_pins
+from gateway.rules.slots import Written
 from gateway.schema import Invalid
 from gateway.store import Tx, slot_writes
 from gateway.store import codes as store
 from gateway.store import devices as device_store
 from gateway.store import events as event_store
+from gateway.store import unmanaged as unmanaged_store
 from gateway.store.observed import load_table
 from gateway.store.problems import set_problem
+from gateway.store.unmanaged import Unmanaged
 
 MAX_NAME = 200
 MAX_COMMON_CODE_KEY = 256
@@ -580,41 +583,115 @@ def generate(tx: Tx, params: DeviceRef) -> Json:
 
 def unmanaged(tx: Tx, params: DeviceRef) -> Json:
     device = require_device(tx, params.device_id)
-    observed = load_table(tx, device.device_id)
+    return {"access_codes": [u.to_json() for u in unmanaged_store.of_device(tx, device.device_id)]}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnmanagedConvert:
+    access_code_id: str = param(access_code_id, required=True)
+    name: str | None = param(Nullable(Text(MAX_NAME)), default=None)
+    starts_at: datetime | None = param(Nullable(window_timestamp), default=None)
+    ends_at: datetime | None = param(Nullable(window_timestamp), default=None)
+    allow_external_modification: bool = param(boolean, default=False)
+
+
+def _require_unmanaged(tx: Tx, wanted: str) -> Unmanaged:
+    found = unmanaged_store.resolve(tx, wanted)
+    if found is None:
+        raise ApiError(
+            "access_code_not_found",
+            f"access_code_id: no unmanaged access code '{wanted}' (a code found on a lock keeps"
+            " its id only while its PIN stays in its slot)",
+        )
+    return found
+
+
+def unmanaged_get(tx: Tx, params: CodeRef) -> Json:
+    return {"access_code": _require_unmanaged(tx, params.access_code_id).to_json()}
+
+
+def unmanaged_delete(tx: Tx, params: CodeRef) -> Json:
+    """Ask the lock's worker to clear the slot, only while it still holds that PIN."""
+    found = _require_unmanaged(tx, params.access_code_id)
+    _managed_device(tx, found.device_id)
+    unmanaged_store.request_removal(tx, found)
+    return {}
+
+
+def _not_convertible(tx: Tx, device_id: str, wanted: str, error: ApiError) -> RecordedRefusal:
+    """The refusal, with ``access_code.unmanaged.failed_to_convert_to_managed`` kept."""
+    tx.emit(EventType.UNMANAGED_FAILED_TO_CONVERT, device_id, wanted)
+    return RecordedRefusal(error.type, error.message)
+
+
+def convert_to_managed(tx: Tx, params: UnmanagedConvert) -> Json:
+    """A managed code, with the same id, that takes over the PIN where it is: no write, ``set``
+    at once. The usual rules apply from then on (a window that starts later takes it off the
+    lock until then)."""
+    wanted = params.access_code_id
+    _check_window(params.starts_at, params.ends_at, tx.now)
+    found = unmanaged_store.resolve(tx, wanted)
+    if found is None:
+        seen_on = unmanaged_store.last_seen_on(tx, wanted)
+        if seen_on is None:
+            _require_unmanaged(tx, wanted)  # never seen: plainly not found
+        assert seen_on is not None
+        lost = ApiError(
+            "access_code_not_found",
+            f"access_code_id: unmanaged access code '{wanted}' is no longer on device"
+            f" '{seen_on}' (its slot changed); nothing was converted",
+        )
+        raise _not_convertible(tx, seen_on, wanted, lost)
+    device = _managed_device(tx, found.device_id)
+    if found.removal_requested_at is not None:
+        raise ApiError(
+            "access_code_not_found",
+            f"access_code_id: unmanaged access code '{wanted}' is being deleted",
+        )
     codes = store.codes_of_device(tx, device.device_id)
-    views = [
-        CodeView(c.access_code_id, c.code, c.slot, c.status, wanted=True)
-        for c in codes
-        if c.slot is not None
-    ]
-    ours = slot_writes.of_device(tx, device.device_id)
-    table = SlotTable(capacity=max(observed, default=0), slots=observed)
-    found: list[Json] = [
-        {
-            "access_code_id": str(uuid.uuid5(uuid.NAMESPACE_URL, f"{device.device_id}/{slot}/{v}")),
-            "device_id": device.device_id,
-            "name": None,
-            "code": v,
-            "type": CodeType.ONGOING.value,
-            "starts_at": None,
-            "ends_at": None,
-            "status": "set",
-            "created_at": None,  # not known: the gateway did not create it
-            "errors": [],
-            "warnings": [],
-            "is_managed": False,
-            "is_backup": False,
-            "is_backup_access_code_available": False,
-            "pulled_backup_access_code_id": None,
-            "is_external_modification_allowed": False,
-            "slot": slot,
-            "is_one_time_use": False,
-            "common_code_key": None,
-            "pending_mutations": [],
-        }
-        for slot, v in sorted(unmanaged_pins(views, table, ours).items())
-    ]
-    return {"access_codes": found}
+    holder = next((c for c in codes if c.slot == found.slot), None)
+    if holder is not None:
+        raise _not_convertible(
+            tx,
+            device.device_id,
+            wanted,
+            invalid(
+                "access_code_id",
+                f"slot {found.slot} belongs to managed access code '{holder.access_code_id}',"
+                " which the gateway puts back there; nothing was converted",
+            ),
+        )
+    if found.pin in store.pins_of_device(tx, device.device_id):
+        raise _not_convertible(
+            tx,
+            device.device_id,
+            wanted,
+            ApiError(
+                "duplicate_access_code",
+                "access_code_id: a managed access code on this device has the same PIN;"
+                " nothing was converted",
+            ),
+        )
+    code = store.insert_code(
+        tx,
+        # The same id, unless a managed code already had it (its PIN was typed back in later).
+        access_code_id=None if store.get_code(tx, wanted) else wanted,
+        device_id=device.device_id,
+        name=params.name,
+        code=found.pin,
+        starts_at=params.starts_at,
+        ends_at=params.ends_at,
+        allow_external_modification=params.allow_external_modification,
+    )
+    store.set_slot(tx, code, found.slot)
+    store.set_on_lock(tx, code, True)
+    store.set_status(tx, code, CodeStatus.SET)
+    # The gateway answers for the PIN in that slot now: not an external change, never foreign.
+    slot_writes.record(
+        tx, Written(code.access_code_id, found.slot, found.pin, settled=True), device.device_id
+    )
+    tx.emit(EventType.UNMANAGED_CONVERTED, device.device_id, code.access_code_id)
+    return {"access_code": _fresh(tx, code.access_code_id)}
 
 
 ENDPOINTS = (
@@ -648,4 +725,12 @@ ENDPOINTS = (
     Endpoint.typed("access_codes/generate_code", DeviceRef, generate),
     Endpoint.typed("access_codes/get_timeline", TimelineQuery, timeline),
     Endpoint.typed("access_codes/unmanaged/list", DeviceRef, unmanaged),
+    Endpoint.typed("access_codes/unmanaged/get", CodeRef, unmanaged_get),
+    Endpoint.typed("access_codes/unmanaged/delete", CodeRef, unmanaged_delete, writes=True),
+    Endpoint.typed(
+        "access_codes/unmanaged/convert_to_managed",
+        UnmanagedConvert,
+        convert_to_managed,
+        writes=True,
+    ),
 )

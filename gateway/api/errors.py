@@ -37,3 +37,9 @@ class ApiError(Exception):
 
 def invalid(field: str, problem: str) -> ApiError:
     return ApiError("invalid_input", f"{field}: {problem}")
+
+
+class RecordedRefusal(ApiError):
+    """A refusal that is itself news: what the handler did before raising it (an event saying
+    the request failed) is committed, unlike any other :class:`ApiError`. The handler must
+    change nothing else before raising it."""

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import aiomqtt
 
-from gateway.api.errors import ApiError, invalid
+from gateway.api.errors import ApiError, RecordedRefusal, invalid
 from gateway.api.params import Field, fields_of, validate
 from gateway.api.pin_guard import PinGuard
 from gateway.clock import isoformat
@@ -215,10 +215,22 @@ class Router:
         if not endpoint.writes:
             return await self._store.read(lambda tx: endpoint.handler(tx, arguments))
         request = fingerprint(endpoint.name, params)
-        return await self._store.write(
-            lambda tx: _idempotent(tx, endpoint, arguments, key, request),
+        outcome = await self._store.write(
+            lambda tx: _recorded(lambda: _idempotent(tx, endpoint, arguments, key, request)),
             priority=Priority.URGENT if endpoint.urgent else Priority.REQUEST,
         )
+        if isinstance(outcome, RecordedRefusal):
+            raise outcome  # after the commit: its record is kept
+        return outcome
+
+
+def _recorded(run: Callable[[], Json]) -> Json | RecordedRefusal:
+    """Run a write unit; a :class:`RecordedRefusal` is returned, not raised, so the unit
+    commits (a raised one would roll the record back with everything else)."""
+    try:
+        return run()
+    except RecordedRefusal as exc:
+        return exc
 
 
 def _idempotent(tx: Tx, endpoint: Endpoint, arguments: Any, key: str | None, request: str) -> Json:

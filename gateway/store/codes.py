@@ -157,6 +157,7 @@ def set_common_code_key(tx: Tx, code: AccessCode, common_code_key: str | None) -
 def insert_code(
     tx: Tx,
     *,
+    access_code_id: str | None = None,  # an adopted unmanaged code keeps its id
     device_id: str,
     name: str | None,
     code: str,
@@ -166,7 +167,7 @@ def insert_code(
     backup: bool = False,
 ) -> AccessCode:
     """A new managed code, ``unset`` until its lock worker takes it up."""
-    access_code_id = str(uuid.uuid4())
+    access_code_id = access_code_id or str(uuid.uuid4())
     now = isoformat(tx.now)
     tx.execute(
         "INSERT INTO access_codes (access_code_id, device_id, name, code, starts_at, ends_at,"

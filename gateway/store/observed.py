@@ -16,10 +16,11 @@ def _row(device_id: str, slot: int, value: SlotValue) -> tuple[str, int, str | N
 
 def record_table(
     tx: Tx, device_id: str, table: SlotTable, previous: SlotTable | None = None
-) -> None:
+) -> dict[int, tuple[SlotValue, SlotValue]]:
     """Store the table, writing only the slots that differ from what is stored: a lock that
     reports what it held before (a restart, a resync) costs no write. ``previous``: the table
-    recorded last (the worker remembers it), else what is stored is read first."""
+    recorded last (the worker remembers it), else what is stored is read first. Returns what
+    changed, ``slot -> (before, now)`` (a slot not known before was ``UNKNOWN``)."""
     if previous is not None:
         stored = {slot: previous.value(slot) for slot in range(1, previous.capacity + 1)}
     else:
@@ -28,17 +29,18 @@ def record_table(
     gone = [(device_id, slot) for slot in stored if slot not in seen]
     if gone:
         tx.executemany("DELETE FROM observed_slots WHERE device_id = ? AND slot = ?", gone)
-    changed = [
-        _row(device_id, slot, value)
+    changed = {
+        slot: (stored.get(slot, Unreadable.UNKNOWN), value)
         for slot, value in seen.items()
         if slot not in stored or stored[slot] != value
-    ]
+    }
     if changed:
         tx.executemany(
             "INSERT OR REPLACE INTO observed_slots (device_id, slot, code, state)"
             " VALUES (?, ?, ?, ?)",
-            changed,
+            [_row(device_id, slot, now) for slot, (_, now) in changed.items()],
         )
+    return changed
 
 
 def load_table(tx: Tx, device_id: str) -> dict[int, SlotValue]:

@@ -139,4 +139,10 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (device_id, slot)
     ) WITHOUT ROWID;
     """,
+    # 4: an unmanaged code's clear backs off like a managed code's command when the lock keeps
+    # refusing it.
+    """
+    ALTER TABLE unmanaged_removals ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE unmanaged_removals ADD COLUMN retry_at TEXT;
+    """,
 )

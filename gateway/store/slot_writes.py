@@ -15,11 +15,12 @@ from gateway.store.db import Tx
 
 
 def record(tx: Tx, written: Written, device_id: str) -> None:
-    """Before the command is sent: after a crash the write may have landed."""
+    """Before the command is sent (``settled`` False): after a crash the write may have landed.
+    Also a PIN the gateway adopts where it is (``unmanaged/convert_to_managed``, settled)."""
     tx.execute(
         "INSERT OR REPLACE INTO slot_writes (device_id, slot, code, access_code_id, answered)"
-        " VALUES (?, ?, ?, ?, 0)",
-        (device_id, written.slot, written.pin, written.code_id),
+        " VALUES (?, ?, ?, ?, ?)",
+        (device_id, written.slot, written.pin, written.code_id, int(written.settled)),
     )
 
 
