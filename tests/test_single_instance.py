@@ -7,26 +7,13 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import aiomqtt
 
 from gateway.mqtt import SESSION_TAKEN_OVER, TakeoverWatch
 from tests.broker import Broker
-from tests.test_service import ROOT, Daemon, daemon, is_state, watching  # noqa: F401 (fixture)
-
-
-def second_run(config_file: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", "run", "-c", str(config_file)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+from tests.test_service import Daemon, daemon, run_cli, watching  # noqa: F401 (fixture)
 
 
 async def test_a_second_gateway_on_the_same_database_stops_at_once(
@@ -37,7 +24,7 @@ async def test_a_second_gateway_on_the_same_database_stops_at_once(
     async with watching(broker, tmp_path) as (api, status):
         await daemon.started(status)
         assert daemon.proc is not None
-        second = await asyncio.to_thread(second_run, daemon.config_file)
+        second = await asyncio.to_thread(run_cli, "run", "-c", str(daemon.config_file))
         assert second.returncode == 2
         lines = (second.stdout + second.stderr).splitlines()
         assert len(lines) == 1, lines
