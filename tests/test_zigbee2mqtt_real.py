@@ -25,12 +25,14 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from drivers.base import CommandFailed, CommandTimedOut
+import drivers.entry_pairing
+from drivers.base import CommandFailed, CommandTimedOut, EntryEvent, EntryKind, EntryMethod
 from drivers.zigbee2mqtt.driver import Zigbee2MqttDriver, create_driver
 from gateway.config import Config, parse_config
 from gateway.model import Json
 from tests.broker import Broker
 from tests.conftest import site_dict
+from tests.entry_helpers import heard
 from tests.harness import (
     Recorder,
     Site,
@@ -46,7 +48,7 @@ from tests.harness import (
     warning_codes,
     window,
 )
-from tests.helpers import Wakes, running, session_for, untimed
+from tests.helpers import Probe, Wakes, running, session_for, untimed
 from tests.zigbee2mqtt_helpers import read_when_asked
 from tests.zigbee2mqtt_real.stack import (
     FakeLockSpec,
@@ -312,6 +314,15 @@ async def driver_for(
     stack: Stack, tmp_path: Path, lock: Lock, slots: int = SLOTS, timeout: float = DRIVER_TIMEOUT
 ) -> AsyncIterator[Zigbee2MqttDriver]:
     """The driver alone on the test's lock, online."""
+    async with woken_driver_for(stack, tmp_path, lock, slots, timeout) as (driver, _):
+        yield driver
+
+
+@asynccontextmanager
+async def woken_driver_for(
+    stack: Stack, tmp_path: Path, lock: Lock, slots: int = SLOTS, timeout: float = DRIVER_TIMEOUT
+) -> AsyncIterator[tuple[Zigbee2MqttDriver, Wakes]]:
+    """:func:`driver_for`, with what counts the driver's wakes."""
     config = zigbee_config(stack, tmp_path, lock, slots=slots)
     timing = dataclasses.replace(config.timing, command_timeout=timeout)
     session = session_for(stack.broker, f"gateway-{lock.name}")
@@ -321,7 +332,7 @@ async def driver_for(
     await driver.start(wakes)
     async with running((f"test-{lock.name}-mqtt", session.run())):
         await wakes.until(lambda: driver.online)
-        yield driver
+        yield driver, wakes
 
 
 async def test_finding_1_an_unsupported_entry_poisons_nothing(
@@ -470,3 +481,72 @@ async def test_finding_9_hidden_pins_leave_the_old_one_in_the_cache(
         await driver.clear_slot(8)
         await driver.set_code(8, "1818")  # read back enabled, the cache still says 8888
         assert await lock.slots() == {8: "1818"}
+
+
+# -- issue 11: who opened the door ---------------------------------------------------------------
+
+
+async def test_issue_11_the_lock_names_whose_pin_opened_it(
+    stack: Stack, tmp_path: Path, lock: Lock
+) -> None:
+    """The fake Yale sends what a real one does when the door operates: an Operation Event
+    Notification with the source and the 0-based user. The real converters and Zigbee2MQTT
+    make ``action`` messages of them; the driver hears a keypad unlock naming slot user + 1,
+    a wrong PIN as access denied without a slot, the thumb turn and the auto lock. The YRD226's
+    definition in ``bridge/devices`` says the lock reports its operations."""
+    await stack.z2m.reset(lock.name, {2: "2580"})
+    async with woken_driver_for(stack, tmp_path, lock) as (driver, wakes):
+        await wakes.until(lambda: driver.has_entry_events, timeout=5)
+        for event, source, user in (
+            ("unlock", "keypad", 2),
+            ("unlock_failure_invalid_pin_or_id", "keypad", None),
+            ("manual_unlock", "manual", None),
+            ("auto_lock", "manual", None),
+            ("lock", "rf", None),
+        ):
+            await stack.z2m.control("operate", lock.name, event=event, source=source, user=user)
+        assert await heard(driver, wakes, 5) == [
+            EntryEvent(EntryKind.UNLOCKED, EntryMethod.KEYCODE, 3),
+            EntryEvent(EntryKind.ACCESS_DENIED, EntryMethod.KEYCODE),
+            EntryEvent(EntryKind.UNLOCKED, EntryMethod.MANUAL),
+            EntryEvent(EntryKind.LOCKED, EntryMethod.AUTOMATIC),
+            EntryEvent(EntryKind.LOCKED, EntryMethod.REMOTE),
+        ]
+
+
+async def test_issue_11_each_operation_once_with_its_lock_state_report(
+    stack: Stack, tmp_path: Path, lock: Lock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A lock reports each operation twice: the operation event, then its lockState attribute
+    report, which Zigbee2MQTT publishes as a state message with ``lock_state`` and no
+    ``action``. The driver tells each operation once. A last wrong PIN, which moves no bolt,
+    comes after every state change the driver might still hold: nothing may come between."""
+    monkeypatch.setattr(drivers.entry_pairing, "PAIR_WINDOW", 2.0)
+    await stack.z2m.reset(lock.name, {0: "1470"})
+    state = f"zigbee2mqtt/{lock.name}"
+    async with (
+        Probe(stack.broker, f"probe-{lock.name}") as probe,
+        woken_driver_for(stack, tmp_path, lock) as (driver, wakes),
+    ):
+        await probe.subscribe(state)
+        for event, source, user in (
+            ("unlock", "keypad", 0),
+            ("auto_lock", "manual", None),
+            ("manual_unlock", "manual", None),
+            ("lock", "keypad", 0),
+            ("unlock_failure_invalid_pin_or_id", "keypad", None),
+        ):
+            await stack.z2m.control(
+                "operate", lock.name, event=event, source=source, user=user, report_state=True
+            )
+        assert await heard(driver, wakes, 5, timeout=5) == [
+            EntryEvent(EntryKind.UNLOCKED, EntryMethod.KEYCODE, 1),
+            EntryEvent(EntryKind.LOCKED, EntryMethod.AUTOMATIC),
+            EntryEvent(EntryKind.UNLOCKED, EntryMethod.MANUAL),
+            EntryEvent(EntryKind.LOCKED, EntryMethod.KEYCODE, 1),
+            EntryEvent(EntryKind.ACCESS_DENIED, EntryMethod.KEYCODE),
+        ]
+        last = "unlock_failure_invalid_pin_or_id"
+        await probe.next_where(state, lambda m: m.get("action") == last)
+        reports = [m["lock_state"] for m in probe.seen(state) if "action" not in m]
+        assert reports[-4:] == ["unlocked", "locked", "unlocked", "locked"]

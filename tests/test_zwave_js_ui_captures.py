@@ -238,6 +238,8 @@ async def test_the_driver_follows_a_captured_session(
     assert online_seen[-1] is False
     written = "4321" if name == "named" else "2468"
     assert written in slot1_seen
+    # Issue 11: the node's Access Control values say that it reports its door operations.
+    assert driver.has_entry_events
 
 
 # -- the simulated lock's output, shape for shape against the captures ----------------------

@@ -16,12 +16,20 @@ in the read-back. Error lines on ``B/bridge/logging`` count only when they are a
 
 Commands go out one at a time. Gateway slots are 1-based, Zigbee2MQTT users 0-based:
 ``user = slot - 1`` is translated here and nowhere else.
+
+Door operations come as ``action`` messages (the lock's Operation Event Notification: who,
+how) and as changes of ``lock_state`` (its lockState attribute report); the two are paired into
+one entry event (drivers/entry_pairing.py). ``action`` is never cached by Zigbee2MQTT: each
+operation is one message, and the state messages after it do not carry it again. The lock is
+said to report operations (``has_entry_events``) once its definition in ``B/bridge/devices``
+exposes the lock's ``action`` enum, or once it has reported one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
@@ -34,11 +42,13 @@ from drivers.base import (
     CommandTiming,
     DeviceSettings,
     Driver,
+    EntryEvent,
     SlotTable,
     SlotValue,
     Unreadable,
     WakeCallback,
 )
+from drivers.entry_pairing import EntryPairing
 from drivers.pending import Waiting
 from drivers.reachability import LinkedDriver
 from drivers.zigbee2mqtt.config import Zigbee2MqttOptions
@@ -49,7 +59,10 @@ from drivers.zigbee2mqtt.protocol import (
     Topics,
     UserEntry,
     clear_payload,
+    entry_event,
+    lock_state_kind,
     parse_availability,
+    parse_devices,
     parse_logging_error,
     parse_state,
     read_payload,
@@ -131,6 +144,9 @@ class Zigbee2MqttDriver(LinkedDriver[int, _Candidate]):
         self._one_at_a_time = asyncio.Lock()
         self._wanted_reads: set[int] = set()  # slots changed at the lock, not yet asked for
         self._rereading: set[int] = set()  # those the worker was asked to read, not yet read
+        self._operations = EntryPairing(self._heard_operation)
+        # How ``B/bridge/devices`` spells this lock's name (JSON, as Zigbee2MQTT writes it).
+        self._listed_as = json.dumps(topics.friendly_name, ensure_ascii=False).encode()
 
     # -- observed state ---------------------------------------------------------------------
 
@@ -191,6 +207,7 @@ class Zigbee2MqttDriver(LinkedDriver[int, _Candidate]):
         await self._session.subscribe(self.topics.availability, on_availability)
         await self._session.subscribe(self.topics.bridge_state, on_bridge_state)
         await self._session.subscribe(self.topics.bridge_logging, self._on_logging)
+        await self._session.subscribe(self.topics.bridge_devices, self._on_devices)
         await self._session.subscribe(self.topics.state, self._on_state)
 
     def _went_offline(self) -> None:
@@ -222,6 +239,50 @@ class Zigbee2MqttDriver(LinkedDriver[int, _Candidate]):
         elif error.verb == "get" and waiter.reading:
             # The read went nowhere: no answer will come.
             waiter.answers.fail(CommandTimedOut(f"slot {waiter.user + 1}: {error.message}"))
+
+    def _on_devices(self, message: aiomqtt.Message) -> None:
+        """Zigbee2MQTT's device list: does this lock's definition report door operations?
+        The list holds the whole network and comes again on every change of it: read only
+        until the answer is yes, and only when it names this lock."""
+        payload = message.payload
+        if not isinstance(payload, bytes) or self._hears_entries or self._listed_as not in payload:
+            return
+        try:
+            reports = parse_devices(payload, self.topics.friendly_name)
+        except ValueError as exc:
+            log.warning("z2m.bad_devices", device_id=self.device_id, problem=str(exc))
+            return
+        if reports:
+            self._reports_operations()
+
+    def _reports_operations(self) -> None:
+        """The lock reports door operations and whose PIN: the worker records it."""
+        if not self._hears_entries:
+            self._hears_entries = True
+            log.info("z2m.entry_events", device_id=self.device_id)
+            self._wake()
+
+    def _heard_operation(self, event: EntryEvent) -> None:
+        log.info(
+            "z2m.door_operated",
+            device_id=self.device_id,
+            kind=event.kind.value,
+            method=event.method.value,
+            slot=event.slot,
+        )
+        self._heard_entry(event)
+
+    def _operated(self, report: StateReport) -> None:
+        """A door operation in a state message: its ``action``, else a change of its
+        ``lock_state``. An action message carries the cache as it was, ``lock_state``
+        included: only a message without one says the lock's state."""
+        if report.action is None:
+            self._operations.state(lock_state_kind(report))
+            return
+        event = entry_event(report)
+        if event is not None:
+            self._reports_operations()
+            self._operations.operation(event)
 
     def _beyond_definition(self, slot: int) -> None:
         """Zigbee2MQTT refused ``slot`` as beyond the users of the lock's device definition:
@@ -260,6 +321,7 @@ class Zigbee2MqttDriver(LinkedDriver[int, _Candidate]):
         else:
             self._refusals.accept(_STATE)
         self._programming_event(report)
+        self._operated(report)
         waiter = self._waiter
         if waiter is not None and not waiter.reading:
             waiter.written.set()  # a frame from the lock while it had the write: its response

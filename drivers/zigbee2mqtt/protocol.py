@@ -14,13 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
-from drivers.base import SlotValue, Unreadable
+from drivers.base import EntryEvent, EntryKind, EntryMethod, SlotValue, Unreadable
 from drivers.bounds import MAX_SLOTS, check_pin, decimal_key, shown
 from drivers.payloads import PayloadError, parse_availability
 from drivers.payloads import json_object as _object
 
 __all__ = [
     "KEYPAD",
+    "OPERATION_ACTIONS",
     "PROGRAMMING_ACTIONS",
     "STATUSES",
     "BadRequest",
@@ -34,8 +35,13 @@ __all__ = [
     "UserEntry",
     "availability_payload",
     "clear_payload",
+    "devices_payload",
+    "entry_event",
+    "lock_state_kind",
     "logging_error_payload",
+    "operation_payload",
     "parse_availability",
+    "parse_devices",
     "parse_get",
     "parse_logging_error",
     "parse_set",
@@ -59,6 +65,47 @@ PROGRAMMING_ACTIONS: Final = frozenset({"pin_code_added", "pin_code_deleted", "p
 #: ``action_source_name`` of a change made at the lock itself; anything else (``rf``) came over
 #: the radio, as the gateway's own writes do.
 KEYPAD: Final = "keypad"
+#: Zigbee2MQTT's ``action`` for each Operation Event Notification code (the converters'
+#: ``lock_operation_event``): what happened, and how when the code says it (else the
+#: ``action_source_name`` says). ``unknown`` and ``non_access_user_operational_event`` (a code
+#: that opens nothing) are no door operation.
+OPERATION_ACTIONS: Final[Mapping[str, tuple[EntryKind, EntryMethod | None]]] = {
+    "lock": (EntryKind.LOCKED, None),
+    "unlock": (EntryKind.UNLOCKED, None),
+    "lock_failure_invalid_pin_or_id": (EntryKind.ACCESS_DENIED, None),
+    "lock_failure_invalid_schedule": (EntryKind.ACCESS_DENIED, None),
+    "unlock_failure_invalid_pin_or_id": (EntryKind.ACCESS_DENIED, None),
+    "unlock_failure_invalid_schedule": (EntryKind.ACCESS_DENIED, None),
+    "one_touch_lock": (EntryKind.LOCKED, EntryMethod.MANUAL),
+    "key_lock": (EntryKind.LOCKED, EntryMethod.MANUAL),
+    "key_unlock": (EntryKind.UNLOCKED, EntryMethod.MANUAL),
+    "auto_lock": (EntryKind.LOCKED, EntryMethod.AUTOMATIC),
+    "schedule_lock": (EntryKind.LOCKED, EntryMethod.AUTOMATIC),
+    "schedule_unlock": (EntryKind.UNLOCKED, EntryMethod.AUTOMATIC),
+    "manual_lock": (EntryKind.LOCKED, EntryMethod.MANUAL),
+    "manual_unlock": (EntryKind.UNLOCKED, EntryMethod.MANUAL),
+}
+#: The converters' ``action_source_name`` (ZCL operation event source) as an entry method;
+#: ``rfid`` and ``fingerprint`` have none in the contract: ``unknown``.
+_SOURCE_METHODS: Final[Mapping[str, EntryMethod]] = {
+    KEYPAD: EntryMethod.KEYCODE,
+    "rf": EntryMethod.REMOTE,
+    "manual": EntryMethod.MANUAL,
+}
+#: Operations whose ``action_user`` names the PIN's user when the source is the keypad (a wrong
+#: PIN names no user; a right one outside its schedule does).
+_NAMES_USER: Final = frozenset(
+    {"lock", "unlock", "lock_failure_invalid_schedule", "unlock_failure_invalid_schedule"}
+)
+#: The converters' ``lock_state`` (ZCL lockState) of a lock that is locked or unlocked;
+#: ``not_fully_locked`` (jammed) says neither.
+_LOCK_STATES: Final[Mapping[str, EntryKind]] = {
+    "locked": EntryKind.LOCKED,
+    "unlocked": EntryKind.UNLOCKED,
+}
+#: ``B/bridge/devices`` lists every device of the network with its definition: far larger than a
+#: lock's report (some KiB a device), read only when Zigbee2MQTT republishes it.
+MAX_DEVICES_BYTES: Final = 16 * 1024 * 1024
 #: What Zigbee2MQTT's converters throw for a user outside the device definition's
 #: ``pinCodeCount`` (``user ...`` on ``/set``, ``userId ...`` on ``/get``).
 RANGE_ERROR: Final = "must be in range for device"
@@ -94,6 +141,10 @@ class Topics:
     @property
     def bridge_logging(self) -> str:
         return f"{self.base}/bridge/logging"
+
+    @property
+    def bridge_devices(self) -> str:
+        return f"{self.base}/bridge/devices"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +198,7 @@ class StateReport:
     action_user: int | None = None
     action_source_name: str | None = None
     refused: tuple[str, ...] = field(default=())
+    lock_state: str | None = None  # the converters' lockState: locked, unlocked, ...
 
     @property
     def from_keypad(self) -> bool:
@@ -279,13 +331,75 @@ def parse_state(
     if action_user is not None:
         action_user = _user(action_user, "action_user")
     source = raw.get("action_source_name")
+    lock_state = raw.get("lock_state")
     return StateReport(
         users=users,
         action=action or None,
         action_user=action_user,
         action_source_name=source if isinstance(source, str) else None,
         refused=tuple(refused),
+        lock_state=lock_state if isinstance(lock_state, str) else None,
     )
+
+
+def entry_event(report: StateReport) -> EntryEvent | None:
+    """The door operation an ``action`` message reports (Operation Event Notification), or
+    None for any other action (a programming event) or message. The slot is the keypad
+    user's (``action_user + 1``), for a PIN typed at the keypad only."""
+    if report.action is None or report.action not in OPERATION_ACTIONS:
+        return None
+    kind, method = OPERATION_ACTIONS[report.action]
+    if method is None:
+        method = _SOURCE_METHODS.get(report.action_source_name or "", EntryMethod.UNKNOWN)
+    slot = None
+    user = report.action_user
+    if method is EntryMethod.KEYCODE and report.action in _NAMES_USER and user is not None:
+        slot = user + 1 if user + 1 <= MAX_SLOTS else None  # 0xFFFF: no user
+    return EntryEvent(kind, method, slot)
+
+
+def lock_state_kind(report: StateReport) -> EntryKind | None:
+    """Locked or unlocked, as the state message's ``lock_state`` says; None for anything else
+    (absent, jammed, or a value the converters do not give)."""
+    return _LOCK_STATES.get(report.lock_state or "")
+
+
+def _exposes_operations(exposes: object) -> bool:
+    """Whether a definition's ``exposes`` (features nested) hold the lock's ``action`` enum
+    with the Operation Event Notification values."""
+    if not isinstance(exposes, list):
+        return False
+    for expose in exposes:
+        if not isinstance(expose, dict):
+            continue
+        values = expose.get("values")
+        if expose.get("name") == "action" and isinstance(values, list) and "unlock" in values:
+            return True
+        if _exposes_operations(expose.get("features")):
+            return True
+    return False
+
+
+def parse_devices(payload: bytes | str, friendly_name: str) -> bool | None:
+    """From ``B/bridge/devices``: whether the device ``friendly_name`` reports door operations
+    (its definition exposes the lock's ``action`` enum); None when it is not listed or the
+    list cannot be read (``PayloadError``: not a list of devices, or too large)."""
+    size = len(payload.encode() if isinstance(payload, str) else payload)
+    if size > MAX_DEVICES_BYTES:
+        raise PayloadError(f"payload: {size} bytes exceed the limit of {MAX_DEVICES_BYTES}")
+    try:
+        devices = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PayloadError(f"payload: not valid JSON ({exc})") from None
+    if not isinstance(devices, list):
+        raise PayloadError("payload: expected a list of devices")
+    for device in devices:
+        if isinstance(device, dict) and device.get("friendly_name") == friendly_name:
+            definition = device.get("definition")
+            if not isinstance(definition, dict):
+                return False  # an unsupported device: no converters, no events
+            return _exposes_operations(definition.get("exposes"))
+    return None
 
 
 # Zigbee2MQTT's and herdsman's texts quote what was sent: ``"pincodevalue":"7777"`` in a failed
@@ -438,6 +552,49 @@ def state_payload(
         if action_source_name is not None:
             payload["action_source_name"] = action_source_name
     return payload
+
+
+#: The ZCL operation event source of each ``action_source_name`` (``constants.lockSourceName``).
+SOURCES: Final[Mapping[str, int]] = {KEYPAD: 0, "rf": 1, "manual": 2, "rfid": 3}
+#: No user (ZCL): what a lock names for an operation no user's PIN made.
+NO_USER: Final = 0xFFFF
+
+
+def operation_payload(action: str, source: str, user: int | None) -> JsonObject:
+    """The fields the converters' ``lock_operation_event`` adds to the state message."""
+    return {
+        "action": action,
+        "action_user": NO_USER if user is None else user,
+        "action_source": SOURCES[source],
+        "action_source_name": source,
+    }
+
+
+def devices_payload(friendly_name: str, *, operations: bool) -> list[JsonObject]:
+    """``B/bridge/devices`` with one lock, its definition's exposes in part (the lock and, when
+    ``operations``, the ``action`` enum of ``m.lock``)."""
+    exposes: list[JsonObject] = [
+        {
+            "type": "lock",
+            "features": [
+                {"type": "binary", "name": "state", "property": "state", "access": 7},
+                {"type": "enum", "name": "lock_state", "property": "lock_state", "access": 1},
+            ],
+        }
+    ]
+    if operations:
+        values = ["unknown", *OPERATION_ACTIONS, "non_access_user_operational_event"]
+        exposes.append(
+            {"type": "enum", "name": "action", "property": "action", "access": 1, "values": values}
+        )
+    return [
+        {
+            "friendly_name": friendly_name,
+            "type": "EndDevice",
+            "supported": True,
+            "definition": {"model": "YRD226HA2619", "vendor": "Yale", "exposes": exposes},
+        }
+    ]
 
 
 def logging_error_payload(friendly_name: str, verb: str, detail: str) -> JsonObject:

@@ -16,17 +16,27 @@ Like the real stack (Zigbee2MQTT 2.x, zigbee-herdsman-converters):
 - a user beyond the device definition's ``pinCodeCount`` is refused by the converter
   (``user must be in range for device``) before anything is sent;
 - a PIN change makes the lock send a programming event: ``action_source_name`` ``rf`` for a
-  write over the radio, ``keypad`` for one at the lock; the cache stays stale until read.
+  write over the radio, ``keypad`` for one at the lock; the cache stays stale until read;
+- a door operation (:meth:`SimulatedZigbee2MqttLock.publish_entry`) is an Operation Event
+  Notification, one state message with ``action`` (``unlock`` from the ``keypad`` naming the
+  0-based user, ``unlock_failure_invalid_pin_or_id`` for a wrong PIN, ``manual_unlock``,
+  ``auto_lock``, ...) over the cache as it was, then the lockState attribute report: a state
+  message with the new ``lock_state`` and no ``action``. An operation of unknown method plays
+  a lock that sends no operation events: only its ``lock_state`` changes;
+- ``B/bridge/devices`` (retained) lists the network's locks with their definitions: a lock
+  whose ``entry_events`` are on exposes the ``action`` enum of the lock's operations.
 """
 
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Coroutine, Mapping
 from typing import Any, Final
 
 import aiomqtt
 
+from drivers.base import EntryEvent, EntryKind, EntryMethod
 from drivers.sim import SimCommand, SimSpec, SimulatedLock
 from drivers.zigbee2mqtt.config import Zigbee2MqttOptions
 from drivers.zigbee2mqtt.protocol import (
@@ -35,7 +45,9 @@ from drivers.zigbee2mqtt.protocol import (
     JsonObject,
     Topics,
     availability_payload,
+    devices_payload,
     logging_error_payload,
+    operation_payload,
     parse_get,
     parse_set,
     range_error_payload,
@@ -52,7 +64,32 @@ __all__ = ["SimulatedZigbee2MqttLock"]
 log = get_logger("drivers.zigbee2mqtt.simulator")
 
 #: Attributes a lock's state message carries besides ``users``.
-_ATTRIBUTES: dict[str, Any] = {"battery": 80, "lock_state": "locked", "state": "LOCK"}
+_ATTRIBUTES: Final[Mapping[str, Any]] = {"battery": 80, "lock_state": "locked", "state": "LOCK"}
+#: The converters' lockState and state of a lock locked or unlocked.
+_LOCK_STATES: Final[Mapping[EntryKind, Mapping[str, str]]] = {
+    EntryKind.LOCKED: {"lock_state": "locked", "state": "LOCK"},
+    EntryKind.UNLOCKED: {"lock_state": "unlocked", "state": "UNLOCK"},
+}
+#: The Operation Event Notification a lock sends for an operation of a known method, as the
+#: converters name it: (action, action_source_name); the keypad's PIN names its user.
+_OPERATIONS: Final[Mapping[tuple[EntryKind, EntryMethod], tuple[str, str]]] = {
+    (EntryKind.UNLOCKED, EntryMethod.KEYCODE): ("unlock", KEYPAD),
+    (EntryKind.LOCKED, EntryMethod.KEYCODE): ("lock", KEYPAD),
+    (EntryKind.ACCESS_DENIED, EntryMethod.KEYCODE): ("unlock_failure_invalid_pin_or_id", KEYPAD),
+    (EntryKind.UNLOCKED, EntryMethod.REMOTE): ("unlock", "rf"),
+    (EntryKind.LOCKED, EntryMethod.REMOTE): ("lock", "rf"),
+    (EntryKind.ACCESS_DENIED, EntryMethod.REMOTE): ("unlock_failure_invalid_pin_or_id", "rf"),
+    (EntryKind.UNLOCKED, EntryMethod.MANUAL): ("manual_unlock", "manual"),
+    (EntryKind.LOCKED, EntryMethod.MANUAL): ("manual_lock", "manual"),
+    (EntryKind.ACCESS_DENIED, EntryMethod.MANUAL): ("unlock_failure_invalid_pin_or_id", "manual"),
+    (EntryKind.UNLOCKED, EntryMethod.AUTOMATIC): ("schedule_unlock", "manual"),
+    (EntryKind.LOCKED, EntryMethod.AUTOMATIC): ("auto_lock", "manual"),
+}
+#: The locks each simulator connection plays, per base topic: ``B/bridge/devices`` lists them
+#: all (one retained topic for the whole Zigbee network), whether each reports operations.
+_NETWORKS: weakref.WeakKeyDictionary[Session, dict[str, dict[str, bool]]] = (
+    weakref.WeakKeyDictionary()
+)
 #: A write takes the lock this many times its latency; a read takes one.
 WRITE_LATENCIES: Final = 3
 #: The userstatus a lock answers for a user it does not have.
@@ -83,6 +120,8 @@ class SimulatedZigbee2MqttLock(SimulatedLock):
         self._actions: list[tuple[str, int]] = []  # keypad programming events to report
         self._programmed: dict[int, str] = {}  # user -> the radio write's programming event
         self._executing = 0
+        #: The lock's attributes besides ``users`` (its lockState changes as the door operates).
+        self.attributes: dict[str, Any] = dict(_ATTRIBUTES)
 
     def check_slot(self, slot: int | None) -> str | None:
         """The lock refuses users it does not have (silently, see :meth:`answer`)."""
@@ -180,6 +219,37 @@ class SimulatedZigbee2MqttLock(SimulatedLock):
         await self._session.publish(
             self.topics.availability, availability_payload(self.online), retain=True
         )
+        await self._publish_devices()
+
+    async def _publish_devices(self) -> None:
+        """``B/bridge/devices``: every lock of this network, this one as its faults say."""
+        network = _NETWORKS.setdefault(self._session, {}).setdefault(self.topics.base, {})
+        network[self.friendly_name] = self.faults.entry_events
+        devices = [
+            device
+            for name, operations in sorted(network.items())
+            for device in devices_payload(name, operations=operations)
+        ]
+        await self._session.publish(self.topics.bridge_devices, devices, retain=True)
+
+    async def publish_entry(self, event: EntryEvent) -> None:
+        """The lock's Operation Event Notification (over the cache as it was), then its
+        lockState report; only the latter for an operation of unknown method."""
+        if not self.online or self.faults.silent:
+            return
+        operation = _OPERATIONS.get((event.kind, event.method))
+        if operation is not None:
+            action, source = operation
+            user = (
+                None
+                if event.slot is None or event.kind is EntryKind.ACCESS_DENIED
+                else (event.slot - 1)
+            )
+            await self._publish_state_message(**operation_payload(action, source, user))
+        state = _LOCK_STATES.get(event.kind)
+        if state is not None:
+            self.attributes.update(state)
+            await self._publish_state_message()
 
     async def publish_table(self) -> None:
         """The state message with the cached (maybe stale) ``users``, plus any keypad events.
@@ -197,7 +267,7 @@ class SimulatedZigbee2MqttLock(SimulatedLock):
             )
 
     async def _publish_state_message(self, **action: Any) -> None:
-        payload = state_payload(self.cache, **action, **_ATTRIBUTES)
+        payload = state_payload(self.cache, **action, **self.attributes)
         await self._session.publish(self.topics.state, payload)
 
     def report_topic(self, report: Mapping[str, object]) -> tuple[str, bool] | None:

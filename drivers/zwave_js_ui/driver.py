@@ -12,6 +12,14 @@ leaves its last driver and node statuses retained (its will only marks the gatew
 on restart says it is up ~1.7 s before its Z-Wave driver is: so after the gateway was down those
 statuses count only once reported afresh, or once the API answers (it was cut off from the
 broker, not restarted). An API answer "Z-Wave client not connected" means the same: offline.
+
+Door operations come as Notification CC Access Control events (keypad, manual, RF, auto lock;
+a keypad operation names its user, which is the slot) and as changes of the Door Lock CC's
+``currentMode``; the two are paired into one entry event (drivers/entry_pairing.py). An event
+the broker replays on subscribing (retained, where Z-Wave JS UI retains values) is old news, not
+the door now, and is not told; a live one always is (the broker clears its retain flag). The node
+reports its operations (``has_entry_events``) once any Access Control value of it is seen:
+zwave-js creates them when the lock's interview shows Notification CC Access Control.
 """
 
 from __future__ import annotations
@@ -28,15 +36,18 @@ from drivers.base import (
     CommandTimedOut,
     CommandTiming,
     DeviceSettings,
+    EntryEvent,
     SlotTable,
     SlotValue,
     Unreadable,
     WakeCallback,
 )
 from drivers.bounds import MAX_SLOTS, check_capacity, check_slot
+from drivers.entry_pairing import EntryPairing
 from drivers.reachability import LinkedDriver
 from drivers.zwave_js_ui.config import ZwaveJsUiOptions
 from drivers.zwave_js_ui.protocol import (
+    ACCESS_CONTROL,
     MISSING,
     ApiReply,
     Property,
@@ -44,7 +55,9 @@ from drivers.zwave_js_ui.protocol import (
     api_request_payload,
     check_value,
     clear_payload,
+    door_lock_kind,
     get_args,
+    notification_entry,
     parse_api_reply,
     parse_gateway_status,
     parse_node_status,
@@ -110,6 +123,7 @@ class ZwaveJsUiDriver(LinkedDriver[str, ApiReply]):
         self._node_seen = False  # any topic of the node since start: it is where we look
         self._gateway_seen = False  # Z-Wave JS UI's gateway status since start
         self._probe: asyncio.Task[None] | None = None
+        self._operations = EntryPairing(self._heard_operation)
 
     # -- observed state ---------------------------------------------------------------------
 
@@ -177,6 +191,8 @@ class ZwaveJsUiDriver(LinkedDriver[str, ApiReply]):
             self.topics.driver_status, link.handler("driver_status", parse_gateway_status)
         )
         await self._session.subscribe(self.topics.values_filter, self._on_value)
+        await self._session.subscribe(self.topics.notifications_filter, self._on_notification)
+        await self._session.subscribe(self.topics.door_lock_mode, self._on_door_lock)
         for api in APIS:
             await self._session.subscribe(self.topics.api_reply(api), self._on_api_reply)
 
@@ -231,6 +247,50 @@ class ZwaveJsUiDriver(LinkedDriver[str, ApiReply]):
         self._updates[slot] = self._updates.get(slot, 0) + 1
         self._changed.set()
         self._refresh_table()
+
+    def _on_notification(self, message: aiomqtt.Message) -> None:
+        """A Notification CC value or event of the node: maybe a door operation."""
+        found = self.topics.parse_notification_topic(message.topic.value)
+        if found is None:
+            return
+        self._seen(node=True)
+        notification_type, key = found
+        if notification_type == ACCESS_CONTROL and not self._hears_entries:
+            self._hears_entries = True
+            log.info("zwave.entry_events", device_id=self.device_id)
+            self._wake()
+        payload = _payload(message)
+        if not payload or message.retain:
+            return  # a removed retained value, or an event from before: not the door now
+        try:
+            event = notification_entry(notification_type, key, payload)
+        except ValueError as exc:
+            log.warning("zwave.bad_notification", device_id=self.device_id, problem=str(exc))
+            return
+        if event is not None:
+            self._operations.operation(event)
+
+    def _on_door_lock(self, message: aiomqtt.Message) -> None:
+        """The Door Lock CC's mode: a change of it is an operation too (see EntryPairing)."""
+        payload = _payload(message)
+        if not payload:
+            return
+        try:
+            kind = door_lock_kind(payload)
+        except ValueError as exc:
+            log.warning("zwave.bad_door_lock", device_id=self.device_id, problem=str(exc))
+            return
+        self._operations.state(kind)
+
+    def _heard_operation(self, event: EntryEvent) -> None:
+        log.info(
+            "zwave.door_operated",
+            device_id=self.device_id,
+            kind=event.kind.value,
+            method=event.method.value,
+            slot=event.slot,
+        )
+        self._heard_entry(event)
 
     def _slot(self, slot: int) -> SlotValue:
         status = self._values.get(("userIdStatus", slot), MISSING)

@@ -11,7 +11,13 @@ What the real gateway does, and what shapes these definitions (protocols.md, fix
 - slots are 1-based; ``userIdStatus`` 0 available, 1 enabled, 2 disabled;
 - a masked code (``**********``, all zeros) means the slot is occupied but unreadable;
 - the request/response API answers on the request topic without ``/set`` and echoes the whole
-  request as ``origin``: the only way to correlate is an id of our own inside the request.
+  request as ``origin``: the only way to correlate is an id of our own inside the request;
+- a Notification CC (113) event is published once (retained only where the gateway retains
+  values), on the topic of its notification type and event label
+  (``.../113/0/Access_Control/Keypad_unlock_operation``), ``value`` being zwave-js's event
+  parameters (``{"userId": 3}``, the User Code report of a keypad operation) or absent when it
+  has none; the Door Lock CC (98) ``currentMode`` is a retained value topic (255 secured, 0
+  unsecured, ...).
 """
 
 from __future__ import annotations
@@ -21,16 +27,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from drivers.base import SlotValue, Unreadable
-from drivers.bounds import MAX_PIN_LENGTH, check_pin, decimal_key
+from drivers.base import EntryEvent, EntryKind, EntryMethod, SlotValue, Unreadable
+from drivers.bounds import MAX_PIN_LENGTH, MAX_SLOTS, check_pin, decimal_key
 from drivers.payloads import PayloadError
 from drivers.payloads import json_object as _object
 from drivers.payloads import json_value as _json
 
 __all__ = [
+    "ACCESS_CONTROL",
     "API_ID_KEY",
     "CODE_CLASS",
     "MISSING",
+    "NOTIFICATION_EVENTS",
     "ApiReply",
     "JsonObject",
     "Missing",
@@ -43,11 +51,14 @@ __all__ = [
     "api_request_payload",
     "check_value",
     "clear_payload",
+    "door_lock_kind",
     "gateway_status_payload",
     "get_args",
     "is_masked",
     "node_status_payload",
     "normalize_code",
+    "notification_entry",
+    "notification_payload",
     "parse_api_reply",
     "parse_api_request",
     "parse_gateway_status",
@@ -69,6 +80,52 @@ PROPERTIES: Final[tuple[Property, ...]] = ("userCode", "userIdStatus")
 CODE_CLASS: Final = 99  # User Code CC
 #: The key of our own request id inside an API request; the reply echoes it in ``origin``.
 API_ID_KEY: Final = "lockgate_id"
+
+#: Notification CC and Door Lock CC, and their named-topic levels.
+NOTIFICATION_CLASS: Final = 113
+DOOR_LOCK_CLASS: Final = 98
+#: The Access Control notification type as Z-Wave JS UI puts it in a topic: a node whose
+#: values show it reports its door operations.
+ACCESS_CONTROL: Final = "Access_Control"
+#: zwave-js's notification events (its Notifications registry, labels as Z-Wave JS UI's topic
+#: levels) that are door operations: (notification type, event) -> what happened and how.
+#: A keypad operation's parameters name the user (slot); "exceeds code limit" is the lock
+#: refusing wrong PINs typed at its keypad; Home Security's "Tampering, invalid code" the same
+#: on locks that report it there.
+NOTIFICATION_EVENTS: Final[Mapping[tuple[str, str], tuple[EntryKind, EntryMethod]]] = {
+    (ACCESS_CONTROL, "Manual_lock_operation"): (EntryKind.LOCKED, EntryMethod.MANUAL),
+    (ACCESS_CONTROL, "Manual_unlock_operation"): (EntryKind.UNLOCKED, EntryMethod.MANUAL),
+    (ACCESS_CONTROL, "RF_lock_operation"): (EntryKind.LOCKED, EntryMethod.REMOTE),
+    (ACCESS_CONTROL, "RF_unlock_operation"): (EntryKind.UNLOCKED, EntryMethod.REMOTE),
+    (ACCESS_CONTROL, "Keypad_lock_operation"): (EntryKind.LOCKED, EntryMethod.KEYCODE),
+    (ACCESS_CONTROL, "Keypad_unlock_operation"): (EntryKind.UNLOCKED, EntryMethod.KEYCODE),
+    (ACCESS_CONTROL, "Auto_lock_locked_operation"): (EntryKind.LOCKED, EntryMethod.AUTOMATIC),
+    (ACCESS_CONTROL, "Lock_operation_with_User_Code"): (EntryKind.LOCKED, EntryMethod.KEYCODE),
+    (ACCESS_CONTROL, "Unlock_operation_with_User_Code"): (
+        EntryKind.UNLOCKED,
+        EntryMethod.KEYCODE,
+    ),
+    (ACCESS_CONTROL, "Manually_enter_user_access_code_exceeds_code_limit"): (
+        EntryKind.ACCESS_DENIED,
+        EntryMethod.KEYCODE,
+    ),
+    (ACCESS_CONTROL, "Unlock_by_RF_with_invalid_user_code"): (
+        EntryKind.ACCESS_DENIED,
+        EntryMethod.REMOTE,
+    ),
+    (ACCESS_CONTROL, "Locked_by_RF_with_invalid_user_code"): (
+        EntryKind.ACCESS_DENIED,
+        EntryMethod.REMOTE,
+    ),
+    ("Home_Security", "Tampering_invalid_code"): (EntryKind.ACCESS_DENIED, EntryMethod.KEYCODE),
+}
+#: The event parameters naming the user: a User Code report's (keypad lock/unlock), or the
+#: named value of "Lock/Unlock operation with User Code".
+_USER_KEYS: Final = ("userId", "user ID")
+#: Door Lock CC ``currentMode`` (zwave-js's DoorLockMode): 255 secured; unsecured, with or
+#: without timeout, inside or outside handle; 254 unknown is neither.
+_SECURED: Final = 0xFF
+_UNSECURED: Final = frozenset({0x00, 0x01, 0x10, 0x11, 0x20, 0x21})
 
 STATUS_AVAILABLE: Final = 0
 STATUS_ENABLED: Final = 1
@@ -166,9 +223,38 @@ class Topics:
         return f"{self.base}/{self.node}/status"
 
     @property
+    def _notifications(self) -> str:
+        if self.style == "named":
+            return f"{self.base}/{self.node}/notification/endpoint_0"
+        return f"{self.base}/{self.node}/{NOTIFICATION_CLASS}/0"
+
+    def notification(self, notification_type: str, key: str) -> str:
+        """A Notification CC value or event: ``Access_Control``, ``Keypad_unlock_operation``."""
+        return f"{self._notifications}/{notification_type}/{key}"
+
+    @property
     def keypad_unlock(self) -> str:
-        notification = "notification/endpoint_0" if self.style == "named" else "113/0"
-        return f"{self.base}/{self.node}/{notification}/Access_Control/Keypad_unlock_operation"
+        return self.notification(ACCESS_CONTROL, "Keypad_unlock_operation")
+
+    @property
+    def notifications_filter(self) -> str:
+        """One subscription for every Notification CC value and event of this node."""
+        return f"{self._notifications}/+/+"
+
+    def parse_notification_topic(self, topic: str) -> tuple[str, str] | None:
+        """(notification type, event or variable) of a Notification CC topic of this node."""
+        prefix = f"{self._notifications}/"
+        if not topic.startswith(prefix):
+            return None
+        rest = topic[len(prefix) :].split("/")
+        return (rest[0], rest[1]) if len(rest) == 2 else None
+
+    @property
+    def door_lock_mode(self) -> str:
+        """The Door Lock CC's ``currentMode`` value topic."""
+        if self.style == "named":
+            return f"{self.base}/{self.node}/door_lock/endpoint_0/currentMode"
+        return f"{self.base}/{self.node}/{DOOR_LOCK_CLASS}/0/currentMode"
 
     @property
     def _client(self) -> str:
@@ -339,6 +425,46 @@ def slot_value(status: object, code: object) -> SlotValue:
         # Enabled but empty is a transient (the status arrives before the code): unknown.
         return Unreadable.UNKNOWN if pin is None else pin
     return Unreadable.UNKNOWN
+
+
+# -- door operations ----------------------------------------------------------------------------
+
+
+def notification_entry(notification_type: str, key: str, payload: bytes | str) -> EntryEvent | None:
+    """The door operation a Notification CC event reports, or None for any other notification
+    (a state variable such as ``Lock_state``, a code added). The slot is the user the keypad
+    operation's parameters name, when they name one within bounds; ``PayloadError`` when the
+    payload is no ``{"time", "value"}`` object."""
+    raw = _object(payload)
+    found = NOTIFICATION_EVENTS.get((notification_type, key))
+    if found is None:
+        return None
+    kind, method = found
+    slot = None
+    parameters = raw.get("value")
+    names_user = method is EntryMethod.KEYCODE and kind is not EntryKind.ACCESS_DENIED
+    if names_user and isinstance(parameters, dict):
+        user = next((parameters[k] for k in _USER_KEYS if k in parameters), None)
+        if isinstance(user, int) and not isinstance(user, bool) and 1 <= user <= MAX_SLOTS:
+            slot = user
+    return EntryEvent(kind, method, slot)
+
+
+def door_lock_kind(payload: bytes | str) -> EntryKind | None:
+    """Locked or unlocked, from the Door Lock CC's ``currentMode`` value topic; None when it
+    says neither (unknown, never read) or is no mode at all."""
+    value = parse_value(payload).value
+    if not _is_int(value):
+        return None
+    if value == _SECURED:
+        return EntryKind.LOCKED
+    return EntryKind.UNLOCKED if value in _UNSECURED else None
+
+
+def notification_payload(time_ms: int, parameters: object = MISSING) -> JsonObject:
+    """A Notification CC event as Z-Wave JS UI publishes it: its parameters as ``value``, no
+    ``value`` at all for an event without parameters."""
+    return value_payload(parameters, time_ms)
 
 
 # -- status topics ------------------------------------------------------------------------------

@@ -17,6 +17,16 @@ driver is not: API calls are answered "Z-Wave client not connected" and value wr
 dropped without a word; ``ready`` publishes the driver status, the node status and every value.
 ``unread`` (a list of slots) plays zwave-js after an interview without ``queryAllUserCodes``:
 those slots' value topics carry no ``value`` until the slot is read or written.
+
+Door operations (:meth:`SimulatedZwaveJsUiLock.publish_entry`) are what zwave-js makes of the
+lock's Notification CC Access Control reports, published once and not retained: a PIN typed
+at the keypad is ``Keypad_unlock_operation`` ``{"userId": <slot>}``, a wrong one
+``Manually_enter_user_access_code_exceeds_code_limit`` (no parameters: no ``value``), then
+``Manual_*``, ``RF_*``, ``Auto_lock_locked_operation``; each lock or unlock then changes the
+Door Lock CC's retained ``currentMode`` (255 secured, 0 unsecured). An operation of unknown
+method, or an automatic unlock (Access Control has no such event), changes only the mode. With
+its ``entry_events`` on, the node shows the retained Access Control ``Lock_state`` value, as
+zwave-js creates it for a lock with Notification CC Access Control.
 """
 
 from __future__ import annotations
@@ -32,13 +42,17 @@ from typing import Any, Literal
 
 import aiomqtt
 
+from drivers.base import EntryEvent, EntryKind, EntryMethod
 from drivers.sim import SimCommand, SimSpec, SimulatedLock
 from drivers.zwave_js_ui.config import ZwaveJsUiOptions
 from drivers.zwave_js_ui.protocol import (
+    ACCESS_CONTROL,
     MISSING,
+    NOTIFICATION_EVENTS,
     api_reply_payload,
     gateway_status_payload,
     node_status_payload,
+    notification_payload,
     parse_api_request,
     parse_set_request,
     value_payload,
@@ -56,6 +70,14 @@ APIS = ("sendCommand", "pollValue", "getInfo")
 NOT_CONNECTED = "Z-Wave client not connected"
 #: What the real stack's ``getInfo`` answers with, in part (no radio trip).
 INFO = {"appVersion": "11.22.2", "zwaveVersion": "15.29.0", "status": "driver ready"}
+
+#: The Access Control event zwave-js publishes for each operation it has one for.
+_EVENTS: dict[tuple[EntryKind, EntryMethod], tuple[str, str]] = {}
+for _event, _what in NOTIFICATION_EVENTS.items():
+    if _event[0] == ACCESS_CONTROL:
+        _EVENTS.setdefault(_what, _event)
+#: Door Lock CC ``currentMode``: secured, unsecured.
+_MODES = {EntryKind.LOCKED: 0xFF, EntryKind.UNLOCKED: 0x00}
 
 Stack = Literal["up", "down", "starting"]
 STACK_KEY = "stack"
@@ -93,6 +115,7 @@ class SimulatedZwaveJsUiLock(SimulatedLock):
         self.stack: Stack = "up"  # Z-Wave JS UI in front of the lock
         self.unread: set[int] = set()  # slots zwave-js has not read: published without value
         self._tasks: set[asyncio.Task[None]] = set()
+        self.mode = _MODES[EntryKind.LOCKED]  # the Door Lock CC's currentMode
 
     # -- hearing ----------------------------------------------------------------------
 
@@ -317,7 +340,8 @@ class SimulatedZwaveJsUiLock(SimulatedLock):
         await self._publish_driver_ready(now)
 
     async def _publish_driver_ready(self, now: int) -> None:
-        """What Z-Wave JS UI publishes once its Z-Wave driver is ready: its status, the node's."""
+        """What Z-Wave JS UI publishes once its Z-Wave driver is ready: its status, the node's,
+        and the node's door lock values (its mode, and its Access Control state)."""
         if self.online:
             await self._session.publish(self.topics.driver_status, "true", retain=True)
         await self._session.publish(
@@ -325,6 +349,38 @@ class SimulatedZwaveJsUiLock(SimulatedLock):
             node_status_payload(self.topics.node_id, self.online, now),
             retain=True,
         )
+        if self.online:
+            await self._publish_mode(now)
+            if self.faults.entry_events:
+                await self._session.publish(
+                    self.topics.notification(ACCESS_CONTROL, "Lock_state"),
+                    value_payload(0, now),
+                    retain=True,
+                )
+
+    async def _publish_mode(self, now: int) -> None:
+        await self._session.publish(
+            self.topics.door_lock_mode, value_payload(self.mode, now), retain=True
+        )
+
+    async def publish_entry(self, event: EntryEvent) -> None:
+        """The Access Control notification of the operation (not retained), then the Door Lock
+        mode it leaves."""
+        if not self.online or self.stack != "up" or self.faults.silent:
+            return
+        now = _now_ms()
+        found = _EVENTS.get((event.kind, event.method))
+        if found is not None:
+            parameters: object = MISSING
+            if event.method is EntryMethod.KEYCODE and event.slot is not None:
+                parameters = {"userId": event.slot}
+            await self._session.publish(
+                self.topics.notification(*found), notification_payload(now, parameters)
+            )
+        mode = _MODES.get(event.kind)
+        if mode is not None:
+            self.mode = mode
+            await self._publish_mode(now)
 
     async def publish_table(self) -> None:
         for slot in range(1, self.capacity + 1):
@@ -345,8 +401,8 @@ class SimulatedZwaveJsUiLock(SimulatedLock):
         await self._session.publish(self.topics.api_reply(request.api), payload)
 
     async def control(self, changes: Mapping[str, object]) -> None:
-        """The base class's control, plus ``stack`` (crash, start, ready: Z-Wave JS UI itself)
-        and the Access Control notification of a keypad unlock."""
+        """The base class's control (a PIN typed at the keypad is told by
+        :meth:`publish_entry`), plus ``stack`` (crash, start, ready: Z-Wave JS UI itself)."""
         stack, unread = changes.get(STACK_KEY), changes.get(UNREAD_KEY)
         own = (STACK_KEY, UNREAD_KEY)
         await super().control({k: v for k, v in changes.items() if k not in own})
@@ -354,14 +410,6 @@ class SimulatedZwaveJsUiLock(SimulatedLock):
             await self._stack(stack)
         if unread is not None:
             await self._unread(unread)
-        entered = changes.get("enter")
-        if isinstance(entered, str) and entered and self.online and self.stack == "up":
-            slot = self.try_code(entered)
-            if slot is not None:
-                await self._session.publish(
-                    self.topics.keypad_unlock,
-                    {"time": _now_ms(), "value": {"userId": slot}},
-                )
 
     async def _stack(self, step: object) -> None:
         """Z-Wave JS UI killed hard, started again, and its Z-Wave driver ready (as the real

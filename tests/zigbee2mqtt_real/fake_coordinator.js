@@ -120,13 +120,17 @@ class FakeCoordinator extends Adapter {
         return answer === undefined ? undefined : await answer.promise;
     }
 
-    /** Frames from `lock` after its delay: the first with the request's `tsn`, later ones with the lock's own. */
+    /**
+     * Frames from `lock` after its delay: the first with the request's `tsn`, later ones with the
+     * lock's own. A frame is [command, payload], or [command, payload, "global"] for a
+     * foundation command (an attribute report).
+     */
     transmit(lock, frames, tsn) {
         if (frames.length === 0 || lock.faults.silent) return;
         setTimeout(() => {
-            for (const [index, [command, payload]] of frames.entries()) {
+            for (const [index, [command, payload, kind]] of frames.entries()) {
                 const frame = Zcl.Frame.create(
-                    Zcl.FrameType.SPECIFIC,
+                    kind === "global" ? Zcl.FrameType.GLOBAL : Zcl.FrameType.SPECIFIC,
                     Zcl.Direction.SERVER_TO_CLIENT,
                     true,
                     undefined,
@@ -222,7 +226,8 @@ const delay = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /**
  * The tests' handle on the locks: one JSON request a line on a Unix socket, one JSON reply a
- * line. {"op": "reset" | "state" | "fault" | "keypad" | "unlock", "lock": <friendly name>, ...}.
+ * line. {"op": "reset" | "state" | "fault" | "keypad" | "unlock" | "operate", "lock": <friendly name>,
+ * ...}.
  */
 function serveControl(coordinator, socketPath) {
     fs.rmSync(socketPath, {force: true});
@@ -241,6 +246,8 @@ function serveControl(coordinator, socketPath) {
         },
         keypad: (lock, {user, pin}) => coordinator.transmit(lock, lock.keypad(user, pin)),
         unlock: (lock, {user}) => coordinator.transmit(lock, lock.unlock(user)),
+        operate: (lock, {event, source, user = null, report_state = false}) =>
+            coordinator.transmit(lock, lock.operate(event, source, user, report_state)),
     };
     const server = net.createServer((socket) => {
         let buffered = "";

@@ -8,9 +8,15 @@
 // ZCL user status and event codes, as the converters decode them.
 const USER_STATUS = {available: 0, enabled: 1, disabled: 3};
 const UNSUPPORTED = 0xff; // what a lock answers for a user it does not have
-const SOURCE = {keypad: 0, rf: 1};
+const SOURCE = {keypad: 0, rf: 1, manual: 2};
 const PROGRAM_EVENT = {pin_code_added: 2, pin_code_deleted: 3, pin_code_changed: 4};
-const OPERATION_EVENT = {unlock: 2};
+// ZCL Operation Event Notification codes (the converters' lock_operation_event lookup).
+const OPERATION_EVENT = {lock: 1, unlock: 2, unlock_failure_invalid_pin_or_id: 5, auto_lock: 10, manual_unlock: 14};
+const NO_USER = 0xffff; // the user id of an operation no user's PIN made
+// ZCL lockState after each operation that moves the bolt: 1 locked, 2 unlocked.
+const LOCK_STATE_AFTER = {lock: 1, auto_lock: 1, unlock: 2, manual_unlock: 2};
+const LOCK_STATE = 0x0000; // the Door Lock cluster's lockState attribute
+const ENUM8 = 0x30;
 const STATUS = {success: 0, failure: 1, duplicate: 3};
 
 // The faults a test can switch on, and their neutral values. Counters count down per request.
@@ -43,6 +49,7 @@ class FakeLock {
             this.users.set(Number(user), {status: USER_STATUS.enabled, type: 0, pin});
         }
         this.faults = {...NO_FAULTS, ...faults};
+        this.lockState = 1; // locked
         this.requests = []; // [command, userid] of every request heard, for the test to check
     }
 
@@ -147,20 +154,35 @@ class FakeLock {
 
     /** Someone opened the door with `user`'s PIN at the keypad. */
     unlock(user) {
-        const pin = this.users.get(user)?.pin ?? "";
-        return [
+        return this.operate("unlock", "keypad", user);
+    }
+
+    /**
+     * The door operated: `event` (a name of OPERATION_EVENT) from `source` (of SOURCE), by
+     * `user` (null: no user, as for a wrong PIN or the thumb turn), as a Yale reports it: the
+     * Operation Event Notification, then, with `report_state`, the lockState attribute report
+     * (reporting is configured on lockState with a minimum interval of 0).
+     */
+    operate(event, source, user, report_state = false) {
+        const pin = user === null ? "" : (this.users.get(user)?.pin ?? "");
+        const frames = [
             [
                 "operationEventNotification",
                 {
-                    opereventsrc: SOURCE.keypad,
-                    opereventcode: OPERATION_EVENT.unlock,
-                    userid: user,
+                    opereventsrc: SOURCE[source],
+                    opereventcode: OPERATION_EVENT[event],
+                    userid: user === null ? NO_USER : user,
                     pin: Buffer.from(pin),
                     zigbeelocaltime: 0,
                     data: "",
                 },
             ],
         ];
+        if (event in LOCK_STATE_AFTER) this.lockState = LOCK_STATE_AFTER[event];
+        if (report_state) {
+            frames.push(["report", [{attrId: LOCK_STATE, dataType: ENUM8, attrData: this.lockState}], "global"]);
+        }
+        return frames;
     }
 
     programmingEvent(source, event, user) {
