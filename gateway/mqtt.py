@@ -257,6 +257,7 @@ class MqttSession:
         self.connections = 0
         self._connected_at = 0.0
         self._takeover = TakeoverWatch()
+        self._reconfigured = asyncio.Event()
 
     # -- registration -----------------------------------------------------------------------
 
@@ -266,6 +267,28 @@ class MqttSession:
 
     def on_disconnect(self, callback: Callable[[], None]) -> None:
         self._on_disconnect.append(callback)
+
+    def forget_callback(self, callback: Callable[[], None]) -> None:
+        """Undo ``on_connect``/``on_disconnect`` for ``callback`` (a device removed by a reload)."""
+        for callbacks in (self._on_connect, self._on_disconnect):
+            while callback in callbacks:
+                callbacks.remove(callback)
+
+    async def unsubscribe(self, topic_filter: str, handler: Handler) -> None:
+        """Undo one ``subscribe``; the broker is told once no handler is left on the filter."""
+        table = self._wildcard if ("+" in topic_filter or "#" in topic_filter) else self._exact
+        left = tuple(h for h in table.get(topic_filter, ()) if h is not handler)
+        if left:
+            table[topic_filter] = left
+            return
+        table.pop(topic_filter, None)
+        client = self._client
+        if client is not None and self._connected.is_set():
+            try:
+                await client.unsubscribe(topic_filter, timeout=self._op_timeout)
+            except aiomqtt.MqttError:
+                # The next reconnect subscribes only what is left.
+                log.warning("mqtt.unsubscribe_failed", topic=topic_filter)
 
     async def subscribe(self, topic_filter: str, handler: Handler) -> None:
         """Route ``topic_filter`` to ``handler`` now and after every reconnect."""
@@ -381,14 +404,15 @@ class MqttSession:
         """Stay connected until cancelled; never returns on its own."""
         attempt = 0
         loop = asyncio.get_running_loop()
-        broker = f"{self._settings.host}:{self._settings.port}"
         while True:
+            self._reconfigured.clear()
+            broker = f"{self._settings.host}:{self._settings.port}"
             client = self._make_client()
             lost: BaseException | None = None
             try:
                 async with client:
                     attempt = 0
-                    await self._session(client)
+                    await self._until_reconfigured(client)
             except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
                 lost = exc
                 reason = str(exc) or type(exc).__name__
@@ -401,6 +425,9 @@ class MqttSession:
                 if was_connected:
                     for callback in self._on_disconnect:
                         callback()
+            if self._reconfigured.is_set():
+                log.info("mqtt.reconnecting", broker=broker, reason="the mqtt settings changed")
+                continue
             delay = backoff_delay(attempt, base=self._backoff_base, ceiling=self._backoff_ceiling)
             attempt += 1
             lasted = loop.time() - self._connected_at if was_connected else None
@@ -417,6 +444,25 @@ class MqttSession:
                 )
                 delay = max(delay, hold.delay)
             await asyncio.sleep(delay)
+
+    def reconfigure(self, settings: MqttSettings) -> None:
+        """Connect with ``settings`` from now on: the current connection is closed cleanly
+        (subscriptions, callbacks and the birth message carry over) and a new one made at once."""
+        self._settings = settings
+        self._reconfigured.set()
+
+    async def _until_reconfigured(self, client: aiomqtt.Client) -> None:
+        """The session on ``client``, until the connection ends or :meth:`reconfigure` asks
+        for another one."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                session = tg.create_task(self._session(client), name="mqtt-connection")
+                watch = tg.create_task(self._reconfigured.wait(), name="mqtt-reconfigure")
+                session.add_done_callback(lambda _: watch.cancel())
+                watch.add_done_callback(lambda _: session.cancel())
+        except BaseExceptionGroup as group:
+            lost = group.exceptions[0]  # only the connection can fail
+            raise lost from lost.__cause__  # the broker's reason code stays reachable
 
     async def _session(self, client: aiomqtt.Client) -> None:
         self._client = client
@@ -470,3 +516,60 @@ class MqttSession:
 def _batches(items: list[str], size: int) -> Iterable[list[str]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+class DeviceSession:
+    """One device's view of the shared session: everything its driver subscribes and registers
+    is remembered, so that :meth:`close` undoes all of it when a reload removes or replaces the
+    device. Publishing goes straight through."""
+
+    __slots__ = ("_callbacks", "_session", "_subscriptions")
+
+    def __init__(self, session: MqttSession) -> None:
+        self._session = session
+        self._subscriptions: list[tuple[str, Handler]] = []
+        self._callbacks: list[Callable[[], None]] = []
+
+    def on_connect(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+        self._session.on_connect(callback)
+
+    def on_disconnect(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+        self._session.on_disconnect(callback)
+
+    async def subscribe(self, topic_filter: str, handler: Handler) -> None:
+        self._subscriptions.append((topic_filter, handler))
+        await self._session.subscribe(topic_filter, handler)
+
+    @property
+    def is_connected(self) -> bool:
+        return self._session.is_connected
+
+    async def publish(
+        self,
+        topic: str,
+        payload: Payload,
+        *,
+        qos: int = 1,
+        retain: bool = False,
+        correlation_data: bytes | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        await self._session.publish(
+            topic,
+            payload,
+            qos=qos,
+            retain=retain,
+            correlation_data=correlation_data,
+            timeout=timeout,
+        )
+
+    async def close(self) -> None:
+        """Nothing of this device's stays on the session."""
+        subscriptions, self._subscriptions = self._subscriptions, []
+        for topic_filter, handler in subscriptions:
+            await self._session.unsubscribe(topic_filter, handler)
+        callbacks, self._callbacks = self._callbacks, []
+        for callback in callbacks:
+            self._session.forget_callback(callback)

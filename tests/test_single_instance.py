@@ -76,6 +76,9 @@ async def test_another_client_with_the_gateways_id_is_named_and_not_fought(
                 if loop.time() - began > 2.0:  # the gateway stayed away for a while
                     held.set()
                     return
+                # A client's own reconnect delay (aiomqtt waits up to 10 s for a CONNACK that a
+                # takeover in mid-handshake never sends: the gateway must get its session first).
+                await asyncio.sleep(0.3)
 
         async with asyncio.timeout(40):
             await rogue()
