@@ -276,9 +276,16 @@ class LinkedDriver(abc.ABC, Generic[K, T]):
         taken, self._entries = self._entries, []
         return taken
 
-    def _heard_entry(self, event: EntryEvent) -> None:
+    def _heard_entry(self, event: EntryEvent, *, proves: bool = True) -> None:
         """The parser of a driver heard the door operate: keep it for the worker, wake it.
-        Bounded: a lock flooding events cannot grow the gateway's memory without end."""
+        Bounded: a lock flooding events cannot grow the gateway's memory without end.
+
+        The rule behind ``has_entry_events``, for every driver: a driver whose stack says at
+        start that the lock reports its operations sets ``_hears_entries`` then; otherwise the
+        first event heard sets it (``proves``: False for an event that cannot name a slot's
+        code, such as a bare lock state), and the worker stores it for good."""
+        if proves:
+            self._hears_entries = True
         if len(self._entries) < MAX_PENDING_ENTRIES:
             self._entries.append(event)
         else:

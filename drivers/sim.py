@@ -74,6 +74,7 @@ CONTROL_KEYS: Final = (
     "duplicate_results",
     "entry_events",
     "enter",
+    "operate",
     "report",
     "reset",
 )
@@ -213,6 +214,24 @@ def _report(value: object) -> Mapping[str, object] | None:
     return value if isinstance(value, dict) and "payload" in value else None
 
 
+#: What ``operate`` may do: whatever is not a PIN at the keypad (that is ``enter``).
+_OPERATIONS: Final = {kind.value: kind for kind in EntryKind}
+_HANDS: Final = {m.value: m for m in EntryMethod if m is not EntryMethod.KEYCODE}
+
+
+def _operation(value: object) -> EntryEvent | None:
+    """``{"type": "unlocked"|"locked"|"access_denied", "method": "manual"|"remote"|
+    "automatic"|"unknown"}`` (method defaults to unknown) as the event the lock reports."""
+    if not isinstance(value, dict) or value.keys() - {"type", "method"}:
+        return None
+    kind, method = value.get("type"), value.get("method", EntryMethod.UNKNOWN.value)
+    if not isinstance(kind, str) or kind not in _OPERATIONS:
+        return None
+    if not isinstance(method, str) or method not in _HANDS:
+        return None
+    return EntryEvent(_OPERATIONS[kind], _HANDS[method])
+
+
 #: Each key's check, in the order keys apply: ``reset`` first so the rest lands on top of it.
 _CHECKS: Final[tuple[tuple[str, Callable[[object], object | None]], ...]] = (
     ("reset", _flag),
@@ -222,6 +241,7 @@ _CHECKS: Final[tuple[tuple[str, Callable[[object], object | None]], ...]] = (
     *((name, _count) for name in _COUNTERS),
     *((name, _flag) for name in _FLAGS),
     ("enter", _text),  # checked with the rest, acted on in SimulatedLock.control
+    ("operate", _operation),  # likewise
     ("report", _report),  # likewise
 )
 
@@ -391,6 +411,7 @@ class SimulatedLock(abc.ABC):
         was_online = self.online
         table_changed = self._apply(changes)
         entered = _text(changes.get("enter"))
+        operated = _operation(changes.get("operate"))
         report = _report(changes.get("report"))
         if self.online != was_online:
             await self.publish_availability()
@@ -402,12 +423,20 @@ class SimulatedLock(abc.ABC):
             await self._session.publish(
                 self.control_topics.keypad, {"code_accepted": slot is not None, "slot": slot}
             )
-            if self.faults.entry_events:
-                kind = EntryKind.ACCESS_DENIED if slot is None else EntryKind.UNLOCKED
-                await self.publish_entry(EntryEvent(kind, EntryMethod.KEYCODE, slot))
+            kind = EntryKind.ACCESS_DENIED if slot is None else EntryKind.UNLOCKED
+            await self._tell_entry(EntryEvent(kind, EntryMethod.KEYCODE, slot))
+        if operated is not None:
+            log.info("sim.operated", device_id=self.device_id, kind=operated.kind.value)
+            await self._tell_entry(operated)
         if report is not None:
             await self._publish_report(report)
         await self._publish_state()
+
+    async def _tell_entry(self, event: EntryEvent) -> None:
+        """What the lock's stack hears of a door operation: nothing while the lock is offline
+        (its radio is what is out) or with the ``entry_events`` fault off (old firmware)."""
+        if self.online and self.faults.entry_events:
+            await self.publish_entry(event)
 
     async def publish_entry(self, event: EntryEvent) -> None:  # noqa: B027 (a default)
         """Tell the lock's stack the door operated, as this protocol does; a protocol that
@@ -447,7 +476,7 @@ class SimulatedLock(abc.ABC):
                     self.online = True
             elif key == "online":
                 self.online = bool(value)
-            elif key not in ("enter", "report"):
+            elif key not in ("enter", "operate", "report"):
                 setattr(self.faults, key, value)
         if "fail_next" in changes and "error" not in changes:
             self.faults.error = "busy"

@@ -14,6 +14,7 @@ from typing import Final
 
 __all__ = [
     "DEFAULT_CODE_LENGTHS",
+    "ENTRY_EVENT_TYPES",
     "MAX_PIN_LENGTH",
     "MAX_SLOTS",
     "PROBLEMS",
@@ -296,3 +297,13 @@ class EntryEvent:
     kind: EntryKind
     method: EntryMethod = EntryMethod.UNKNOWN
     slot: int | None = None
+
+    @property
+    def event_type(self) -> EventType:
+        return EventType(f"lock.{self.kind.value}")
+
+
+#: Entry events name the code that did it, or say null: their ``access_code_id`` is always there.
+ENTRY_EVENT_TYPES = frozenset(
+    {EventType.LOCK_UNLOCKED, EventType.LOCK_LOCKED, EventType.LOCK_ACCESS_DENIED}
+)

@@ -12,6 +12,7 @@ from gateway.clock import isoformat
 # for the modules that deal in domain objects.
 from gateway.domain import (
     DEFAULT_CODE_LENGTHS,
+    ENTRY_EVENT_TYPES,
     PROBLEMS,
     BackupState,
     CodeStatus,
@@ -250,7 +251,7 @@ class Event:
             "occurred_at": isoformat(self.occurred_at),
             "device_id": self.device_id,
         }
-        if self.access_code_id is not None:
+        if self.access_code_id is not None or self.event_type in ENTRY_EVENT_TYPES:
             body["access_code_id"] = self.access_code_id
         body.update(self.fields)
         return body

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from drivers.base import CommandFailed, CommandTimedOut, Driver, SlotTable
+from drivers.base import CommandFailed, CommandTimedOut, Driver, EntryEvent, SlotTable
 from gateway.clock import Clock, Timer
 from gateway.config import Config
 from gateway.lock_pass import Command, LockPass, Read, ReadState, Step
@@ -23,6 +23,7 @@ from gateway.rules.slots import Write
 from gateway.store import Priority, Store, Tx
 from gateway.store import devices as device_store
 from gateway.store import unmanaged as unmanaged_store
+from gateway.store.entries import note_entry_events, record_entries
 from gateway.store.observed import record_table
 
 log = get_logger("gateway.reconciler")
@@ -45,6 +46,9 @@ class Seen:
     table: SlotTable | None
     refused: str | None
     not_found: str | None
+    hears_entries: bool = False  # the driver hears door operations (has_native_entry_events)
+    #: Door operations heard since the last look: recorded once, never compared.
+    entries: tuple[EntryEvent, ...] = field(default=(), compare=False)
 
 
 def _record(tx: Tx, device_id: str, seen: Seen, recorded: Seen) -> None:
@@ -61,6 +65,8 @@ def _record(tx: Tx, device_id: str, seen: Seen, recorded: Seen) -> None:
         device_store.set_shape(tx, device_id, table.capacity, table.code_lengths)
         changed = record_table(tx, device_id, table, recorded.table)
         unmanaged_store.note_appeared(tx, device_id, changed)
+    if seen.hears_entries and not recorded.hears_entries:
+        note_entry_events(tx, device_id)
 
 
 class LockWorker:
@@ -76,6 +82,7 @@ class LockWorker:
         self._config = config
         self._timing = config.timing
         self._wake = asyncio.Event()
+        self._heard = asyncio.Event()  # like _wake, for what records entry events meanwhile
         self._recorded = Seen(online=None, table=None, refused=None, not_found=None)
         self._pooled = pooled  # learnt from each pass; until then, from the configuration
         self._lost_since: datetime | None = None  # since when the driver cannot find the lock
@@ -95,6 +102,7 @@ class LockWorker:
 
     def wake(self) -> None:
         self._wake.set()
+        self._heard.set()
         self.settled.clear()
 
     async def run(self) -> None:
@@ -141,6 +149,8 @@ class LockWorker:
             table=self.driver.table,
             refused=self.driver.refused_report,
             not_found=self._not_found(),
+            hears_entries=self.driver.has_entry_events,
+            entries=tuple(self.driver.take_entry_events()),
         )
         if seen.online and not self._recorded.online:
             self.reads.request(None)  # back (or new): read it all
@@ -155,6 +165,8 @@ class LockWorker:
             device = device_store.get_device(tx, self.device_id)
             if device is None:
                 return Step(), False
+            if seen.entries:
+                record_entries(tx, device, seen.entries, seen.table.slots if seen.table else None)
             step = LockPass(
                 tx,
                 device,
@@ -205,13 +217,42 @@ class LockWorker:
     # -- acting -------------------------------------------------------------------------------
 
     async def _execute(self, command: Command) -> None:
-        await self._pace()
+        hearing = asyncio.create_task(self._hear_meanwhile(), name=f"entries:{self.device_id}")
         try:
+            await self._pace()
             await self._send(command)
         finally:
             # Spacing counts from the end of this command (answered or given up on), so that
             # whatever delayed it on its way out cannot squeeze the next one closer to it.
             self._last_command = asyncio.get_running_loop().time()
+            hearing.cancel()
+            await asyncio.wait({hearing})  # never swallows this worker's own cancellation
+
+    async def _hear_meanwhile(self) -> None:
+        """While a command is paced or awaits its answer, store the door operations heard at
+        once: a guest's unlock is not held back by the lock's slow radio or a retry's wait.
+        Taken and written with no await between, and the write shielded, so none is lost."""
+        while True:
+            self._heard.clear()
+            entries = tuple(self.driver.take_entry_events())
+            if entries:
+                try:
+                    await asyncio.shield(self._store.write(self._hear(entries)))
+                except Exception:  # the command goes on; the next pass is as usual
+                    log.exception("reconciler.entries_failed")
+            await self._heard.wait()
+
+    def _hear(self, entries: tuple[EntryEvent, ...]) -> Callable[[Tx], None]:
+        hears, table = self.driver.has_entry_events, self.driver.table
+
+        def unit(tx: Tx) -> None:
+            if hears:
+                note_entry_events(tx, self.device_id)
+            device = device_store.get_device(tx, self.device_id)
+            if device is not None:
+                record_entries(tx, device, entries, table.slots if table else None)
+
+        return unit
 
     async def _send(self, command: Command) -> None:
         try:

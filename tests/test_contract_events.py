@@ -136,6 +136,13 @@ async def test_every_event_type_with_its_fields(make_config: ConfigFactory) -> N
         await tap.wait(is_event("access_code.modified_external_to_gateway", access_code_id=cid))
         await site.settled()
         assert lock.slots[slot] == "4821"
+        # Section 11: the guest opens the door, a stranger is refused, the door locks itself.
+        await lock.control({"enter": "4821"})
+        await tap.wait(is_event("lock.unlocked", access_code_id=cid, slot=slot))
+        await lock.control({"enter": "0000"})
+        await tap.wait(is_event("lock.access_denied", access_code_id=None))
+        await lock.control({"operate": {"type": "locked", "method": "automatic"}})
+        await tap.wait(is_event("lock.locked", method="automatic"))
         # Deleted while the lock refuses: the removal fails, then is late, then happens.
         await lock.control({"fail_next": 2})
         ok(await site.api.call("access_codes/delete", access_code_id=cid))

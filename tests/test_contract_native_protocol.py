@@ -19,6 +19,7 @@ from tests.contract import (
 )
 from tests.harness import (
     Recorder,
+    Site,
     barrier,
     create,
     device,
@@ -190,6 +191,56 @@ async def test_a_lock_written_from_the_contract(make_config: ConfigFactory, prob
             found = await device(site, "hand")
             assert found["properties"]["online"] is False
             assert [e["error_code"] for e in found["errors"]] == ["device_disconnected"]
+    finally:
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
+
+
+# -- section 11: T/event ------------------------------------------------------------------------
+
+
+async def test_a_lock_written_from_the_contract_tells_who_opened_the_door(
+    make_config: ConfigFactory, probe: Probe
+) -> None:
+    config = make_config(
+        devices=[{"device_id": "hand", "name": "Hand", "driver": "native", "topic": "it/hand"}]
+    )
+    hand = HandLock(probe, "it/hand")
+    await probe.subscribe("it/hand/command")
+    await hand.announce()
+    server = asyncio.create_task(hand.serve())
+
+    async def set_on_lock(site: Site, events: Recorder, **params: Any) -> tuple[str, int]:
+        made = await create(site, device_id="hand", **params)
+        cid = made["access_code_id"]
+        await events.wait(is_event("access_code.set_on_device", access_code_id=cid))
+        return cid, (await get_code(site, cid))["slot"]
+
+    try:
+        async with running_site(config, simulate=False) as site:
+            events = await Recorder.events(site)
+            assert (await device(site, "hand"))["properties"]["has_native_entry_events"] is False
+            guest, slot = await set_on_lock(site, events, code="48213")
+            # Not retained, with fields the contract does not name.
+            await probe.publish(
+                "it/hand/event",
+                {"type": "unlocked", "method": "keycode", "slot": slot, "user_name": "Jo"},
+            )
+            (event,) = await events.wait(is_event("lock.unlocked"))
+            assert event["device_id"] == "hand"
+            assert event["access_code_id"] == guest
+            assert (event["access_code_is_managed"], event["method"]) == (True, "keycode")
+            assert event["slot"] == slot
+            await barrier(site)
+            assert (await device(site, "hand"))["properties"]["has_native_entry_events"] is True
+
+            once, slot = await set_on_lock(site, events, code="13579", is_one_time_use=True)
+            await probe.publish(
+                "it/hand/event", {"type": "unlocked", "method": "keycode", "slot": slot}
+            )
+            await events.wait(is_event("access_code.deleted", access_code_id=once))
+            assert hand.slots[str(slot)] is None
+            assert hand.commands[-1] == {"id": hand.commands[-1]["id"], "op": "clear", "slot": slot}
     finally:
         server.cancel()
         await asyncio.gather(server, return_exceptions=True)

@@ -8,7 +8,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from drivers.base import CommandFailed, CommandTimedOut, SlotTable
+from drivers.base import (
+    CommandFailed,
+    CommandTimedOut,
+    EntryEvent,
+    EntryKind,
+    EntryMethod,
+    SlotTable,
+)
 from drivers.native.driver import NativeDriver, create_driver
 from drivers.native.protocol import Topics
 from drivers.sim_settings import simulator_settings
@@ -267,3 +274,26 @@ async def test_create_driver_wants_native_options(
     )
     with pytest.raises(TypeError):
         create_driver(device_config(config, "z"), session_for(broker, "unused"), config.timing)
+
+
+# -- entry events (contract section 11) -----------------------------------------------------
+
+
+async def test_the_first_event_shows_the_lock_reports_its_operations(rig: Rig) -> None:
+    assert rig.driver.has_entry_events is False
+    assert rig.driver.take_entry_events() == []
+    await rig.lock.control({"enter": PIN, "operate": {"type": "locked", "method": "automatic"}})
+    await rig.wakes.until(lambda: rig.driver.has_entry_events and len(rig.driver._entries) == 2)
+    assert rig.driver.take_entry_events() == [
+        EntryEvent(EntryKind.UNLOCKED, EntryMethod.KEYCODE, 1),
+        EntryEvent(EntryKind.LOCKED, EntryMethod.AUTOMATIC),
+    ]
+    assert rig.driver.take_entry_events() == []  # each is handed out once
+
+
+async def test_an_event_beyond_the_capacity_names_no_slot(rig: Rig, probe: Probe) -> None:
+    topic = Topics("locks/front_door").event
+    await probe.publish(topic, {"type": "unlocked", "method": "keycode", "slot": 31})
+    await rig.wakes.until(lambda: bool(rig.driver._entries))
+    # Slot 31 of a 30-slot lock: the door opened by keypad, which PIN did it cannot be told.
+    assert rig.driver.take_entry_events() == [EntryEvent(EntryKind.UNLOCKED, EntryMethod.KEYCODE)]

@@ -15,13 +15,16 @@ from drivers.native.protocol import (
     Topics,
     availability_payload,
     command_payload,
+    event_payload,
     parse_availability,
     parse_command,
+    parse_event,
     parse_result,
     parse_slots,
     result_payload,
     slots_payload,
 )
+from gateway.domain import EntryEvent, EntryKind, EntryMethod
 from gateway.mqtt import encode
 
 
@@ -31,6 +34,7 @@ def test_topics_hang_off_the_base_topic() -> None:
     assert topics.slots == "locks/front_door/slots"
     assert topics.command == "locks/front_door/command"
     assert topics.result == "locks/front_door/result"
+    assert topics.event == "locks/front_door/event"
 
 
 # -- availability -------------------------------------------------------------------------------
@@ -210,3 +214,77 @@ def test_bad_commands_say_whom_to_answer_and_with_what(
         parse_command(payload)
     assert caught.value.id == command_id
     assert caught.value.error == error
+
+
+# -- events (contract section 11) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("payload", "event"),
+    [
+        (
+            {"type": "unlocked", "method": "keycode", "slot": 3},
+            EntryEvent(EntryKind.UNLOCKED, EntryMethod.KEYCODE, 3),
+        ),
+        (
+            {"type": "access_denied", "method": "keycode"},
+            EntryEvent(EntryKind.ACCESS_DENIED, EntryMethod.KEYCODE),
+        ),
+        (
+            {"type": "locked", "method": "automatic"},
+            EntryEvent(EntryKind.LOCKED, EntryMethod.AUTOMATIC),
+        ),
+        # A slot counts for keycode only; extra fields are ignored.
+        (
+            {"type": "unlocked", "method": "manual", "slot": 3, "battery": 80},
+            EntryEvent(EntryKind.UNLOCKED, EntryMethod.MANUAL),
+        ),
+        # The door did operate: a method missing or not known yet is "unknown".
+        ({"type": "locked"}, EntryEvent(EntryKind.LOCKED)),
+        ({"type": "unlocked", "method": "fingerprint"}, EntryEvent(EntryKind.UNLOCKED)),
+    ],
+)
+def test_events(payload: dict[str, object], event: EntryEvent) -> None:
+    assert parse_event(encode(payload)) == event
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        EntryEvent(EntryKind.UNLOCKED, EntryMethod.KEYCODE, 7),
+        EntryEvent(EntryKind.ACCESS_DENIED, EntryMethod.KEYCODE),
+        EntryEvent(EntryKind.LOCKED, EntryMethod.REMOTE),
+    ],
+)
+def test_events_round_trip(event: EntryEvent) -> None:
+    assert parse_event(encode(event_payload(event))) == event
+
+
+def test_an_event_payload_names_a_slot_for_keycode_only() -> None:
+    assert event_payload(EntryEvent(EntryKind.UNLOCKED, EntryMethod.MANUAL, 3)) == {
+        "type": "unlocked",
+        "method": "manual",
+    }
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        ({}, "type"),
+        ({"type": "opened"}, "type"),
+        ({"type": ["unlocked"]}, "type"),
+        ({"type": "unlocked", "method": 7}, "method"),
+        ({"type": "unlocked", "method": "keycode", "slot": "3"}, "slot"),
+        ({"type": "unlocked", "method": "keycode", "slot": 0}, "slot"),
+        ({"type": "unlocked", "method": "keycode", "slot": True}, "slot"),
+        ([], "payload"),
+    ],
+)
+def test_events_refuse_wrong_shapes(payload: object, field: str) -> None:
+    with pytest.raises(PayloadError, match=f"^{field}"):
+        parse_event(encode(payload))  # type: ignore[arg-type]
+
+
+def test_an_oversized_event_is_refused_unparsed() -> None:
+    with pytest.raises(PayloadError, match=r"^payload"):
+        parse_event(b'{"type": "unlocked", "pad": "' + b"x" * 70_000 + b'"}')

@@ -298,6 +298,47 @@ async def test_enter(front: Remote, probe: Probe) -> None:
     assert await probe.next(keypad) == {"code_accepted": True, "slot": 9}
 
 
+async def test_enter_and_operate_report_door_operations(front: Remote, probe: Probe) -> None:
+    event = front.topics.event
+    await front.control({"enter": PIN})
+    assert await probe.next(event) == {"type": "unlocked", "method": "keycode", "slot": 1}
+    await front.control({"enter": "0000"})
+    assert await probe.next(event) == {"type": "access_denied", "method": "keycode"}
+    await front.control({"operate": {"type": "locked", "method": "automatic"}})
+    assert await probe.next(event) == {"type": "locked", "method": "automatic"}
+    await front.control({"operate": {"type": "unlocked"}})
+    assert await probe.next(event) == {"type": "unlocked", "method": "unknown"}
+    # Old firmware says nothing of either; neither does a lock that is offline. The state
+    # comes after the event it would follow, so nothing has come once it is here.
+    state = await front.control({"entry_events": False})
+    assert state["faults"]["entry_events"] is False
+    await front.control({"enter": PIN, "operate": {"type": "unlocked", "method": "manual"}})
+    await front.control({"entry_events": True, "online": False})
+    await front.control({"enter": PIN})
+    assert len(probe.seen(event)) == 4
+    await front.control({"online": True, "operate": {"type": "locked", "method": "manual"}})
+    assert await probe.next(event) == {"type": "locked", "method": "manual"}
+    assert (await front.control({"reset": True}))["faults"]["entry_events"] is True
+
+
+@pytest.mark.parametrize(
+    "operate",
+    [
+        "unlocked",
+        {"type": "opened"},
+        {"type": "unlocked", "method": "keycode"},  # a PIN at the keypad is `enter`
+        {"type": "unlocked", "method": 3},
+        {"type": "unlocked", "slot": 2},
+    ],
+)
+async def test_bad_operations_are_refused(
+    front: Remote, probe: Probe, operate: object, capsys: pytest.CaptureFixture[str]
+) -> None:
+    await front.control({"operate": operate})
+    assert probe.seen(front.topics.event) == []
+    assert "sim.control_bad_value" in capsys.readouterr().out
+
+
 async def test_reset(front: Remote) -> None:
     await front.control({"fail_next": 5, "silent": True, "latency": 3, "online": False})
     state = await front.control({"reset": True})

@@ -9,6 +9,7 @@ the reconciler can look again.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import uuid
 from collections.abc import Collection, Mapping
 from typing import ClassVar
@@ -32,6 +33,7 @@ from drivers.native.protocol import (
     Topics,
     command_payload,
     parse_availability,
+    parse_event,
     parse_result,
     parse_slots,
 )
@@ -78,6 +80,7 @@ class NativeDriver(LinkedDriver[str, Result]):
         )
         await self._session.subscribe(self.topics.slots, self._on_slots)
         await self._session.subscribe(self.topics.result, self._on_result)
+        await self._session.subscribe(self.topics.event, self._on_event)
 
     def _on_slots(self, message: aiomqtt.Message) -> None:
         try:
@@ -108,6 +111,31 @@ class NativeDriver(LinkedDriver[str, Result]):
             code_lengths=report.code_lengths or self._fallback_code_lengths,
             slots=compact_slots(report.slots),
         )
+
+    def _on_event(self, message: aiomqtt.Message) -> None:
+        """The door operated (contract section 11). A bad event is dropped with a warning and
+        refuses nothing else: the lock's slots and commands go on as before. Its first valid
+        event shows the lock reports its operations (``has_entry_events``)."""
+        if message.retain:  # left on the broker by someone: an old operation, not news
+            log.warning("native.retained_event", device_id=self.device_id)
+            return
+        try:
+            event = parse_event(message.payload)
+        except ValueError as exc:
+            log.warning("native.bad_event", device_id=self.device_id, problem=str(exc))
+            return
+        capacity = self._table.capacity if self._table is not None else self._fallback_capacity
+        if event.slot is not None and capacity and event.slot > capacity:
+            # The door did open by keypad; which PIN did it cannot be told.
+            log.warning(
+                "native.event_slot_out_of_range",
+                device_id=self.device_id,
+                slot=event.slot,
+                capacity=capacity,
+            )
+            event = dataclasses.replace(event, slot=None)
+        log.debug("native.event", device_id=self.device_id, kind=event.kind.value)
+        self._heard_entry(event)
 
     def _on_result(self, message: aiomqtt.Message) -> None:
         try:

@@ -25,6 +25,7 @@ from drivers.bounds import (
 )
 from drivers.payloads import PayloadError, parse_availability
 from drivers.payloads import json_object as _object
+from gateway.domain import EntryEvent, EntryKind, EntryMethod
 
 __all__ = [
     "ERRORS",
@@ -39,8 +40,10 @@ __all__ = [
     "Topics",
     "availability_payload",
     "command_payload",
+    "event_payload",
     "parse_availability",
     "parse_command",
+    "parse_event",
     "parse_result",
     "parse_slots",
     "result_payload",
@@ -77,6 +80,10 @@ class Topics:
     @property
     def result(self) -> str:
         return f"{self.base}/result"
+
+    @property
+    def event(self) -> str:
+        return f"{self.base}/event"
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +211,38 @@ def parse_result(payload: bytes | str) -> Result:
     if not isinstance(error, str):
         raise PayloadError("error: expected a string")
     return Result(id=command_id, ok=False, error=error)
+
+
+_KINDS: Final = {kind.value: kind for kind in EntryKind}
+_METHODS: Final = {method.value: method for method in EntryMethod}
+
+
+def parse_event(payload: bytes | str) -> EntryEvent:
+    """A ``T/event`` (contract section 11): the door operated.
+
+    ``type`` must be one of the three; a ``method`` missing or not (yet) known is ``unknown``
+    (the door did operate); ``slot`` counts only for ``keycode`` and must be a slot number
+    (the driver checks it against the lock's capacity)."""
+    raw = _object(payload)
+    word = raw.get("type")
+    kind = _KINDS.get(word) if isinstance(word, str) else None
+    if kind is None:
+        raise PayloadError(f"type: expected one of {', '.join(_KINDS)}")
+    method_word = raw.get("method")
+    if method_word is not None and not isinstance(method_word, str):
+        raise PayloadError("method: expected a string")
+    method = _METHODS.get(method_word or "", EntryMethod.UNKNOWN)
+    slot = None
+    if method is EntryMethod.KEYCODE:
+        slot = _optional_int(raw, "slot", minimum=1)
+    return EntryEvent(kind, method, slot)
+
+
+def event_payload(event: EntryEvent) -> JsonObject:
+    payload: JsonObject = {"type": event.kind.value, "method": event.method.value}
+    if event.method is EntryMethod.KEYCODE and event.slot is not None:
+        payload["slot"] = event.slot
+    return payload
 
 
 def availability_payload(online: bool) -> JsonObject:

@@ -10,11 +10,13 @@ from collections.abc import Mapping
 
 import aiomqtt
 
+from drivers.base import EntryEvent
 from drivers.native.config import NativeOptions
 from drivers.native.protocol import (
     BadCommand,
     Topics,
     availability_payload,
+    event_payload,
     parse_command,
     result_payload,
     slots_payload,
@@ -61,6 +63,9 @@ class SimulatedNativeLock(SimulatedLock):
     async def publish_table(self) -> None:
         payload = slots_payload(self.capacity, self.code_lengths, self.slots)
         await self._session.publish(self.topics.slots, payload, retain=True)
+
+    async def publish_entry(self, event: EntryEvent) -> None:
+        await self._session.publish(self.topics.event, event_payload(event))
 
     def report_topic(self, report: Mapping[str, object]) -> tuple[str, bool] | None:
         return self.topics.slots, True

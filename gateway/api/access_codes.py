@@ -145,6 +145,7 @@ class CodeCreate:
     use_backup_access_code_pool: bool = param(boolean, default=False)
     allow_external_modification: bool = param(boolean, default=False)
     preferred_code_length: int | None = param(Integer(1, 16), default=None)
+    is_one_time_use: bool = param(boolean, default=False)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -171,11 +172,33 @@ class CodeUpdate:
     starts_at: datetime | Absent | None = param(Nullable(window_timestamp))
     ends_at: datetime | Absent | None = param(Nullable(window_timestamp))
     type: str | None = param(OneOf(_TYPES), default=None)
+    is_one_time_use: bool | None = param(boolean, default=None)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CodeRef:
     access_code_id: str = param(access_code_id, required=True)
+
+
+def _check_one_time(device: Device, code: AccessCode | None = None) -> None:
+    """A one-time code ends with the first unlock that names it, which only a lock reporting
+    who opened the door can tell; and it stands alone (no backup stands in for it)."""
+    if not device.has_entry_events:
+        raise invalid(
+            "is_one_time_use",
+            f"device '{device.device_id}' does not report who opened the door "
+            "(has_native_entry_events is false), so a one-time code could never end",
+        )
+    if code is not None and (code.is_backup or code.pulled_backup_id is not None):
+        raise invalid(
+            "is_one_time_use",
+            "a backup code, or a code with a pulled backup, cannot be a one-time code",
+        )
+
+
+def _make_one_time(tx: Tx, code: AccessCode) -> None:
+    store.update_fields(tx, code, {"is_one_time_use": True})
+    code.is_one_time_use = True
 
 
 # -- endpoints --------------------------------------------------------------------------------
@@ -185,6 +208,8 @@ def create(tx: Tx, params: CodeCreate) -> Json:
     device = _managed_device(tx, params.device_id)
     starts_at, ends_at = params.starts_at, params.ends_at
     _check_window(starts_at, ends_at, tx.now)
+    if params.is_one_time_use:
+        _check_one_time(device)
     pin = _chosen_pin(tx, device, params)
     if params.use_backup_access_code_pool:
         if not device.supports_pool:
@@ -205,6 +230,8 @@ def create(tx: Tx, params: CodeCreate) -> Json:
     )
     if params.common_code_key is not None:
         store.set_common_code_key(tx, code, params.common_code_key)
+    if params.is_one_time_use:
+        _make_one_time(tx, code)
     return {"access_code": _one(tx, code)}
 
 
@@ -331,6 +358,10 @@ def update(tx: Tx, params: CodeUpdate, *, shared: bool = False) -> Json:
         except CodeRuleViolation as exc:
             raise _rule_error(exc, device.device_id) from None
         changes["code"] = params.code
+    if params.is_one_time_use is not None and params.is_one_time_use != code.is_one_time_use:
+        if params.is_one_time_use:
+            _check_one_time(device, code)
+        changes["is_one_time_use"] = params.is_one_time_use
     if changes:
         store.update_fields(tx, code, changes)
         store.note_pending_update(
@@ -363,6 +394,10 @@ def pull_backup(tx: Tx, params: CodeRef) -> Json:
     _managed_device(tx, code.device_id)
     if code.is_backup:
         raise invalid("access_code_id", "is itself a backup code")
+    if code.is_one_time_use:
+        raise invalid(
+            "access_code_id", "is a one-time code (is_one_time_use): no backup stands in for it"
+        )
     if code.type is not CodeType.TIME_BOUND:
         raise ApiError(
             "access_code_not_time_bound",

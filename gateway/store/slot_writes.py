@@ -50,6 +50,15 @@ def drop(tx: Tx, device_id: str, left: Iterable[Written]) -> None:
     )
 
 
+def writer_of(tx: Tx, device_id: str, slot: int, pin: str) -> str | None:
+    """The code that wrote ``pin`` into ``slot`` (still there, or possibly landed), if any."""
+    row = tx.fetchone(
+        "SELECT access_code_id FROM slot_writes WHERE device_id = ? AND slot = ? AND code = ?",
+        (device_id, slot, pin),
+    )
+    return None if row is None else str(row["access_code_id"])
+
+
 def has_any(tx: Tx, access_code_id: str) -> bool:
     row = tx.fetchone(
         "SELECT 1 FROM slot_writes WHERE access_code_id = ? LIMIT 1", (access_code_id,)
