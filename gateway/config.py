@@ -48,6 +48,7 @@ __all__ = [
     "DeviceConfig",
     "DevicePoolSettings",
     "DriverOptions",
+    "HomeAssistantSettings",
     "Invalid",
     "MqttSettings",
     "Section",
@@ -141,6 +142,14 @@ class PinLookupLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class HomeAssistantSettings:
+    """MQTT discovery for Home Assistant (docs/homeassistant.md): off unless asked for."""
+
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"
+
+
+@dataclass(frozen=True, slots=True)
 class DevicePoolSettings:
     enabled: bool = False
     size: int | None = None  # None: the global backup_pool.size
@@ -169,6 +178,7 @@ class Config:
     timing: Timing = field(default_factory=Timing)
     backup_pool: BackupPoolSettings = field(default_factory=BackupPoolSettings)
     pin_lookups: PinLookupLimits = field(default_factory=PinLookupLimits)
+    homeassistant: HomeAssistantSettings = field(default_factory=HomeAssistantSettings)
     devices: tuple[DeviceConfig, ...] = ()
     #: The ``simulator:`` section as written: the simulator's own settings, which it parses
     #: itself (``drivers/sim_settings.py``); the daemon only checks that it is a mapping.
@@ -311,6 +321,15 @@ def _parse_pin_lookups(section: Section) -> PinLookupLimits:
     return limits
 
 
+def _parse_homeassistant(section: Section) -> HomeAssistantSettings:
+    settings = HomeAssistantSettings(
+        enabled=section.get("enabled", as_flag, False),
+        discovery_prefix=section.get("discovery_prefix", as_topic, "homeassistant"),
+    )
+    section.finish()
+    return settings
+
+
 def _parse_rate(section: Section, default: Rate) -> Rate:
     rate = Rate(
         burst=section.get("burst", as_integer(1, 100_000), default.burst),
@@ -449,6 +468,7 @@ def parse_config(data: object, *, base_dir: Path) -> Config:
     timing = _parse_timing(top.section("timing"))
     backup_pool = _parse_backup_pool(top.section("backup_pool"))
     pin_lookups = _parse_pin_lookups(top.section("pin_lookups"))
+    homeassistant = _parse_homeassistant(top.section("homeassistant"))
     claims = Claims(f"{mqtt.topic_prefix}/{hub_id}", problems)
     devices = _parse_devices(top.raw("devices"), claims, problems)
     simulator = MappingProxyType(top.section("simulator").rest())
@@ -463,6 +483,7 @@ def parse_config(data: object, *, base_dir: Path) -> Config:
         timing=timing,
         backup_pool=backup_pool,
         pin_lookups=pin_lookups,
+        homeassistant=homeassistant,
         devices=tuple(devices),
         simulator=simulator,
         log_level=log_level,

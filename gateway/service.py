@@ -22,6 +22,7 @@ from gateway.api.pin_guard import PinGuard
 from gateway.api.router import Router
 from gateway.clock import Clock, SystemClock
 from gateway.config import Config
+from gateway.homeassistant import HomeAssistantPublisher
 from gateway.instance import sole_instance
 from gateway.logs import get_logger
 from gateway.mqtt import MqttSession, NotConnected, Retained, encode
@@ -74,6 +75,7 @@ class Gateway:
         self.router: Router | None = None
         self.outbox: Outbox | None = None
         self.publisher: DevicePublisher | None = None
+        self.homeassistant: HomeAssistantPublisher | None = None
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set (or the task is cancelled)."""
@@ -120,6 +122,10 @@ class Gateway:
         store.on_commit(outbox.notify)
         store.on_commit(publisher.notify)
         store.on_commit(reconciler.notify)
+        homeassistant = self.homeassistant = HomeAssistantPublisher(store, session, self.config)
+        await homeassistant.subscribe()
+        store.on_commit(homeassistant.notify)
+        session.on_connect(homeassistant.republish_all)
         session.on_connect(outbox.kick)
         session.on_connect(publisher.republish_all)
         session.on_connect(lambda: self._broker_status("connected to the MQTT broker"))
@@ -155,6 +161,8 @@ class Gateway:
         tg.create_task(session.run(), name="mqtt-session")
         tg.create_task(outbox.run(), name="outbox")
         tg.create_task(publisher.run(), name="device-publisher")
+        if self.homeassistant is not None:
+            tg.create_task(self.homeassistant.run(), name="homeassistant-publisher")
         tg.create_task(self._watchdog(), name="systemd-watchdog")
         reconciler.start(tg)
         self.notifier.ready()
@@ -194,6 +202,8 @@ class Gateway:
         assert self.publisher is not None
         events = [w.settled for w in self.reconciler.workers.values()]
         events += [self.outbox.drained, self.publisher.drained]
+        if self.homeassistant is not None:
+            events.append(self.homeassistant.drained)
         while not all(e.is_set() for e in events):
             for event in events:
                 await event.wait()

@@ -6,6 +6,7 @@ Each can do what it needs, and nothing more: no PIN reaches a role that must not
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -19,23 +20,23 @@ import pytest
 
 from gateway.broker import Broker
 from gateway.client import connect
-from gateway.config import Config, parse_config
+from gateway.config import Config, HomeAssistantSettings, parse_config
 from gateway.model import Json
 from gateway.mqtt import build_client
 from tests.conftest import site_dict
 from tests.contract import ROOT
 from tests.harness import payload_json, running_gateway, running_simulator
 
-ROLES = ("lockgate", "locks", "frontdesk", "dashboard")
+ROLES = ("lockgate", "locks", "frontdesk", "dashboard", "homeassistant")
 PASSWORD = "pw-{}-4471"  # each role's password: its name in it
 PREFIX = "lockgate/test-hub"
 
 
-@pytest.fixture
-def acl_broker(tmp_path: Path) -> Iterator[Broker]:
+def locked_down_broker(workdir: Path) -> Broker:
+    """mosquitto configured with exactly the two examples (their paths and port replaced), each
+    role's login in its password file; not started yet."""
     if shutil.which("mosquitto_passwd") is None:
         pytest.skip("mosquitto_passwd is needed to make the broker's password file")
-    workdir = tmp_path / "broker"
     workdir.mkdir()
     passwords = workdir / "lockgate.passwd"
     for n, role in enumerate(ROLES):
@@ -69,6 +70,12 @@ def acl_broker(tmp_path: Path) -> Iterator[Broker]:
     if os.geteuid() == 0:  # as root mosquitto would switch users and lose our files
         conf += "user root\n"
     broker.conf.write_text(conf + "log_dest none\n")
+    return broker
+
+
+@pytest.fixture
+def acl_broker(tmp_path: Path) -> Iterator[Broker]:
+    broker = locked_down_broker(tmp_path / "broker")
     broker.start()
     yield broker
     broker.kill()
@@ -202,3 +209,43 @@ def test_the_examples_name_the_pin_bearing_topics() -> None:
     for text in (acl, operations):
         for topic in ("P/api/#", "P/events/#", "P/clients/"):
             assert topic in text, topic
+
+
+async def test_home_assistant_reads_its_discovery_and_states_and_no_pin(
+    acl_broker: Broker, tmp_path: Path
+) -> None:
+    """Discovery on: the gateway may publish it, Home Assistant's role reads it all (configs,
+    device objects, status) and nothing PIN-bearing; a stale config of an earlier run is
+    withdrawn under the ACL too."""
+    gateway_config = role_config(acl_broker, tmp_path, "lockgate")
+    gateway_config = dataclasses.replace(
+        gateway_config, homeassistant=HomeAssistantSettings(enabled=True)
+    )
+    locks, frontdesk, assistant = (
+        role_config(acl_broker, tmp_path, role) for role in ("locks", "frontdesk", "homeassistant")
+    )
+    stale = "homeassistant/sensor/lockgate_test-hub/gone_door_offline/config"
+    async with build_client(gateway_config.mqtt, identifier="earlier-run") as earlier:
+        await earlier.publish(stale, b'{"name": "Offline"}', qos=1, retain=True)
+    async with (
+        running_simulator(locks) as sim,
+        running_gateway(gateway_config) as gateway,
+        connect(frontdesk.mqtt, PREFIX, identifier="frontdesk-1") as desk,
+    ):
+        reply = await desk.call("access_codes/create", device_id="front_door", code="482916")
+        assert reply["ok"] is True, reply
+        await gateway.settled()
+        assert "482916" in sim.lock("front_door").slots.values()
+        async with listening(assistant, *EVERYTHING, "homeassistant/#") as ears:
+            # Twice: the first may return on the status of the subscription itself.
+            await ears.caught_up()
+            await ears.caught_up()
+        topics = ears.topics()
+        configs = {t for t in topics if t.startswith("homeassistant/")}
+        assert configs == {
+            f"homeassistant/binary_sensor/lockgate_test-hub/{d}_offline/config"
+            for d in ("front_door", "back_door")
+        }
+        assert f"{PREFIX}/devices/front_door" in topics
+        assert topics <= configs | {f"{PREFIX}/devices/{d}" for d in ("front_door", "back_door")}
+        assert "482916" not in repr(ears.seen)

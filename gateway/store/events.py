@@ -111,3 +111,15 @@ def _lower_bound(since: datetime) -> str | None:
         return isoformat(since + timedelta(microseconds=1000 - spare) if spare else since)
     except OverflowError:
         return None
+
+
+def latest_event(tx: Tx, device_id: str, event_type: EventType) -> Json | None:
+    """The body of ``device_id``'s most recent stored event of ``event_type``, if any."""
+    row = tx.fetchone(
+        "SELECT body FROM events WHERE device_id = ? AND event_type = ? ORDER BY seq DESC LIMIT 1",
+        (device_id, event_type.value),
+    )
+    if row is None:
+        return None
+    body: Json = json.loads(row["body"])
+    return body
