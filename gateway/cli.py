@@ -43,14 +43,19 @@ def _load(path: str, *, simulator: bool = False) -> Config:
     return config
 
 
-def _run_until_signal(main: Callable[[asyncio.Event], Any]) -> None:
-    """Run ``main(stop)`` with SIGTERM/SIGINT setting ``stop`` for an orderly shutdown."""
+def _run_until_signal(
+    main: Callable[[asyncio.Event], Any], reload: Callable[[], None] | None = None
+) -> None:
+    """Run ``main(stop)`` with SIGTERM/SIGINT setting ``stop`` for an orderly shutdown, and
+    SIGHUP calling ``reload`` (when given)."""
 
     async def runner() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if reload is not None:
+            loop.add_signal_handler(signal.SIGHUP, reload)
         await main(stop)
 
     asyncio.run(runner())
@@ -60,7 +65,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     configure_logging(args.log_level or config.log_level)
     try:
-        _run_until_signal(lambda stop: Gateway(config).run(stop))
+        gateway = Gateway(config)
+        _run_until_signal(gateway.run, reload=gateway.request_reload)
     except StoreError as exc:
         print(f"lockgate: {exc}", file=sys.stderr)
         return 1

@@ -73,6 +73,7 @@ class LockView(Protocol):
 class Step:
     command: Command | None = None
     deadline: datetime | None = None
+    retired: bool = False  # the device a reload removed is done with: its worker ends
 
 
 class LockPass:

@@ -121,6 +121,11 @@ class _DispatchQueue(asyncio.Queue[aiomqtt.Message]):
         super().put_nowait(item)
 
 
+#: Put in the incoming queue by :meth:`MqttSession.reconfigure` to end the session's loop.
+_RECONNECT = aiomqtt.Message(
+    "$lockgate/reconnect", b"", qos=0, retain=False, mid=0, properties=None
+)
+
 #: What a PUBLISH without properties carries: one shared object (nobody writes to it).
 _NO_PROPERTIES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
 
@@ -412,7 +417,7 @@ class MqttSession:
             try:
                 async with client:
                     attempt = 0
-                    await self._until_reconfigured(client)
+                    await self._session(client)
             except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
                 lost = exc
                 reason = str(exc) or type(exc).__name__
@@ -450,19 +455,11 @@ class MqttSession:
         (subscriptions, callbacks and the birth message carry over) and a new one made at once."""
         self._settings = settings
         self._reconfigured.set()
-
-    async def _until_reconfigured(self, client: aiomqtt.Client) -> None:
-        """The session on ``client``, until the connection ends or :meth:`reconfigure` asks
-        for another one."""
-        try:
-            async with asyncio.TaskGroup() as tg:
-                session = tg.create_task(self._session(client), name="mqtt-connection")
-                watch = tg.create_task(self._reconfigured.wait(), name="mqtt-reconfigure")
-                session.add_done_callback(lambda _: watch.cancel())
-                watch.add_done_callback(lambda _: session.cancel())
-        except BaseExceptionGroup as group:
-            lost = group.exceptions[0]  # only the connection can fail
-            raise lost from lost.__cause__  # the broker's reason code stays reachable
+        queue = self._queue
+        if queue is not None and self._connected.is_set():
+            # Wake the session's message loop with a marker, behind what already came in.
+            queue.sink = None
+            asyncio.Queue.put_nowait(queue, _RECONNECT)
 
     async def _session(self, client: aiomqtt.Client) -> None:
         self._client = client
@@ -493,9 +490,16 @@ class MqttSession:
         # left waiting on the empty queue: it ends (raises) when the connection is lost.
         while not queue.empty():
             self._dispatch(queue.get_nowait())
+        if self._reconfigured.is_set():
+            return  # new settings came while connecting: connect again with them
         queue.sink = self._dispatch
         try:
             async for message in client.messages:
+                if message is _RECONNECT:
+                    # What came in behind the marker is dispatched before the clean close.
+                    while not queue.empty():
+                        self._dispatch(queue.get_nowait())
+                    return
                 self._dispatch(message)
         finally:
             queue.sink = None

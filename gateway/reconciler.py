@@ -92,6 +92,10 @@ class LockWorker:
         self._not_sent: str | None = None  # the code whose command never left: not an attempt
         self._last_command = 0.0
         self.passes = 0
+        #: Set by a reload that removed the device: once no backup code of it is left in the
+        #: database (they come off the lock with management), the device is retired and
+        #: :meth:`run` returns.
+        self.retiring = False
         #: Set while the worker has nothing to do until its next deadline (tests await it).
         self.settled = asyncio.Event()
 
@@ -104,6 +108,12 @@ class LockWorker:
         self._wake.set()
         self._heard.set()
         self.settled.clear()
+
+    def reconfigure(self, config: Config) -> None:
+        """A reload's timings and pool settings, from the next pass on."""
+        self._config = config
+        self._timing = config.timing
+        self.wake()
 
     async def run(self) -> None:
         with log_context(device_id=self.device_id):
@@ -121,6 +131,9 @@ class LockWorker:
                 try:
                     step = await self._look()
                     self.passes += 1
+                    if step.retired:
+                        log.info("reconciler.retired")
+                        return
                     if step.command is not None:
                         await self._execute(step.command)
                         continue
@@ -158,6 +171,7 @@ class LockWorker:
         if changed:
             self.reads.request(changed)  # changed at the lock, content unseen: look
         recorded, answered, not_sent = self._recorded, self._lock_answered, self._not_sent
+        device_id, retiring = self.device_id, self.retiring
 
         def unit(tx: Tx) -> tuple[Step, bool]:
             if seen != recorded:
@@ -176,6 +190,9 @@ class LockWorker:
                 lock_answered=answered,
                 not_sent=not_sent,
             ).run()
+            if retiring and not device.is_managed and not device_store.has_backups(tx, device_id):
+                device_store.retire(tx, device_id)
+                return Step(retired=True), False
             return step, device.pool_enabled and device.is_managed
 
         # A lock with a backup pool goes first: its pool is what a guest at the door relies on.
@@ -297,8 +314,18 @@ class LockWorker:
 
 
 class Reconciler:
-    def __init__(self, workers: Mapping[str, LockWorker]) -> None:
+    """Every lock's worker, each a task of the gateway's TaskGroup; a reload adds, replaces and
+    retires workers while the rest run on."""
+
+    def __init__(
+        self,
+        workers: Mapping[str, LockWorker],
+        on_finished: Callable[[str], None] = lambda device_id: None,
+    ) -> None:
         self.workers = dict(workers)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tg: asyncio.TaskGroup | None = None
+        self._on_finished = on_finished  # a worker that ended by itself: a retired device
 
     def notify(self, tx: Tx) -> None:
         """Store commit listener: wake the workers whose desired state changed."""
@@ -312,6 +339,43 @@ class Reconciler:
             worker.wake()
 
     def start(self, tg: asyncio.TaskGroup) -> None:
+        self._tg = tg
         # Locks with a backup pool first: they subscribe, are read and are filled first.
         for worker in sorted(self.workers.values(), key=lambda w: not w.pooled):
-            tg.create_task(worker.run(), name=f"lock-worker:{worker.device_id}")
+            self._spawn(worker)
+
+    def add(self, worker: LockWorker) -> None:
+        """A new lock (a reload): its worker starts at once."""
+        self.workers[worker.device_id] = worker
+        if self._tg is not None:
+            self._spawn(worker)
+
+    async def remove(self, device_id: str) -> LockWorker | None:
+        """Stop a lock's worker (a reload replaces or re-adds it); its state stays stored."""
+        worker = self.workers.pop(device_id, None)
+        task = self._tasks.pop(device_id, None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        return worker
+
+    def retire(self, device_id: str) -> None:
+        """A lock a reload removed: its worker takes its backups off it, then ends."""
+        worker = self.workers.get(device_id)
+        if worker is not None:
+            worker.retiring = True
+            worker.wake()
+
+    def _spawn(self, worker: LockWorker) -> None:
+        assert self._tg is not None
+        task = self._tg.create_task(worker.run(), name=f"lock-worker:{worker.device_id}")
+        self._tasks[worker.device_id] = task
+        task.add_done_callback(lambda done: self._ended(worker, done))
+
+    def _ended(self, worker: LockWorker, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or self._tasks.get(worker.device_id) is not task:
+            return  # stopped on purpose (remove) or replaced meanwhile
+        del self._tasks[worker.device_id]
+        self.workers.pop(worker.device_id, None)
+        self._on_finished(worker.device_id)

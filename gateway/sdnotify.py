@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 from gateway.logs import get_logger
 
@@ -46,6 +47,11 @@ class Notifier:
     def ready(self) -> bool:
         """Tell systemd start-up is done, so units ordered after us may start."""
         return self.send("READY=1")
+
+    def reloading(self) -> bool:
+        """Tell systemd a reload has begun (``READY=1`` ends it), with the monotonic time the
+        protocol asks for."""
+        return self.send(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
 
     def status(self, text: str) -> bool:
         """Show ``text`` in ``systemctl status``; newlines would start new assignments."""

@@ -12,7 +12,6 @@ import itertools
 
 import aiomqtt
 
-from drivers.base import Driver
 from drivers.registry import can_program, create_driver
 from gateway import __version__
 from gateway.api import access_codes as access_code_api
@@ -21,16 +20,18 @@ from gateway.api import events as event_api
 from gateway.api.pin_guard import PinGuard
 from gateway.api.router import Router
 from gateway.clock import Clock, SystemClock
-from gateway.config import Config
+from gateway.config import Config, ConfigError, DeviceConfig, load_config
 from gateway.homeassistant import HomeAssistantPublisher
 from gateway.instance import sole_instance
 from gateway.logs import get_logger
-from gateway.mqtt import MqttSession, NotConnected, Retained, encode
+from gateway.mqtt import DeviceSession, MqttSession, NotConnected, Retained, encode
 from gateway.outbox import Outbox
 from gateway.publisher import DevicePublisher
 from gateway.reconciler import LockWorker, Reconciler
+from gateway.reload import ReloadPlan, ReloadRefused, plan_reload
 from gateway.sdnotify import Notifier
-from gateway.store import Store
+from gateway.store import Store, Tx
+from gateway.store import devices as device_store
 from gateway.store.devices import sync_from_config
 
 log = get_logger("gateway.service")
@@ -76,6 +77,11 @@ class Gateway:
         self.outbox: Outbox | None = None
         self.publisher: DevicePublisher | None = None
         self.homeassistant: HomeAssistantPublisher | None = None
+        self._device_sessions: dict[str, DeviceSession] = {}
+        self._timing = _LiveTiming(self)
+        self._retiring: dict[str, DeviceConfig] = {}  # removed by a reload, backups still on
+        self._reload_wanted = asyncio.Event()
+        self._tg: asyncio.TaskGroup | None = None
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set (or the task is cancelled)."""
@@ -98,20 +104,9 @@ class Gateway:
         session = self.session
         outbox = Outbox(store, session, self.prefix)
         publisher = DevicePublisher(store, session, self.prefix)
-        drivers: dict[str, Driver] = {
-            d.device_id: create_driver(d, session, self.config.timing) for d in self.config.devices
-        }
         reconciler = Reconciler(
-            {
-                d.device_id: LockWorker(
-                    drivers[d.device_id],
-                    store,
-                    self.clock,
-                    self.config,
-                    pooled=d.backup_pool.enabled,
-                )
-                for d in self.config.devices
-            }
+            {d.device_id: self._worker(d, store, self.config) for d in self.config.devices},
+            on_finished=self._retired,
         )
         endpoints = [*device_api.ENDPOINTS, *access_code_api.ENDPOINTS, *event_api.ENDPOINTS]
         router = Router(
@@ -164,6 +159,8 @@ class Gateway:
         if self.homeassistant is not None:
             tg.create_task(self.homeassistant.run(), name="homeassistant-publisher")
         tg.create_task(self._watchdog(), name="systemd-watchdog")
+        tg.create_task(self._reloader(), name="config-reloader")
+        self._tg = tg
         reconciler.start(tg)
         self.notifier.ready()
         self.ready.set()
@@ -181,6 +178,119 @@ class Gateway:
         )
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
+
+    # -- the lock workers, and reloading the configuration ----------------------------------
+
+    def _worker(self, device: DeviceConfig, store: Store, config: Config) -> LockWorker:
+        """A lock's driver on a session of its own (so a reload can take it all back) and the
+        worker that drives it."""
+        session = self._device_sessions[device.device_id] = DeviceSession(self.session)
+        driver = create_driver(device, session, self._timing)
+        return LockWorker(driver, store, self.clock, config, pooled=device.backup_pool.enabled)
+
+    async def _drop_worker(self, device_id: str) -> None:
+        assert self.reconciler is not None
+        await self.reconciler.remove(device_id)
+        session = self._device_sessions.pop(device_id, None)
+        if session is not None:
+            await session.close()
+
+    def _retired(self, device_id: str) -> None:
+        """A device a reload removed is done: its backups are off its lock."""
+        self._retiring.pop(device_id, None)
+        session = self._device_sessions.pop(device_id, None)
+        if session is not None and self._tg is not None:
+            self._tg.create_task(session.close(), name=f"device-session-close:{device_id}")
+        if self.publisher is not None:
+            self.publisher.republish_all()  # withdraws its retained device object
+        log.info("gateway.device_retired", device_id=device_id)
+
+    def request_reload(self) -> None:
+        """SIGHUP (``systemctl reload lockgate``): read the configuration file again."""
+        self._reload_wanted.set()
+
+    async def _reloader(self) -> None:
+        while True:
+            await self._reload_wanted.wait()
+            self._reload_wanted.clear()
+            try:
+                await self.reload()
+            except Exception:  # a reload that fails half-way must not end the daemon
+                log.exception("gateway.reload_failed")
+                self.notifier.ready()
+
+    async def reload(self) -> bool:
+        """Apply the configuration file as it reads now, without dropping the MQTT session or
+        any lock's state; False, and the running configuration kept, when it has problems."""
+        self.notifier.reloading()
+        try:
+            if self.config.source is None:
+                raise ReloadRefused(["the configuration was not read from a file"])
+            wanted = await asyncio.to_thread(load_config, self.config.source)
+            plan = plan_reload(self.config, wanted)
+        except (ConfigError, ReloadRefused) as exc:
+            log.error("gateway.reload_refused", problems=exc.problems)  # noqa: TRY400 (a bad file, not a fault)
+            self.notifier.status(
+                "reload refused, still running the previous configuration: "
+                + "; ".join(exc.problems)
+            )
+            self.notifier.ready()
+            return False
+        await self._apply(plan, wanted)
+        log.info(
+            "gateway.reloaded",
+            added=[d.device_id for d in plan.added],
+            removed=list(plan.removed),
+            replaced=[d.device_id for d in plan.replaced],
+            broker_changed=plan.broker_changed,
+        )
+        self.notifier.status(f"configuration reloaded: {len(wanted.devices)} devices")
+        self.notifier.ready()
+        return True
+
+    async def _apply(self, plan: ReloadPlan, wanted: Config) -> None:
+        await self._apply_devices(plan, wanted)
+        self.config = wanted
+        reconciler = self.reconciler
+        assert reconciler is not None
+        for worker in reconciler.workers.values():
+            worker.reconfigure(wanted)
+        if self.router is not None:
+            self.router.pin_guard = PinGuard(wanted.pin_lookups, self.clock)
+        if self.homeassistant is not None:
+            await self.homeassistant.reconfigure(wanted)
+        if plan.broker_changed:
+            self.session.reconfigure(wanted.mqtt)
+
+    async def _apply_devices(self, plan: ReloadPlan, wanted: Config) -> None:
+        """Added devices start, replaced ones restart, removed ones are unmanaged and retire
+        once their backups are off their locks (until then they stay in the API)."""
+        store, reconciler = self.store, self.reconciler
+        assert store is not None
+        assert reconciler is not None
+        removed = plan.removed
+        self._retiring.update(
+            (d.device_id, d) for d in self.config.devices if d.device_id in removed
+        )
+        for device in plan.added:
+            if self._retiring.pop(device.device_id, None) is not None:
+                await self._drop_worker(device.device_id)  # back before it was retired
+        for device in plan.replaced:
+            await self._drop_worker(device.device_id)
+        listed = [*wanted.devices, *self._retiring.values()]
+
+        def unit(tx: Tx) -> None:
+            sync_from_config(tx, listed, wanted.backup_pool, can_program)
+            for device_id in removed:
+                device_store.set_managed(tx, device_id, False)
+            for device in plan.added:
+                device_store.set_managed(tx, device.device_id, True)
+
+        await store.write(unit)
+        for device in (*plan.added, *plan.replaced):
+            reconciler.add(self._worker(device, store, wanted))
+        for device_id in removed:
+            reconciler.retire(device_id)
 
     async def _drain(self, outbox: Outbox) -> None:
         self._accepting = False
@@ -218,6 +328,20 @@ class Gateway:
         while True:
             self.notifier.watchdog()
             await asyncio.sleep(interval)
+
+
+class _LiveTiming:
+    """What the drivers read of the timing: the running configuration's, so a reload's new
+    ``command_timeout`` applies to every driver without rebuilding it."""
+
+    __slots__ = ("_gateway",)
+
+    def __init__(self, gateway: Gateway) -> None:
+        self._gateway = gateway
+
+    @property
+    def command_timeout(self) -> float:
+        return self._gateway.config.timing.command_timeout
 
 
 class _Stopped(Exception):

@@ -9,7 +9,6 @@ from gateway.api.params import ABSENT, Absent, boolean, device_id, param
 from gateway.api.router import Endpoint
 from gateway.model import Device, Json
 from gateway.store import Tx
-from gateway.store import codes as code_store
 from gateway.store import devices as store
 
 
@@ -60,12 +59,7 @@ def update_device(tx: Tx, params: DeviceUpdate) -> Json:
             "backup pool (it needs at least 2 slots)",
         )
     if params.is_managed is not ABSENT:
-        changed = store.set_managed(tx, device.device_id, params.is_managed)
-        if changed and not params.is_managed:
-            # Backup codes exist only for a managed pool: they leave the lock with management.
-            for code in code_store.codes_of_device(tx, device.device_id):
-                if code.is_backup:
-                    code_store.mark_deleting(tx, code)
+        store.set_managed(tx, device.device_id, params.is_managed)
     if enable is True:
         store.enable_pool(tx, device.device_id)
     return {"device": (require_device(tx, device.device_id)).to_json()}

@@ -101,7 +101,7 @@ class Router:
         pin_guard: PinGuard | None = None,
     ) -> None:
         self._store = store
-        self._pin_guard = pin_guard
+        self.pin_guard = pin_guard  # a reload replaces it with the new limits
         self._api_root = f"{prefix}/api/"
         self._endpoints = {e.name: e for e in endpoints}
         self._slots = asyncio.Semaphore(CONCURRENCY)
@@ -181,7 +181,7 @@ class Router:
                 result = await self._run(endpoint, body, reply_to)
             reply_body: Json = {"ok": True, "request_id": request_id, **result}
         except ApiError as refused:
-            guard = self._pin_guard
+            guard = self.pin_guard
             answer = refused if guard is None else guard.screen(refused, reply_to)
             reply_body = _error(request_id, answer)
             log.info("api.refused", endpoint=topic, error=answer.type, message=answer.message)
@@ -208,10 +208,10 @@ class Router:
         params = validate(body, endpoint.fields)
         key = _idempotency_key(body)
         arguments = endpoint.arguments(params)
-        if self._pin_guard is not None and endpoint.pin_lookup is not None:
+        if self.pin_guard is not None and endpoint.pin_lookup is not None:
             device_id = endpoint.pin_lookup(arguments)
             if device_id is not None:
-                self._pin_guard.check(device_id, client)
+                self.pin_guard.check(device_id, client)
         if not endpoint.writes:
             return await self._store.read(lambda tx: endpoint.handler(tx, arguments))
         request = fingerprint(endpoint.name, params)

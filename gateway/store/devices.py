@@ -10,6 +10,7 @@ from gateway.clock import isoformat, parse_timestamp
 from gateway.config import BackupPoolSettings, DeviceConfig
 from gateway.model import PROBLEMS, Device, EventType, Problem, ProblemCode
 from gateway.rules.pool import supports_pool
+from gateway.store import codes as code_store
 from gateway.store.db import Row, Tx
 from gateway.store.problems import problems_of, set_problem
 
@@ -134,7 +135,8 @@ def _device(row: Row, counts: Row | None, problems: list[Problem]) -> Device:
 
 
 def set_managed(tx: Tx, device_id: str, managed: bool) -> bool:
-    """Flip management; True (and an event) only when it changed."""
+    """Flip management; True (and an event) only when it changed. Backup codes exist only for
+    a managed pool: they leave the lock with management (the other codes stay as they are)."""
     changed = tx.execute(
         "UPDATE devices SET is_managed = ? WHERE device_id = ? AND is_managed != ?",
         (int(managed), device_id, int(managed)),
@@ -143,7 +145,27 @@ def set_managed(tx: Tx, device_id: str, managed: bool) -> bool:
         event = EventType.DEVICE_MANAGED if managed else EventType.DEVICE_UNMANAGED
         tx.emit(event, device_id)
         tx.reconcile(device_id)
+        if not managed:
+            for code in code_store.codes_of_device(tx, device_id):
+                if code.is_backup:
+                    code_store.mark_deleting(tx, code)
     return bool(changed)
+
+
+def has_backups(tx: Tx, device_id: str) -> bool:
+    """Whether any backup code of the device is still in the database (on its lock, or being
+    cleared from it)."""
+    row = tx.fetchone(
+        "SELECT 1 FROM access_codes WHERE device_id = ? AND is_backup = 1 LIMIT 1", (device_id,)
+    )
+    return row is not None
+
+
+def retire(tx: Tx, device_id: str) -> None:
+    """A device a reload removed, once its backups are off its lock: out of the API, as if it
+    had been left out of the configuration at start (its history stays)."""
+    tx.execute("UPDATE devices SET in_config = 0 WHERE device_id = ?", (device_id,))
+    tx.touch(device_id)
 
 
 def enable_pool(tx: Tx, device_id: str) -> bool:
