@@ -286,11 +286,26 @@ class LinkedDriver(abc.ABC, Generic[K, T]):
         code, such as a bare lock state), and the worker stores it for good."""
         if proves:
             self._hears_entries = True
+        log.info(
+            f"{self.name}.door_operated",
+            device_id=self.device_id,
+            kind=event.kind.value,
+            method=event.method.value,
+            slot=event.slot,
+        )
         if len(self._entries) < MAX_PENDING_ENTRIES:
             self._entries.append(event)
         else:
             log.warning(f"{self.name}.entry_events_dropped", device_id=self.device_id)
         self._poke()
+
+    def _reports_entries(self) -> None:
+        """The stack says this lock reports door operations (before any was heard): the
+        worker records ``has_native_entry_events``."""
+        if not self._hears_entries:
+            self._hears_entries = True
+            log.info(f"{self.name}.entry_events", device_id=self.device_id)
+            self._poke()
 
     @property
     def table(self) -> SlotTable | None:

@@ -134,7 +134,6 @@ class NativeDriver(LinkedDriver[str, Result]):
                 capacity=capacity,
             )
             event = dataclasses.replace(event, slot=None)
-        log.debug("native.event", device_id=self.device_id, kind=event.kind.value)
         self._heard_entry(event)
 
     def _on_result(self, message: aiomqtt.Message) -> None:

@@ -42,7 +42,6 @@ from drivers.base import (
     CommandTiming,
     DeviceSettings,
     Driver,
-    EntryEvent,
     SlotTable,
     SlotValue,
     Unreadable,
@@ -144,7 +143,7 @@ class Zigbee2MqttDriver(LinkedDriver[int, _Candidate]):
         self._one_at_a_time = asyncio.Lock()
         self._wanted_reads: set[int] = set()  # slots changed at the lock, not yet asked for
         self._rereading: set[int] = set()  # those the worker was asked to read, not yet read
-        self._operations = EntryPairing(self._heard_operation)
+        self._operations = EntryPairing(self._heard_entry)
         # How ``B/bridge/devices`` spells this lock's name (JSON, as Zigbee2MQTT writes it).
         self._listed_as = json.dumps(topics.friendly_name, ensure_ascii=False).encode()
 
@@ -253,24 +252,7 @@ class Zigbee2MqttDriver(LinkedDriver[int, _Candidate]):
             log.warning("z2m.bad_devices", device_id=self.device_id, problem=str(exc))
             return
         if reports:
-            self._reports_operations()
-
-    def _reports_operations(self) -> None:
-        """The lock reports door operations and whose PIN: the worker records it."""
-        if not self._hears_entries:
-            self._hears_entries = True
-            log.info("z2m.entry_events", device_id=self.device_id)
-            self._wake()
-
-    def _heard_operation(self, event: EntryEvent) -> None:
-        log.info(
-            "z2m.door_operated",
-            device_id=self.device_id,
-            kind=event.kind.value,
-            method=event.method.value,
-            slot=event.slot,
-        )
-        self._heard_entry(event)
+            self._reports_entries()
 
     def _operated(self, report: StateReport) -> None:
         """A door operation in a state message: its ``action``, else a change of its
@@ -281,7 +263,7 @@ class Zigbee2MqttDriver(LinkedDriver[int, _Candidate]):
             return
         event = entry_event(report)
         if event is not None:
-            self._reports_operations()
+            self._reports_entries()
             self._operations.operation(event)
 
     def _beyond_definition(self, slot: int) -> None:

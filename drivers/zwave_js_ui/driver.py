@@ -36,7 +36,6 @@ from drivers.base import (
     CommandTimedOut,
     CommandTiming,
     DeviceSettings,
-    EntryEvent,
     SlotTable,
     SlotValue,
     Unreadable,
@@ -123,7 +122,7 @@ class ZwaveJsUiDriver(LinkedDriver[str, ApiReply]):
         self._node_seen = False  # any topic of the node since start: it is where we look
         self._gateway_seen = False  # Z-Wave JS UI's gateway status since start
         self._probe: asyncio.Task[None] | None = None
-        self._operations = EntryPairing(self._heard_operation)
+        self._operations = EntryPairing(self._heard_entry)
 
     # -- observed state ---------------------------------------------------------------------
 
@@ -255,10 +254,8 @@ class ZwaveJsUiDriver(LinkedDriver[str, ApiReply]):
             return
         self._seen(node=True)
         notification_type, key = found
-        if notification_type == ACCESS_CONTROL and not self._hears_entries:
-            self._hears_entries = True
-            log.info("zwave.entry_events", device_id=self.device_id)
-            self._wake()
+        if notification_type == ACCESS_CONTROL:
+            self._reports_entries()
         payload = _payload(message)
         if not payload or message.retain:
             return  # a removed retained value, or an event from before: not the door now
@@ -281,16 +278,6 @@ class ZwaveJsUiDriver(LinkedDriver[str, ApiReply]):
             log.warning("zwave.bad_door_lock", device_id=self.device_id, problem=str(exc))
             return
         self._operations.state(kind)
-
-    def _heard_operation(self, event: EntryEvent) -> None:
-        log.info(
-            "zwave.door_operated",
-            device_id=self.device_id,
-            kind=event.kind.value,
-            method=event.method.value,
-            slot=event.slot,
-        )
-        self._heard_entry(event)
 
     def _slot(self, slot: int) -> SlotValue:
         status = self._values.get(("userIdStatus", slot), MISSING)
