@@ -77,9 +77,8 @@ def notify(tmp_path: Path) -> Iterator[NotifySocket]:
 
 
 def site(broker: Broker, tmp_path: Path, devices: list[Json], **more: Any) -> dict[str, Any]:
-    data = site_dict(broker, tmp_path, devices=copy.deepcopy(devices), **more)
-    data["timing"]["command_timeout"] = "1s"
-    return data
+    timing = {"command_timeout": "1s", "delay_warning_after": "1h", **more.pop("timing", {})}
+    return site_dict(broker, tmp_path, devices=copy.deepcopy(devices), timing=timing, **more)
 
 
 @asynccontextmanager
@@ -199,12 +198,27 @@ async def test_pool_settings_and_timings_take_effect_in_place(
         await wait_for_json(
             front_object, lambda d: d["properties"]["backup_codes_available"] == 2, timeout=20
         )
+        # The back door stops answering; a code waits there, not yet late by the running file.
+        await sim.lock("back_door").control({"silent": True})
+        waiting = ok(await api.call("access_codes/create", device_id="back_door", code="4821"))
+        cid = waiting["access_code"]["access_code_id"]
+
+        def warned(code: Json) -> set[str]:
+            return {w["warning_code"] for w in code["warnings"]}
+
+        first = ok(await api.call("access_codes/get", access_code_id=cid))["access_code"]
+        assert "delay_in_setting_on_device" not in warned(first)
+
         bigger = {**FRONT, "backup_pool": {"enabled": True, "size": 3}}
-        write_config(
-            config_file, site(broker, tmp_path, [bigger, BACK], timing={"max_attempts": 4})
-        )
+        timing = {"delay_warning_after": "0s", "command_timeout": "1s"}
+        write_config(config_file, site(broker, tmp_path, [bigger, BACK], timing=timing))
         hup(daemon, notify)
         await notify.until("READY=1")
+        async with asyncio.timeout(20):  # the new delay_warning_after judges the waiting code
+            while "delay_in_setting_on_device" not in warned(
+                ok(await api.call("access_codes/get", access_code_id=cid))["access_code"]
+            ):
+                await asyncio.sleep(0.05)  # another process: ask again
         grown = await wait_for_json(
             front_object, lambda d: d["properties"]["backup_codes_available"] == 3, timeout=20
         )
