@@ -45,6 +45,7 @@ from gateway.store import unmanaged as unmanaged_store
 from gateway.store.codes import RetryState
 from gateway.store.observed import load_table
 from gateway.store.problems import problems_of, raised_problems, set_problem
+from gateway.store.scrub import scrub_pins
 
 __all__ = ["Command", "LockPass", "Read", "ReadState", "Step"]
 
@@ -266,6 +267,7 @@ class LockPass:
         fields: Json = {}
         if event is EventType.CODE_SET:
             fields["code"] = code.code
+            scrub_pins(self.tx, code.access_code_id, keep=code.code)  # a replaced PIN is gone
         elif event is EventType.CODE_FAILED_TO_SET:
             fields["errors"] = self._errors_of(code)
         self.tx.emit(event, code.device_id, code.access_code_id, **fields)

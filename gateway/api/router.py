@@ -29,6 +29,7 @@ from gateway.logs import get_logger, log_context
 from gateway.model import Json
 from gateway.mqtt import NO_WAIT, MqttSession, NotConnected, shown_topic
 from gateway.store import Priority, Store, Tx
+from gateway.store.scrub import forget_replies, note_reply
 from gateway.topics import topic_problem
 
 log = get_logger("gateway.api")
@@ -254,15 +255,15 @@ def _idempotent(tx: Tx, endpoint: Endpoint, arguments: Any, key: str | None, req
             return stored
     result = endpoint.handler(tx, arguments)
     if key is not None:
-        tx.execute(
-            "DELETE FROM idempotency WHERE created_at < ?",
-            (isoformat(tx.now - IDEMPOTENCY_WINDOW),),
-        )
+        expired = isoformat(tx.now - IDEMPOTENCY_WINDOW)
+        forget_replies(tx, expired)
+        tx.execute("DELETE FROM idempotency WHERE created_at < ?", (expired,))
         tx.execute(
             "INSERT OR REPLACE INTO idempotency"
             " (key, endpoint, fingerprint, reply, created_at) VALUES (?, ?, ?, ?, ?)",
             (key, endpoint.name, request, json.dumps(result), isoformat(tx.now)),
         )
+        note_reply(tx, key, result)
     return result
 
 

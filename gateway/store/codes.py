@@ -13,6 +13,7 @@ from gateway.model import AccessCode, BackupState, CodeStatus, EventType, Json, 
 from gateway.store import slot_writes
 from gateway.store.db import Row, Tx
 from gateway.store.problems import clear_all, problems_of, set_problem
+from gateway.store.scrub import scrub_pins
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -310,6 +311,7 @@ def forget(tx: Tx, code: AccessCode) -> None:
         (code.access_code_id,),
     )
     tx.execute("DELETE FROM access_codes WHERE access_code_id = ?", (code.access_code_id,))
+    scrub_pins(tx, code.access_code_id)
     tx.touch(code.device_id)
     if code.pulled_for is not None:
         # The code it stood in for is no longer using a backup.

@@ -57,6 +57,8 @@ T = TypeVar("T")
 PASS_BUDGET = 0.05
 #: At most this many units share one commit (bounds the time a batch holds its callers).
 MAX_BATCH = 512
+#: After a PIN was scrubbed, the WAL is truncated at most this often (seconds).
+SCRUB_CHECKPOINT_EVERY = 10.0
 
 
 class StoreError(Exception):
@@ -78,6 +80,9 @@ class Tx:
     def __init__(self, conn: sqlite3.Connection, now: datetime) -> None:
         self.conn = conn
         self.now = now
+        #: A PIN was blanked in this unit: the writer checkpoints the WAL soon (old page
+        #: images holding it live there until then).
+        self.scrubbed = False
         self.events: list[Event] = []
         self.devices_touched: set[str] = set()
         self.devices_to_reconcile: set[str] = set()
@@ -177,6 +182,8 @@ class _Writer:
         self._closing = False
         self._running: list[_Job[Any]] = []  # the open batch's units, until they are settled
         self.stats = WriterStats()
+        self._scrub_pending = False
+        self._last_checkpoint = float("-inf")
         self._thread = threading.Thread(target=self._main, name="lockgate-db-writer", daemon=True)
         self._thread.start()
 
@@ -199,9 +206,17 @@ class _Writer:
         while True:
             with self._ready:
                 while not (any(queues) or self._closing):
-                    self._ready.wait()
-                if not any(queues):
+                    # A scrub's checkpoint that was held back comes due even on an idle site.
+                    due = self._checkpoint_due_in() if self._scrub_pending else None
+                    if due is not None and due <= 0:
+                        break
+                    self._ready.wait(due)
+                idle = not any(queues)
+                if idle and self._closing:
                     return
+            if idle:
+                self._checkpoint_if_scrubbed()  # outside the lock: submitters never wait on it
+                continue
             self._running = []
             try:
                 self._batch()
@@ -279,8 +294,27 @@ class _Writer:
                 _settle(job, None, None, exc)
             return
         self._running = []
+        if any(tx.scrubbed for _, tx, _ in done):
+            self._scrub_pending = True
+        self._checkpoint_if_scrubbed()
         for job, tx, result in done:
             _settle(job, tx, result, None)
+
+    def _checkpoint_due_in(self) -> float:
+        return self._last_checkpoint + SCRUB_CHECKPOINT_EVERY - time.monotonic()
+
+    def _checkpoint_if_scrubbed(self) -> None:
+        """After a scrub, the WAL still holds the old page images: truncate it, at most once
+        per :data:`SCRUB_CHECKPOINT_EVERY` (a busy site scrubs often; an SD card wears)."""
+        if not self._scrub_pending or self._checkpoint_due_in() > 0:
+            return
+        self._last_checkpoint = time.monotonic()
+        try:
+            row = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as exc:
+            log.warning("store.checkpoint_failed", reason=str(exc))
+            return
+        self._scrub_pending = bool(row and row[0])  # busy: a reader held it back, try again
 
     def _fail_next(self, exc: BaseException) -> None:
         """No transaction could begin: the oldest waiting unit gets the error, not a hang."""
@@ -469,6 +503,9 @@ def _configure(conn: sqlite3.Connection, *extra: str) -> None:
         "PRAGMA synchronous=FULL",
         "PRAGMA foreign_keys=ON",
         "PRAGMA busy_timeout=5000",
+        # Deleted and overwritten content is zeroed, not left in free pages: no PIN outlives
+        # its code in the file (gateway.store.scrub).
+        "PRAGMA secure_delete=ON",
         *extra,
     ):
         conn.execute(pragma)

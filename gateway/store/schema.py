@@ -145,4 +145,13 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE unmanaged_removals ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE unmanaged_removals ADD COLUMN retry_at TEXT;
     """,
+    # 5: which stored replies show which access codes, so a code's PIN can be scrubbed from
+    # them once it has ended (issue 13): the history keeps what happened, not the secret.
+    """
+    CREATE TABLE idempotency_codes (
+        access_code_id  TEXT NOT NULL,
+        key             TEXT NOT NULL,
+        PRIMARY KEY (access_code_id, key)
+    ) WITHOUT ROWID;
+    """,
 )
