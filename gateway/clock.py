@@ -97,6 +97,67 @@ class ManualClock:
                 callback()
 
 
+#: A wall clock reading this much earlier than the gateway has already seen is a jump worth
+#: telling (smaller differences are NTP slewing a clock that ran fast).
+BACKWARD_TOLERANCE = timedelta(seconds=1)
+
+
+class SteadyClock:
+    """The wall clock as the gateway judges every window by: never earlier than it has seen.
+
+    A board without a real-time clock boots with a stale time and jumps when NTP syncs, and any
+    clock can be set back. Read naively, a code in its window would come off its lock because its
+    ``starts_at`` is "in the future" again, and one that ended would come back. This clock keeps a
+    high-water mark of the wall clock: its time is the later of the wall clock and the mark
+    carried forward by the monotonic clock since the mark was taken. :meth:`restore` sets the mark
+    from the database at start, so a stale clock after a reboot reads no earlier than the last
+    time the gateway saw (the downtime itself cannot be known until the wall clock is right).
+    """
+
+    def __init__(
+        self, wall: Clock, on_behind: Callable[[timedelta | None], None] | None = None
+    ) -> None:
+        self._wall = wall
+        # (mark, the wall clock's monotonic reading when it was taken), replaced as one value:
+        # the event loop and the database thread both read this clock.
+        self._high: tuple[datetime, float] | None = None
+        self.behind: timedelta | None = None  # how far the wall clock reads early, while it does
+        self._on_behind = on_behind
+
+    def restore(self, mark: datetime) -> None:
+        """The latest time the gateway saw before this start (from the database)."""
+        if mark > self.now():
+            self._high = (mark, self._wall.monotonic())
+            self.now()  # says at once that the wall clock reads early
+
+    def now(self) -> datetime:
+        wall = self._wall.now()
+        high = self._high
+        if high is not None:
+            floor = high[0] + timedelta(seconds=self._wall.monotonic() - high[1])
+            if wall < floor:
+                behind = floor - wall
+                self._set_behind(behind if behind > BACKWARD_TOLERANCE else None)
+                return floor
+        self._high = (wall, self._wall.monotonic())
+        self._set_behind(None)
+        return wall
+
+    def _set_behind(self, behind: timedelta | None) -> None:
+        was, self.behind = self.behind, behind
+        if (was is None) != (behind is None) and self._on_behind is not None:
+            self._on_behind(behind)
+
+    def monotonic(self) -> float:
+        return self._wall.monotonic()
+
+    def call_at(self, when: datetime, callback: Callable[[], None]) -> Timer:
+        """``when`` in this clock's time, handed to the wall clock shifted by how far it reads
+        early (so a timer neither waits for a stale clock to catch up nor fires early)."""
+        ahead = self.now() - self._wall.now()
+        return self._wall.call_at(when - ahead, callback)
+
+
 def isoformat(when: datetime) -> str:
     """The one timestamp format on the wire and in the database: UTC, milliseconds, ``Z``."""
     return when.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

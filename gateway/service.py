@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from datetime import timedelta
 
 import aiomqtt
 
@@ -19,7 +20,7 @@ from gateway.api import devices as device_api
 from gateway.api import events as event_api
 from gateway.api.pin_guard import PinGuard
 from gateway.api.router import Router
-from gateway.clock import Clock, SystemClock
+from gateway.clock import Clock, SteadyClock, SystemClock
 from gateway.config import Config, ConfigError, DeviceConfig, load_config
 from gateway.homeassistant import HomeAssistantPublisher
 from gateway.instance import sole_instance
@@ -30,14 +31,17 @@ from gateway.publisher import DevicePublisher
 from gateway.reconciler import LockWorker, Reconciler
 from gateway.reload import ReloadPlan, ReloadRefused, plan_reload
 from gateway.sdnotify import Notifier
-from gateway.store import Store, Tx
+from gateway.store import Priority, Store, Tx
 from gateway.store import devices as device_store
+from gateway.store.clock_mark import latest_seen, save_mark
 from gateway.store.devices import sync_from_config
 
 log = get_logger("gateway.service")
 
 #: How long a stop waits for requests in flight and for the outbox.
 DRAIN_TIMEOUT = 5.0
+#: How often the time seen is saved (seconds), beside the stored events that also say it.
+CLOCK_MARK_EVERY = 300.0
 #: A persistent session keeps requests queued at the broker while the gateway restarts.
 SESSION_EXPIRY = 3600
 
@@ -56,7 +60,7 @@ class Gateway:
         backoff_ceiling: float = 30.0,
     ) -> None:
         self.config = config
-        self.clock: Clock = clock or SystemClock()
+        self.clock: Clock = clock or SteadyClock(SystemClock(), on_behind=self._clock_behind)
         self.notifier = notifier or Notifier()
         self.prefix = config.prefix
         self.ready = asyncio.Event()
@@ -90,6 +94,8 @@ class Gateway:
             store = await Store.open(self.config.database, self.clock)
             self.store = store
             try:
+                if isinstance(self.clock, SteadyClock) and (seen := await store.read(latest_seen)):
+                    self.clock.restore(seen)
                 await store.write(
                     lambda tx: sync_from_config(
                         tx, self.config.devices, self.config.backup_pool, can_program
@@ -97,6 +103,8 @@ class Gateway:
                 )
                 await self._serve(store, stop)
             finally:
+                with contextlib.suppress(Exception):  # a full disk must not hide the real error
+                    await store.write(lambda tx: save_mark(tx, tx.now))
                 await store.close()
                 log.info("gateway.stopped")
 
@@ -160,6 +168,7 @@ class Gateway:
             tg.create_task(self.homeassistant.run(), name="homeassistant-publisher")
         tg.create_task(self._watchdog(), name="systemd-watchdog")
         tg.create_task(self._reloader(), name="config-reloader")
+        tg.create_task(self._keep_clock_mark(), name="clock-mark")
         self._tg = tg
         reconciler.start(tg)
         self.notifier.ready()
@@ -317,6 +326,31 @@ class Gateway:
         while not all(e.is_set() for e in events):
             for event in events:
                 await event.wait()
+
+    async def _keep_clock_mark(self) -> None:
+        """Save the time seen now and then, for a restart on a board whose clock is stale
+        (idle sites store no events that would say it)."""
+        store = self.store
+        assert store is not None
+        while True:
+            await asyncio.sleep(CLOCK_MARK_EVERY)
+            await store.write(lambda tx: save_mark(tx, tx.now), priority=Priority.PASS)
+
+    def _clock_behind(self, behind: timedelta | None) -> None:
+        """The wall clock reads earlier than the gateway has already seen (a stale clock after
+        a boot, a clock set back), or has caught up again."""
+        if behind is None:
+            log.info("clock.caught_up")
+            self.notifier.status("the wall clock has caught up")
+            return
+        seconds = round(behind.total_seconds())
+        log.warning(
+            "clock.behind",
+            seconds=seconds,
+            hint="the wall clock reads earlier than the gateway has already seen: windows are"
+            " judged by the later time until it catches up",
+        )
+        self.notifier.status(f"the wall clock reads {seconds} s earlier than already seen")
 
     def _broker_status(self, text: str) -> None:
         self.notifier.status(text)

@@ -17,7 +17,7 @@ from typing import Any
 import aiomqtt
 
 from drivers.sim import SimulatedLock, Simulator
-from gateway.clock import ManualClock
+from gateway.clock import Clock
 from gateway.config import Config
 from gateway.model import Json
 from tests.conftest import ConfigFactory, codes_on_lock
@@ -77,7 +77,7 @@ def pool_config(
 
 
 @asynccontextmanager
-async def gateway_site(config: Config, clock: ManualClock, sim: Simulator) -> AsyncIterator[Site]:
+async def gateway_site(config: Config, clock: Clock, sim: Simulator) -> AsyncIterator[Site]:
     """A gateway (and API client) against an already running simulator: restartable alone."""
     async with running_gateway(config, clock) as gateway, api_client(config) as api:
         site = Site(config, clock, gateway, api, sim)

@@ -154,4 +154,12 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (access_code_id, key)
     ) WITHOUT ROWID;
     """,
+    # 6: small facts the gateway keeps between runs; "clock_mark": the latest time it saw
+    # (gateway.clock.SteadyClock: a stale clock after a reboot is not believed).
+    """
+    CREATE TABLE meta (
+        key    TEXT PRIMARY KEY,
+        value  TEXT NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )

@@ -1,0 +1,26 @@
+"""The latest time the gateway has seen, kept across restarts (``gateway.clock.SteadyClock``)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from gateway.clock import isoformat, parse_timestamp
+from gateway.store.db import Tx
+
+
+def latest_seen(tx: Tx) -> datetime | None:
+    """The later of the saved mark and the newest stored event: on a busy site the events say
+    it already, on an idle one the mark saved at the last stop does."""
+    row = tx.fetchone(
+        "SELECT MAX(t) AS latest FROM (SELECT value AS t FROM meta WHERE key = 'clock_mark'"
+        " UNION ALL SELECT MAX(occurred_at) FROM events)"
+    )
+    return parse_timestamp(row["latest"]) if row and row["latest"] else None
+
+
+def save_mark(tx: Tx, mark: datetime) -> None:
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES ('clock_mark', ?)"
+        " ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE excluded.value > value",
+        (isoformat(mark),),
+    )

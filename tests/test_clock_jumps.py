@@ -1,0 +1,160 @@
+"""Time never runs backwards for the gateway (issue 13, point 3): a stale or backward wall clock
+neither takes a code in its window (or a pulled backup) off its lock nor brings back one that
+ended, also right after a restart; event times never go backwards. The wall clock jumps here
+while the monotonic clock runs true, as NTP does to a board without a real-time clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from gateway.clock import ManualClock, SteadyClock
+from gateway.model import Json
+from tests.backup_pool_helpers import FRONT, gateway_site, pool_config, pull
+from tests.conftest import ConfigFactory
+from tests.contract import EPOCH
+from tests.harness import Recorder, Site, create, get_code, is_event, ok, running_simulator
+
+
+class JumpingClock(ManualClock):
+    """A wall clock a test may set anywhere, backwards too; its monotonic clock only moves with
+    :meth:`advance` (real time passing), never with :meth:`jump`."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        super().__init__(start)
+        self._ticks = 0.0
+
+    def advance(self, seconds: float = 0.0, **kwargs: float) -> datetime:
+        step = timedelta(seconds=seconds, **kwargs)
+        self._ticks += step.total_seconds()
+        self.jump(self.now() + step)
+        return self.now()
+
+    def jump(self, when: datetime) -> None:
+        self._now = when
+        self._fire()
+
+    def monotonic(self) -> float:
+        return self._ticks
+
+
+# -- the clock alone ------------------------------------------------------------------------------
+
+
+def test_a_backward_jump_is_not_believed_and_time_goes_on() -> None:
+    wall = JumpingClock()
+    told: list[timedelta | None] = []
+    clock = SteadyClock(wall, on_behind=told.append)
+    start = clock.now()
+    wall.jump(start - timedelta(hours=1))
+    assert clock.now() == start
+    assert told == [timedelta(hours=1)]
+    wall.advance(10)  # real time passes: the gateway's time does too
+    assert clock.now() == start + timedelta(seconds=10)
+    assert told == [timedelta(hours=1)]  # told once per jump
+    wall.jump(start + timedelta(hours=2))  # NTP puts it right: believed at once
+    assert clock.now() == start + timedelta(hours=2)
+    assert told == [timedelta(hours=1), None]
+
+
+def test_small_slews_are_no_news() -> None:
+    wall = JumpingClock()
+    told: list[timedelta | None] = []
+    clock = SteadyClock(wall, on_behind=told.append)
+    start = clock.now()
+    wall.jump(start - timedelta(milliseconds=300))
+    assert clock.now() == start
+    assert told == []
+
+
+def test_a_restored_mark_outweighs_a_stale_clock() -> None:
+    wall = JumpingClock(datetime(2024, 1, 1, tzinfo=UTC))
+    clock = SteadyClock(wall)
+    seen = datetime.fromisoformat("2030-01-01T12:00:00+00:00")
+    clock.restore(seen)
+    assert clock.now() == seen
+    assert clock.behind is not None
+    assert clock.behind > timedelta(days=365)
+    clock.restore(seen - timedelta(days=1))  # an older mark changes nothing
+    assert clock.now() == seen
+
+
+def test_timers_follow_the_steady_time() -> None:
+    wall = JumpingClock()
+    clock = SteadyClock(wall)
+    start = clock.now()
+    wall.jump(start - timedelta(days=2))
+    fired: list[datetime] = []
+    clock.call_at(start + timedelta(seconds=30), lambda: fired.append(clock.now()))
+    wall.advance(29)
+    assert fired == []
+    wall.advance(1)
+    assert fired == [start + timedelta(seconds=30)]
+
+
+# -- the gateway ----------------------------------------------------------------------------------
+
+
+async def stored_times(site: Site) -> list[str]:
+    events: list[Json] = ok(await site.api.call("events/list", since=EPOCH, limit=1000))["events"]
+    return [e["occurred_at"] for e in events]
+
+
+async def test_a_stale_clock_takes_nothing_off_and_brings_nothing_back(
+    make_config: ConfigFactory,
+) -> None:
+    config = pool_config(make_config, slots=8, size=2)
+    wall = JumpingClock()
+    async with running_simulator(config) as sim:
+        lock = sim.lock(FRONT)
+        async with gateway_site(config, SteadyClock(wall), sim) as site:
+            events = await Recorder.events(site)
+            now = site.clock.now()
+            stay = await create(
+                site,
+                device_id=FRONT,
+                code="48213",
+                starts_at=(now - timedelta(minutes=10)).isoformat(),
+                ends_at=(now + timedelta(minutes=20)).isoformat(),
+            )
+            gone = await create(
+                site,
+                device_id=FRONT,
+                code="59324",
+                starts_at=(now - timedelta(minutes=10)).isoformat(),
+                ends_at=(now + timedelta(minutes=5)).isoformat(),
+            )
+            for code in (stay, gone):
+                await events.wait(
+                    is_event("access_code.set_on_device", access_code_id=code["access_code_id"])
+                )
+            backup = ok(await pull(site, stay["access_code_id"]))["backup_access_code"]
+            await site.settled()
+            wall.advance(6 * 60)  # the second code ends and comes off
+            site.gateway.reconciler.wake_all()  # type: ignore[union-attr]
+            await events.wait(
+                is_event("access_code.deleted", access_code_id=gone["access_code_id"])
+            )
+            await site.settled()
+            assert "59324" not in lock.slots.values()
+
+            # The clock falls two days back, then an hour back: nothing changes on the lock.
+            for back in (timedelta(days=2), timedelta(hours=1)):
+                wall.jump(site.clock.now() - back)
+                site.gateway.reconciler.wake_all()  # type: ignore[union-attr]
+                await site.settled()
+                pins = set(lock.slots.values())
+                assert {"48213", backup["code"]} <= pins
+                assert "59324" not in pins
+                assert (await get_code(site, stay["access_code_id"]))["status"] == "set"
+            times = await stored_times(site)
+            assert times == sorted(times)  # event times never went backwards
+
+        # A restart with the clock still two days behind (a board without a clock, no NTP
+        # yet): the mark in the database wins, the stay's PIN stays on the lock.
+        stale = JumpingClock(wall.now())
+        async with gateway_site(config, SteadyClock(stale), sim) as site:
+            await site.settled()
+            assert {"48213", backup["code"]} <= set(lock.slots.values())
+            assert (await get_code(site, stay["access_code_id"]))["status"] == "set"
+            times = await stored_times(site)
+            assert times == sorted(times)
