@@ -126,6 +126,15 @@ class Timing:
 
 
 @dataclass(frozen=True, slots=True)
+class HistorySettings:
+    """How long stored events are kept (``events/list``, timelines): older ones, and the oldest
+    beyond ``max_events``, are deleted (already published ones only)."""
+
+    retention: float = 90 * 86400.0  # seconds
+    max_events: int = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
 class BackupPoolSettings:
     size: int = 3
     many_active_threshold: int = 2
@@ -178,6 +187,7 @@ class Config:
     timing: Timing = field(default_factory=Timing)
     backup_pool: BackupPoolSettings = field(default_factory=BackupPoolSettings)
     pin_lookups: PinLookupLimits = field(default_factory=PinLookupLimits)
+    history: HistorySettings = field(default_factory=HistorySettings)
     homeassistant: HomeAssistantSettings = field(default_factory=HomeAssistantSettings)
     devices: tuple[DeviceConfig, ...] = ()
     #: The ``simulator:`` section as written: the simulator's own settings, which it parses
@@ -309,6 +319,15 @@ def _parse_backup_pool(section: Section) -> BackupPoolSettings:
     )
     section.finish()
     return pool
+
+
+def _parse_history(section: Section) -> HistorySettings:
+    history = HistorySettings(
+        retention=section.get("retention", as_duration(positive=True), 90 * 86400.0),
+        max_events=section.get("max_events", as_integer(1000, 1_000_000_000), 1_000_000),
+    )
+    section.finish()
+    return history
 
 
 def _parse_pin_lookups(section: Section) -> PinLookupLimits:
@@ -468,6 +487,7 @@ def parse_config(data: object, *, base_dir: Path) -> Config:
     timing = _parse_timing(top.section("timing"))
     backup_pool = _parse_backup_pool(top.section("backup_pool"))
     pin_lookups = _parse_pin_lookups(top.section("pin_lookups"))
+    history = _parse_history(top.section("history"))
     homeassistant = _parse_homeassistant(top.section("homeassistant"))
     claims = Claims(f"{mqtt.topic_prefix}/{hub_id}", problems)
     devices = _parse_devices(top.raw("devices"), claims, problems)
@@ -483,6 +503,7 @@ def parse_config(data: object, *, base_dir: Path) -> Config:
         timing=timing,
         backup_pool=backup_pool,
         pin_lookups=pin_lookups,
+        history=history,
         homeassistant=homeassistant,
         devices=tuple(devices),
         simulator=simulator,

@@ -13,7 +13,7 @@ import time
 
 from gateway.logs import get_logger
 
-__all__ = ["Notifier"]
+__all__ = ["Notifier", "StatusLine"]
 
 _log = get_logger(__name__)
 
@@ -78,3 +78,23 @@ class Notifier:
         except ValueError:
             return None
         return micros / 2 / 1_000_000 if micros > 0 else None
+
+
+class StatusLine:
+    """What ``systemctl status`` shows is one line: the gateway's concerns side by side (a
+    refused reload, the clock, the broker, the database), each kept until it is replaced."""
+
+    ORDER = ("reload", "clock", "broker", "database")
+
+    def __init__(self, notifier: Notifier) -> None:
+        self._notifier = notifier
+        self._parts: dict[str, str] = {}
+
+    def set(self, part: str, text: str | None) -> None:
+        if text is None:
+            self._parts.pop(part, None)
+        else:
+            self._parts[part] = text
+        if self._notifier.enabled:
+            shown = [self._parts[p] for p in self.ORDER if p in self._parts]
+            self._notifier.status("; ".join(shown))

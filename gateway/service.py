@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import aiomqtt
 
@@ -30,16 +31,19 @@ from gateway.outbox import Outbox
 from gateway.publisher import DevicePublisher
 from gateway.reconciler import LockWorker, Reconciler
 from gateway.reload import ReloadPlan, ReloadRefused, plan_reload
-from gateway.sdnotify import Notifier
+from gateway.sdnotify import Notifier, StatusLine
 from gateway.store import Priority, Store, Tx
 from gateway.store import devices as device_store
 from gateway.store.clock_mark import latest_seen, save_mark
 from gateway.store.devices import sync_from_config
+from gateway.store.history import database_bytes, prune
 
 log = get_logger("gateway.service")
 
 #: How long a stop waits for requests in flight and for the outbox.
 DRAIN_TIMEOUT = 5.0
+#: How often stored history is pruned (seconds of the gateway's clock).
+PRUNE_EVERY = 60.0
 #: How often the time seen is saved (seconds), beside the stored events that also say it.
 CLOCK_MARK_EVERY = 300.0
 #: A persistent session keeps requests queued at the broker while the gateway restarts.
@@ -62,6 +66,7 @@ class Gateway:
         self.config = config
         self.clock: Clock = clock or SteadyClock(SystemClock(), on_behind=self._clock_behind)
         self.notifier = notifier or Notifier()
+        self.status_line = StatusLine(self.notifier)
         self.prefix = config.prefix
         self.ready = asyncio.Event()
         self.session = MqttSession(
@@ -86,6 +91,7 @@ class Gateway:
         self._retiring: dict[str, DeviceConfig] = {}  # removed by a reload, backups still on
         self._reload_wanted = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
+        self.pruned = asyncio.Event()  # set after every pruning round (tests await it)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set (or the task is cancelled)."""
@@ -169,6 +175,7 @@ class Gateway:
         tg.create_task(self._watchdog(), name="systemd-watchdog")
         tg.create_task(self._reloader(), name="config-reloader")
         tg.create_task(self._keep_clock_mark(), name="clock-mark")
+        tg.create_task(self._prune_history(), name="history-pruner")
         self._tg = tg
         reconciler.start(tg)
         self.notifier.ready()
@@ -239,9 +246,10 @@ class Gateway:
             plan = plan_reload(self.config, wanted)
         except (ConfigError, ReloadRefused) as exc:
             log.error("gateway.reload_refused", problems=exc.problems)  # noqa: TRY400 (a bad file, not a fault)
-            self.notifier.status(
+            self.status_line.set(
+                "reload",
                 "reload refused, still running the previous configuration: "
-                + "; ".join(exc.problems)
+                + "; ".join(exc.problems),
             )
             self.notifier.ready()
             return False
@@ -253,7 +261,7 @@ class Gateway:
             replaced=[d.device_id for d in plan.replaced],
             broker_changed=plan.broker_changed,
         )
-        self.notifier.status(f"configuration reloaded: {len(wanted.devices)} devices")
+        self.status_line.set("reload", f"configuration reloaded: {len(wanted.devices)} devices")
         self.notifier.ready()
         return True
 
@@ -327,6 +335,37 @@ class Gateway:
             for event in events:
                 await event.wait()
 
+    async def _prune_history(self) -> None:
+        """Every :data:`PRUNE_EVERY` seconds of the gateway's clock: events past the retention
+        and expired idempotency records go, in small units that never hold up a request; the
+        database's size is shown in ``systemctl status``."""
+        store = self.store
+        assert store is not None
+        while True:
+            await self._until(self.clock.now() + timedelta(seconds=PRUNE_EVERY))
+            unit = functools.partial(
+                prune,
+                retention=timedelta(seconds=self.config.history.retention),
+                max_events=self.config.history.max_events,
+            )
+            gone = 0
+            while removed := await store.write(unit, priority=Priority.PASS):
+                gone += removed
+            size = await store.read(database_bytes)
+            if gone:
+                log.info("history.pruned", rows=gone, database_bytes=size)
+            self.status_line.set("database", f"database {size / 1e6:.1f} MB")
+            self.pruned.set()
+
+    async def _until(self, when: datetime) -> None:
+        """Until the gateway's clock reaches ``when`` (a test's clock moves in a blink)."""
+        reached = asyncio.Event()
+        timer = self.clock.call_at(when, reached.set)
+        try:
+            await reached.wait()
+        finally:
+            timer.cancel()
+
     async def _keep_clock_mark(self) -> None:
         """Save the time seen now and then, for a restart on a board whose clock is stale
         (idle sites store no events that would say it)."""
@@ -341,7 +380,7 @@ class Gateway:
         a boot, a clock set back), or has caught up again."""
         if behind is None:
             log.info("clock.caught_up")
-            self.notifier.status("the wall clock has caught up")
+            self.status_line.set("clock", None)
             return
         seconds = round(behind.total_seconds())
         log.warning(
@@ -350,10 +389,10 @@ class Gateway:
             hint="the wall clock reads earlier than the gateway has already seen: windows are"
             " judged by the later time until it catches up",
         )
-        self.notifier.status(f"the wall clock reads {seconds} s earlier than already seen")
+        self.status_line.set("clock", f"the wall clock reads {seconds} s earlier than already seen")
 
     def _broker_status(self, text: str) -> None:
-        self.notifier.status(text)
+        self.status_line.set("broker", text)
 
     async def _watchdog(self) -> None:
         interval = self.notifier.watchdog_interval()
