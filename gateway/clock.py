@@ -151,6 +151,12 @@ class SteadyClock:
     def monotonic(self) -> float:
         return self._wall.monotonic()
 
+    def drift(self) -> float:
+        """This clock's reading less the monotonic clock's, in seconds: constant while time
+        runs true, changed by a forward jump of the wall clock (a step by NTP, a clock set by
+        hand; a backward one does not move this clock)."""
+        return self.now().timestamp() - self._wall.monotonic()
+
     def call_at(self, when: datetime, callback: Callable[[], None]) -> Timer:
         """``when`` in this clock's time, handed to the wall clock shifted by how far it reads
         early (so a timer neither waits for a stale clock to catch up nor fires early)."""

@@ -36,12 +36,16 @@ from gateway.store import Priority, Store, Tx
 from gateway.store import devices as device_store
 from gateway.store.clock_mark import latest_seen, save_mark
 from gateway.store.devices import sync_from_config
-from gateway.store.history import database_bytes, prune
+from gateway.store.history import database_bytes, prune, shift_idempotency
 
 log = get_logger("gateway.service")
 
 #: How long a stop waits for requests in flight and for the outbox.
 DRAIN_TIMEOUT = 5.0
+#: How often the wall clock is compared with the monotonic clock, and the difference that is a
+#: jump (NTP slews small errors away gradually; it steps large ones).
+JUMP_CHECK_EVERY = 1.0
+JUMP_TOLERANCE = 1.0
 #: How often stored history is pruned (seconds of the gateway's clock).
 PRUNE_EVERY = 60.0
 #: How often the time seen is saved (seconds), beside the stored events that also say it.
@@ -176,6 +180,8 @@ class Gateway:
         tg.create_task(self._reloader(), name="config-reloader")
         tg.create_task(self._keep_clock_mark(), name="clock-mark")
         tg.create_task(self._prune_history(), name="history-pruner")
+        if isinstance(self.clock, SteadyClock):
+            tg.create_task(self._watch_clock(self.clock), name="clock-jump-watch")
         self._tg = tg
         reconciler.start(tg)
         self.notifier.ready()
@@ -365,6 +371,24 @@ class Gateway:
             await reached.wait()
         finally:
             timer.cancel()
+
+    async def _watch_clock(self, clock: SteadyClock) -> None:
+        """A wall-clock jump is noticed within :data:`JUMP_CHECK_EVERY` and every lock looks
+        again at once: a window that a forward jump ended, or opened, is not left for the next
+        scheduled look."""
+        before = clock.drift()
+        while True:
+            await asyncio.sleep(JUMP_CHECK_EVERY)
+            now = clock.drift()
+            jump = now - before
+            before = now
+            if abs(jump) <= JUMP_TOLERANCE or self.store is None or self.reconciler is None:
+                continue
+            log.info("clock.jumped", seconds=round(jump, 1))
+            # What was stored before the jump keeps its age: a retried request within its
+            # window is still answered as the first time, however far the clock moved.
+            await self.store.write(functools.partial(shift_idempotency, seconds=jump))
+            self.reconciler.wake_all()
 
     async def _keep_clock_mark(self) -> None:
         """Save the time seen now and then, for a restart on a board whose clock is stale

@@ -6,7 +6,11 @@ while the monotonic clock runs true, as NTP does to a board without a real-time 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import pytest
+
+from gateway import service
 from gateway.clock import ManualClock, SteadyClock
 from gateway.model import Json
 from tests.backup_pool_helpers import FRONT, gateway_site, pool_config, pull
@@ -26,12 +30,13 @@ class JumpingClock(ManualClock):
     def advance(self, seconds: float = 0.0, **kwargs: float) -> datetime:
         step = timedelta(seconds=seconds, **kwargs)
         self._ticks += step.total_seconds()
-        self.jump(self.now() + step)
+        self._now += step
+        self._fire()
         return self.now()
 
     def jump(self, when: datetime) -> None:
+        """Timers are not fired by a jump: a real system's timers run on monotonic time."""
         self._now = when
-        self._fire()
 
     def monotonic(self) -> float:
         return self._ticks
@@ -158,3 +163,42 @@ async def test_a_stale_clock_takes_nothing_off_and_brings_nothing_back(
             assert (await get_code(site, stay["access_code_id"]))["status"] == "set"
             times = await stored_times(site)
             assert times == sorted(times)
+
+
+async def test_a_forward_jump_is_acted_on_at_once_and_retries_stay_idempotent(
+    make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The clock was two days behind when a stay was booked; NTP then steps it right. The stay
+    that ended by the real time comes off at once (no timer would fire: they run on monotonic
+    time), and the client's retry of the booking is answered as the first time."""
+    monkeypatch.setattr(service, "JUMP_CHECK_EVERY", 0.01)
+    config = pool_config(make_config, slots=8, size=1)
+    real = ManualClock().now()
+    wall = JumpingClock(real - timedelta(days=2))
+    async with (
+        running_simulator(config) as sim,
+        gateway_site(config, SteadyClock(wall), sim) as site,
+    ):
+        events = await Recorder.events(site)
+        now = site.clock.now()
+        params: dict[str, Any] = {
+            "device_id": FRONT,
+            "code": "48213",
+            "starts_at": now.isoformat(),
+            "ends_at": (now + timedelta(hours=1)).isoformat(),
+            "idempotency_key": "booking-77",
+        }
+        stay = await create(site, **params)
+        await events.wait(
+            is_event("access_code.set_on_device", access_code_id=stay["access_code_id"])
+        )
+        wall.jump(real)  # NTP: two days forward, the stay is long over
+        await events.wait(
+            is_event("access_code.removed_from_device", access_code_id=stay["access_code_id"]),
+            timeout=10,
+        )
+        assert "48213" not in sim.lock(FRONT).slots.values()
+        again = ok(await site.api.call("access_codes/create", **params))
+        assert again["access_code"]["access_code_id"] == stay["access_code_id"]
+        listed = ok(await site.api.call("access_codes/list", device_id=FRONT))["access_codes"]
+        assert "48213" not in [c["code"] for c in listed]  # no second code was made

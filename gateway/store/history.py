@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from gateway.clock import isoformat
+from gateway.clock import isoformat, parse_timestamp
 from gateway.store.db import Tx
 from gateway.store.scrub import forget_replies
 
@@ -53,3 +53,16 @@ def database_bytes(tx: Tx) -> int:
     pages = tx.fetchone("PRAGMA page_count")
     size = tx.fetchone("PRAGMA page_size")
     return int(pages[0]) * int(size[0]) if pages and size else 0
+
+
+def shift_idempotency(tx: Tx, seconds: float) -> None:
+    """The wall clock jumped by ``seconds``: move the stored requests' times with it, so their
+    24 hours are measured in time that passed, not in the jump."""
+    rows = tx.fetchall("SELECT key, created_at FROM idempotency")
+    tx.executemany(
+        "UPDATE idempotency SET created_at = ? WHERE key = ?",
+        [
+            (isoformat(parse_timestamp(r["created_at"]) + timedelta(seconds=seconds)), r["key"])
+            for r in rows
+        ],
+    )
