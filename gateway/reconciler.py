@@ -109,6 +109,12 @@ class LockWorker:
         self._heard.set()
         self.settled.clear()
 
+    def shift(self, by: timedelta) -> None:
+        self.reads.shift(by)
+        if self._lost_since is not None:
+            self._lost_since += by
+        self.wake()
+
     def reconfigure(self, config: Config) -> None:
         """A reload's timings and pool settings, from the next pass on."""
         self._config = config
@@ -359,6 +365,12 @@ class Reconciler:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         return worker
+
+    def shift(self, by: timedelta) -> None:
+        """The clock jumped by ``by``: every worker's own waits keep their time left, and
+        every lock looks again at once (a window the jump ended or opened)."""
+        for worker in self.workers.values():
+            worker.shift(by)
 
     def retire(self, device_id: str) -> None:
         """A lock a reload removed: its worker takes its backups off it, then ends."""

@@ -36,7 +36,7 @@ from gateway.store import Priority, Store, Tx
 from gateway.store import devices as device_store
 from gateway.store.clock_mark import latest_seen, save_mark
 from gateway.store.devices import sync_from_config
-from gateway.store.history import database_bytes, prune, shift_idempotency
+from gateway.store.history import database_bytes, prune, shift_deadlines
 
 log = get_logger("gateway.service")
 
@@ -96,6 +96,7 @@ class Gateway:
         self._reload_wanted = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.pruned = asyncio.Event()  # set after every pruning round (tests await it)
+        self.jumped = asyncio.Event()  # set once a clock jump has been handled (tests too)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set (or the task is cancelled)."""
@@ -385,10 +386,12 @@ class Gateway:
             if abs(jump) <= JUMP_TOLERANCE or self.store is None or self.reconciler is None:
                 continue
             log.info("clock.jumped", seconds=round(jump, 1))
-            # What was stored before the jump keeps its age: a retried request within its
-            # window is still answered as the first time, however far the clock moved.
-            await self.store.write(functools.partial(shift_idempotency, seconds=jump))
-            self.reconciler.wake_all()
+            # What waits keeps the time left to it: a retried request within its window is
+            # still answered as the first time, no backoff is skipped, no delay warning and no
+            # resync of every lock comes due at once.
+            await self.store.write(functools.partial(shift_deadlines, seconds=jump))
+            self.reconciler.shift(timedelta(seconds=jump))
+            self.jumped.set()
 
     async def _keep_clock_mark(self) -> None:
         """Save the time seen now and then, for a restart on a board whose clock is stale

@@ -5,6 +5,7 @@ while the monotonic clock runs true, as NTP does to a board without a real-time 
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -202,3 +203,28 @@ async def test_a_forward_jump_is_acted_on_at_once_and_retries_stay_idempotent(
         assert again["access_code"]["access_code_id"] == stay["access_code_id"]
         listed = ok(await site.api.call("access_codes/list", device_id=FRONT))["access_codes"]
         assert "48213" not in [c["code"] for c in listed]  # no second code was made
+
+
+async def test_a_forward_jump_skips_no_wait(
+    make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A code waits on a lock that does not answer; NTP steps the clock an hour forward. The
+    code has waited seconds, not an hour: no delay warning comes of the jump."""
+    monkeypatch.setattr(service, "JUMP_CHECK_EVERY", 0.01)
+    config = make_config(timing={"command_timeout": "1s", "delay_warning_after": "10m"})
+    wall = JumpingClock()
+    async with (
+        running_simulator(config) as sim,
+        gateway_site(config, SteadyClock(wall), sim) as site,
+    ):
+        await sim.lock(FRONT).control({"silent": True})
+        code = await create(site, device_id=FRONT, code="48213")
+        wall.jump(wall.now() + timedelta(hours=1))
+        async with asyncio.timeout(10):
+            await site.gateway.jumped.wait()
+        wall.advance(1)  # a second of real time: the worker looks again
+        site.gateway.reconciler.wake_all()  # type: ignore[union-attr]
+        await site.settled()
+        waiting = await get_code(site, code["access_code_id"])
+        assert waiting["status"] == "setting"
+        assert "delay_in_setting_on_device" not in {w["warning_code"] for w in waiting["warnings"]}

@@ -52,6 +52,13 @@ class ReadState:
         self.failures += 1
         self.not_before = now + retry_delay(self.failures)
 
+    def shift(self, by: timedelta) -> None:
+        """The clock jumped by ``by``: backoff and resync keep the time left to them."""
+        if self.not_before is not None:
+            self.not_before += by
+        if self.last is not None:
+            self.last += by
+
     def held_off_until(self, now: datetime) -> datetime | None:
         """While failed reads back off: when reading may start again (None: it may now)."""
         if self.not_before is not None and self.not_before > now:

@@ -55,14 +55,26 @@ def database_bytes(tx: Tx) -> int:
     return int(pages[0]) * int(size[0]) if pages and size else 0
 
 
-def shift_idempotency(tx: Tx, seconds: float) -> None:
-    """The wall clock jumped by ``seconds``: move the stored requests' times with it, so their
-    24 hours are measured in time that passed, not in the jump."""
-    rows = tx.fetchall("SELECT key, created_at FROM idempotency")
-    tx.executemany(
-        "UPDATE idempotency SET created_at = ? WHERE key = ?",
-        [
-            (isoformat(parse_timestamp(r["created_at"]) + timedelta(seconds=seconds)), r["key"])
-            for r in rows
-        ],
-    )
+#: Stored times that measure how long something has waited (the idempotency window, a code's
+#: retry and its delay warning, a pool's grace, an unmanaged clear's retry): moved with a jump.
+_DEADLINES = (
+    ("idempotency", "created_at", "key"),
+    ("access_codes", "retry_at", "access_code_id"),
+    ("access_codes", "status_since", "access_code_id"),
+    ("devices", "pool_short_since", "device_id"),
+    ("unmanaged_removals", "retry_at", "device_id || '/' || slot"),
+)
+
+
+def shift_deadlines(tx: Tx, seconds: float) -> None:
+    """The wall clock jumped by ``seconds``: what waits keeps the time left to it, so a jump
+    neither skips a backoff, nor raises a delay warning at once, nor expires a retry's reply."""
+    by = timedelta(seconds=seconds)
+    for table, column, key in _DEADLINES:
+        rows = tx.fetchall(
+            f"SELECT {key} AS k, {column} AS t FROM {table} WHERE {column} IS NOT NULL"  # noqa: S608 (fixed names)
+        )
+        tx.executemany(
+            f"UPDATE {table} SET {column} = ? WHERE {key} = ?",  # noqa: S608 (fixed names)
+            [(isoformat(parse_timestamp(r["t"]) + by), r["k"]) for r in rows],
+        )
