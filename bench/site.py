@@ -77,6 +77,7 @@ from bench.common import (
     sequential,
     wait_until,
 )
+from bench.wear import Wear, WearMeter, io_counters
 from gateway import site
 from gateway.client import ApiClient, connect
 from gateway.config import MqttSettings, load_config
@@ -205,9 +206,12 @@ class Raw:
     latency: Latency  # one at a time
     per_second: float  # with ``in_flight`` outstanding
     commit: Latency | None = None  # one durable SQLite commit where the gateway keeps its file
+    commit_bytes: float = 0.0  # bytes one such commit sends to the storage layer
 
 
 COMMITS = 300
+#: Codes programmed while the gateway's writes and fsyncs are counted (SD-card wear).
+WEAR_CODES = 200
 
 
 def measure_commit(path: Path) -> Latency:
@@ -610,7 +614,10 @@ async def run(options: Options, table: Table, notes: list[str]) -> None:
         config = bench_config(raw)  # what the gateway manages: the pool lock, then the rest
         # 1. the raw MQTT round trip and the raw durable commit, with nothing else running
         raw_rt = await measure_raw(files.gateway, config.mqtt, options.in_flight)
-        raw_rt = dataclasses.replace(raw_rt, commit=measure_commit(workdir / "raw-commit.db"))
+        before = io_counters()["write_bytes"]
+        commit = measure_commit(workdir / "raw-commit.db")
+        commit_bytes = (io_counters()["write_bytes"] - before) / COMMITS
+        raw_rt = dataclasses.replace(raw_rt, commit=commit, commit_bytes=commit_bytes)
         watch = Watch(frozenset(d.device_id for d in config.devices))
         set_on_device = f"{config.prefix}/events/access_code.set_on_device"
         async with connect(config.mqtt, config.prefix) as api:
@@ -763,6 +770,7 @@ class SiteRun:
         missing = [d for d in self.device_ids if self.pins[d] not in watch.slots[d].values()]
         if missing:
             raise BenchError(f"{len(missing)} locks lack their code, e.g. {missing[0]}")
+        await self.wear(gateway.pid)
         # 5. restart with every code on its lock
         await self.until(lambda: watch.quiet_since() >= QUIET)
         sampler.sample()
@@ -825,6 +833,51 @@ class SiteRun:
             100 * simulator_cpu / burst_s,
             "%",
             digits=0,
+        )
+
+    async def wear(self, gateway_pid: int) -> None:
+        """A second code on up to :data:`WEAR_CODES` locks, as busy as the burst, with the
+        gateway's writes and fsyncs counted (apart from the burst: strace slows what it
+        watches, and the burst's figures must stay honest)."""
+        device_ids = self.device_ids[:WEAR_CODES]
+        meter = WearMeter(gateway_pid, self.files.gateway.parent)
+        await meter.start()
+        created: dict[str, str] = {}
+        await create_one_code_each(
+            self.api, device_ids, self.options.in_flight, REQUEST_TIMEOUT, created=created
+        )
+        await self.until(lambda: all(c in self.watch.set_at for c in created.values()))
+        self.report_wear(await meter.finish(), len(created))
+
+    def report_wear(self, wear: Wear, codes: int) -> None:
+        """Issue 13's targets, per programmed code, beside what one raw commit costs."""
+        table = self.table
+        raw = f"raw commit: 1 fsync, {self.raw.commit_bytes / 1024:,.1f} KB"
+        table.add(
+            "wear_kb_per_code",
+            f"bytes written per programmed code ({WEAR_CODES} locks)",
+            wear.write_bytes / codes / 1024,
+            "KB",
+            baseline=raw,
+            target=(32.0, False, "<= 32 KB"),
+        )
+        table.add(
+            "wear_wchar_kb_per_code",
+            "  written by the process (info)",
+            wear.wchar / codes / 1024,
+            "KB",
+        )
+        if wear.fsyncs is None:
+            self.notes.append("fsyncs not counted: strace is not available (or may not attach)")
+            return
+        table.add(
+            "wear_fsyncs_per_code",
+            f"fsyncs per programmed code ({WEAR_CODES} locks)",
+            wear.fsyncs / codes,
+            "",
+            digits=2,
+            baseline=raw,
+            target=(3.0, False, "<= 3"),
         )
 
     def report_creates(self, creates: Latency, per_s: float, burst_s: float) -> None:
