@@ -84,7 +84,7 @@ class StatusLine:
     """What ``systemctl status`` shows is one line: the gateway's concerns side by side (a
     refused reload, the clock, the broker, the database), each kept until it is replaced."""
 
-    ORDER = ("reload", "clock", "broker", "database")
+    ORDER = ("reload", "clock", "sync", "broker", "database")
 
     def __init__(self, notifier: Notifier) -> None:
         self._notifier = notifier

@@ -37,6 +37,7 @@ from gateway.store import devices as device_store
 from gateway.store.clock_mark import latest_seen, save_mark
 from gateway.store.devices import sync_from_config
 from gateway.store.history import database_bytes, prune, shift_deadlines
+from gateway.timesync import clock_synchronized
 
 log = get_logger("gateway.service")
 
@@ -48,6 +49,8 @@ JUMP_CHECK_EVERY = 1.0
 JUMP_TOLERANCE = 1.0
 #: How often stored history is pruned (seconds of the gateway's clock).
 PRUNE_EVERY = 60.0
+#: How often the kernel is asked whether the clock is synchronised (seconds).
+CLOCK_SYNC_EVERY = 60.0
 #: How often the time seen is saved (seconds), beside the stored events that also say it.
 CLOCK_MARK_EVERY = 300.0
 #: A persistent session keeps requests queued at the broker while the gateway restarts.
@@ -97,6 +100,7 @@ class Gateway:
         self._tg: asyncio.TaskGroup | None = None
         self.pruned = asyncio.Event()  # set after every pruning round (tests await it)
         self.jumped = asyncio.Event()  # set once a clock jump has been handled (tests too)
+        self._facts: dict[str, object] = {}  # what P/status says beyond state and version
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set (or the task is cancelled)."""
@@ -143,6 +147,7 @@ class Gateway:
         session.on_connect(outbox.kick)
         session.on_connect(publisher.republish_all)
         session.on_connect(lambda: self._broker_status("connected to the MQTT broker"))
+        session.on_connect(self._facts_again)
         session.on_disconnect(lambda: self._broker_status("waiting for the MQTT broker"))
 
         try:
@@ -181,6 +186,7 @@ class Gateway:
         tg.create_task(self._reloader(), name="config-reloader")
         tg.create_task(self._keep_clock_mark(), name="clock-mark")
         tg.create_task(self._prune_history(), name="history-pruner")
+        tg.create_task(self._watch_clock_sync(), name="clock-sync-watch")
         if isinstance(self.clock, SteadyClock):
             tg.create_task(self._watch_clock(self.clock), name="clock-jump-watch")
         self._tg = tg
@@ -362,6 +368,9 @@ class Gateway:
             if gone:
                 log.info("history.pruned", rows=gone, database_bytes=size)
             self.status_line.set("database", f"database {size / 1e6:.1f} MB")
+            rounded = round(size, -5)  # P/status changes in steps of 100 kB, not every round
+            if rounded != self._facts.get("database_bytes"):
+                await self._publish_facts(database_bytes=rounded)
             self.pruned.set()
 
     async def _until(self, when: datetime) -> None:
@@ -392,6 +401,35 @@ class Gateway:
             await self.store.write(functools.partial(shift_deadlines, seconds=jump))
             self.reconciler.shift(timedelta(seconds=jump))
             self.jumped.set()
+
+    async def _watch_clock_sync(self) -> None:
+        """Whether the kernel calls the clock synchronised, at start and every
+        :data:`CLOCK_SYNC_EVERY`: in ``P/status``, ``STATUS=`` and the log at each change."""
+        while True:
+            synchronized = await asyncio.to_thread(clock_synchronized)
+            if synchronized != self._facts.get("clock_synchronized"):
+                log.info("clock.synchronization", synchronized=synchronized)
+                self.status_line.set("sync", None if synchronized else "clock not synchronised")
+                await self._publish_facts(clock_synchronized=synchronized)
+            await asyncio.sleep(CLOCK_SYNC_EVERY)
+
+    async def _publish_facts(self, **changed: object) -> None:
+        """The retained ``P/health``: what an operator watches from afar (issue 13), beside
+        ``P/status``, whose payload the contract fixes to the state and version."""
+        self._facts.update(changed)
+        await self._republish_facts()
+
+    def _facts_again(self) -> None:
+        """A (re)connect: the broker may have lost its retained messages."""
+        if self._tg is not None and self._facts:
+            self._tg.create_task(self._republish_facts(), name="health-republish")
+
+    async def _republish_facts(self) -> None:
+        if self._facts:
+            with contextlib.suppress(NotConnected, TimeoutError):
+                await self.session.publish(
+                    f"{self.prefix}/health", encode(self._facts), retain=True, timeout=10.0
+                )
 
     async def _keep_clock_mark(self) -> None:
         """Save the time seen now and then, for a restart on a board whose clock is stale
