@@ -28,11 +28,11 @@ def test_the_kernel_can_be_asked_here() -> None:
     assert isinstance(clock_synchronized(), bool)
 
 
+@pytest.mark.usefixtures("info_logs")
 async def test_p_health_follows_the_kernels_word(
     make_config: ConfigFactory,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-    info_logs: None,
 ) -> None:
     synchronized = [False]
     monkeypatch.setattr(service, "clock_synchronized", lambda: synchronized[0])
