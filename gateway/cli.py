@@ -65,7 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args.config)
     configure_logging(args.log_level or config.log_level)
     try:
-        gateway = Gateway(config)
+        gateway = Gateway(config, reset_clock_mark=args.reset_clock_mark)
         _run_until_signal(gateway.run, reload=gateway.request_reload)
     except StoreError as exc:
         print(f"lockgate: {exc}", file=sys.stderr)
@@ -172,14 +172,20 @@ def build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(handler=handler)
         return sub
 
+    subs = {}
     for name, handler, text in (
         ("run", cmd_run, "run the gateway daemon"),
         ("sim", cmd_sim, "run simulated locks for every device of the config"),
         ("demo", cmd_demo, "walk through the backup-code story against simulated locks"),
     ):
-        command(name, handler, text).add_argument(
-            "--log-level", choices=["debug", "info", "warning", "error"]
-        )
+        subs[name] = command(name, handler, text)
+        subs[name].add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    subs["run"].add_argument(
+        "--reset-clock-mark",
+        action="store_true",
+        help="forget the latest time seen (after a clock that ran wrongly ahead): judge time by"
+        " the wall clock from now on",
+    )
     command("check-config", cmd_check_config, "validate the configuration and exit")
     call = command("call", cmd_call, "send one API request and print the reply")
     call.add_argument("endpoint", help="e.g. devices/get")

@@ -21,7 +21,7 @@ from gateway.api import devices as device_api
 from gateway.api import events as event_api
 from gateway.api.pin_guard import PinGuard
 from gateway.api.router import Router
-from gateway.clock import Clock, SteadyClock, SystemClock
+from gateway.clock import Clock, SteadyClock, SystemClock, isoformat
 from gateway.config import Config, ConfigError, DeviceConfig, load_config
 from gateway.homeassistant import HomeAssistantPublisher
 from gateway.instance import sole_instance
@@ -34,7 +34,7 @@ from gateway.reload import ReloadPlan, ReloadRefused, plan_reload
 from gateway.sdnotify import Notifier, StatusLine
 from gateway.store import Priority, Store, Tx
 from gateway.store import devices as device_store
-from gateway.store.clock_mark import latest_seen, save_mark
+from gateway.store.clock_mark import latest_seen, reset_mark, save_mark
 from gateway.store.devices import sync_from_config
 from gateway.store.history import database_bytes, prune, shift_deadlines
 from gateway.timesync import clock_synchronized
@@ -69,8 +69,10 @@ class Gateway:
         clock: Clock | None = None,
         notifier: Notifier | None = None,
         backoff_ceiling: float = 30.0,
+        reset_clock_mark: bool = False,
     ) -> None:
         self.config = config
+        self._reset_clock_mark = reset_clock_mark
         self.clock: Clock = clock or SteadyClock(SystemClock(), on_behind=self._clock_behind)
         self.notifier = notifier or Notifier()
         self.status_line = StatusLine(self.notifier)
@@ -109,7 +111,12 @@ class Gateway:
             store = await Store.open(self.config.database, self.clock)
             self.store = store
             try:
-                if isinstance(self.clock, SteadyClock) and (seen := await store.read(latest_seen)):
+                if self._reset_clock_mark:
+                    await store.write(reset_mark)
+                    log.warning("clock.mark_reset", now=isoformat(self.clock.now()))
+                elif isinstance(self.clock, SteadyClock) and (
+                    seen := await store.read(latest_seen)
+                ):
                     self.clock.restore(seen)
                 await store.write(
                     lambda tx: sync_from_config(

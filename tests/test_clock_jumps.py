@@ -13,7 +13,9 @@ import pytest
 
 from gateway import service
 from gateway.clock import ManualClock, SteadyClock
+from gateway.config import Config
 from gateway.model import Json
+from gateway.service import Gateway
 from tests.backup_pool_helpers import FRONT, gateway_site, pool_config, pull
 from tests.conftest import ConfigFactory
 from tests.contract import EPOCH
@@ -228,3 +230,33 @@ async def test_a_forward_jump_skips_no_wait(
         waiting = await get_code(site, code["access_code_id"])
         assert waiting["status"] == "setting"
         assert "delay_in_setting_on_device" not in {w["warning_code"] for w in waiting["warnings"]}
+
+
+async def clock_after_start(config: Config, wall: JumpingClock, *, reset: bool) -> datetime:
+    """The gateway's time right after it started on ``wall`` (and stopped again)."""
+    gateway = Gateway(config, clock=SteadyClock(wall), reset_clock_mark=reset)
+    stop = asyncio.Event()
+    running = asyncio.create_task(gateway.run(stop), name="test-gateway")
+    try:
+        async with asyncio.timeout(10):
+            await gateway.ready.wait()
+        return gateway.clock.now()
+    finally:
+        stop.set()
+        await running
+
+
+async def test_a_mark_pushed_ahead_by_a_wrong_clock_can_be_reset(
+    make_config: ConfigFactory,
+) -> None:
+    """A clock ran a month ahead while the gateway stored events; the clock is right again.
+    The mark keeps the gateway in the wrong future until ``run --reset-clock-mark``."""
+    config = make_config()
+    real = ManualClock().now()
+    ahead = real + timedelta(days=30)
+    assert await clock_after_start(config, JumpingClock(ahead), reset=False) >= ahead
+    assert await clock_after_start(config, JumpingClock(real), reset=False) >= ahead
+    assert await clock_after_start(config, JumpingClock(real), reset=True) == real
+    # From then on the wall clock counts again, across restarts too.
+    later = real + timedelta(hours=1)
+    assert await clock_after_start(config, JumpingClock(later), reset=False) == later
