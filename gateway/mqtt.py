@@ -14,9 +14,9 @@ import json
 import random
 import socket
 import ssl
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -525,14 +525,17 @@ def _batches(items: list[str], size: int) -> Iterable[list[str]]:
 class DeviceSession:
     """One device's view of the shared session: everything its driver subscribes and registers
     is remembered, so that :meth:`close` undoes all of it when a reload removes or replaces the
-    device. Publishing goes straight through."""
+    device. Publishing goes straight through (``publish`` is the session's own)."""
 
-    __slots__ = ("_callbacks", "_session", "_subscriptions")
+    __slots__ = ("_callbacks", "_session", "_subscriptions", "publish")
+
+    publish: Callable[..., Coroutine[Any, Any, None]]
 
     def __init__(self, session: MqttSession) -> None:
         self._session = session
         self._subscriptions: list[tuple[str, Handler]] = []
         self._callbacks: list[Callable[[], None]] = []
+        self.publish = session.publish
 
     def on_connect(self, callback: Callable[[], None]) -> None:
         self._callbacks.append(callback)
@@ -549,25 +552,6 @@ class DeviceSession:
     @property
     def is_connected(self) -> bool:
         return self._session.is_connected
-
-    async def publish(
-        self,
-        topic: str,
-        payload: Payload,
-        *,
-        qos: int = 1,
-        retain: bool = False,
-        correlation_data: bytes | None = None,
-        timeout: float | None = None,
-    ) -> None:
-        await self._session.publish(
-            topic,
-            payload,
-            qos=qos,
-            retain=retain,
-            correlation_data=correlation_data,
-            timeout=timeout,
-        )
 
     async def close(self) -> None:
         """Nothing of this device's stays on the session."""
