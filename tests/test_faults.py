@@ -167,6 +167,10 @@ async def test_a_full_disk(broker: Broker, tmp_path: Path, kind: str) -> None:
                     endpoint, timeout=5.0, idempotency_key=endpoint, **params
                 )
                 assert reply is not None, f"{endpoint}: no reply on a full disk"
+                if reply["ok"] and endpoint == "access_codes/delete":
+                    # A delete changes pages already in the WAL's reused space: SQLite may find
+                    # room for it. Then it is committed, as its reply says (checked below).
+                    continue
                 assert reply["ok"] is False, reply
                 assert "could not store the change" in reply["error"]["message"], reply
                 assert "nothing was changed" in reply["error"]["message"], reply
