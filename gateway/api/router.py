@@ -16,7 +16,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 import aiomqtt
@@ -29,7 +29,8 @@ from gateway.logs import get_logger, log_context
 from gateway.model import Json
 from gateway.mqtt import NO_WAIT, MqttSession, NotConnected, shown_topic
 from gateway.store import Priority, Store, Tx
-from gateway.store.scrub import forget_replies, note_reply
+from gateway.store.history import IDEMPOTENCY_WINDOW
+from gateway.store.scrub import note_reply
 from gateway.topics import topic_problem
 
 log = get_logger("gateway.api")
@@ -37,7 +38,6 @@ log = get_logger("gateway.api")
 MAX_REQUEST_BYTES = 64 * 1024
 #: Larger requests cannot even be read for their reply address (Response Topic still works).
 MAX_PARSED_FOR_REFUSAL = 1024 * 1024
-IDEMPOTENCY_WINDOW = timedelta(hours=24)
 MAX_KEY_LENGTH = 256
 #: ``reply_to`` is held to less than the broker allows: a reply address, not a payload.
 MAX_REPLY_TO = 1024
@@ -255,9 +255,7 @@ def _idempotent(tx: Tx, endpoint: Endpoint, arguments: Any, key: str | None, req
             return stored
     result = endpoint.handler(tx, arguments)
     if key is not None:
-        expired = isoformat(tx.now - IDEMPOTENCY_WINDOW)
-        forget_replies(tx, expired)
-        tx.execute("DELETE FROM idempotency WHERE created_at < ?", (expired,))
+        # Expired records are deleted by the history pruner (gateway.store.history).
         tx.execute(
             "INSERT OR REPLACE INTO idempotency"
             " (key, endpoint, fingerprint, reply, created_at) VALUES (?, ?, ?, ?, ?)",

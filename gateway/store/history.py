@@ -17,6 +17,7 @@ from gateway.store.scrub import forget_replies
 
 #: Rows a prune unit deletes at most: a unit is one short step of the writer, requests first.
 PRUNE_BATCH = 500
+#: How long a keyed request's reply is kept for its retries (contract section 4).
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
