@@ -114,15 +114,12 @@ class SteadyClock:
     time the gateway saw (the downtime itself cannot be known until the wall clock is right).
     """
 
-    def __init__(
-        self, wall: Clock, on_behind: Callable[[timedelta | None], None] | None = None
-    ) -> None:
+    def __init__(self, wall: Clock) -> None:
         self._wall = wall
         # (mark, the wall clock's monotonic reading when it was taken), replaced as one value:
         # the event loop and the database thread both read this clock.
         self._high: tuple[datetime, float] | None = None
         self.behind: timedelta | None = None  # how far the wall clock reads early, while it does
-        self._on_behind = on_behind
 
     def restore(self, mark: datetime) -> None:
         """The latest time the gateway saw before this start (from the database)."""
@@ -137,16 +134,11 @@ class SteadyClock:
             floor = high[0] + timedelta(seconds=self._wall.monotonic() - high[1])
             if wall < floor:
                 behind = floor - wall
-                self._set_behind(behind if behind > BACKWARD_TOLERANCE else None)
+                self.behind = behind if behind > BACKWARD_TOLERANCE else None
                 return floor
         self._high = (wall, self._wall.monotonic())
-        self._set_behind(None)
+        self.behind = None
         return wall
-
-    def _set_behind(self, behind: timedelta | None) -> None:
-        was, self.behind = self.behind, behind
-        if (was is None) != (behind is None) and self._on_behind is not None:
-            self._on_behind(behind)
 
     def monotonic(self) -> float:
         return self._wall.monotonic()

@@ -269,6 +269,8 @@ class EventType(enum.StrEnum):
     UNMANAGED_REMOVED = "access_code.unmanaged.removed"
     UNMANAGED_CONVERTED = "access_code.unmanaged.converted_to_managed"
     UNMANAGED_FAILED_TO_CONVERT = "access_code.unmanaged.failed_to_convert_to_managed"
+    # Beyond the contract (issue 13): the wall clock jumped (``seconds``; ``device_id`` null).
+    CLOCK_JUMPED = "gateway.clock_jumped"
 
 
 class EntryKind(enum.StrEnum):

@@ -21,7 +21,7 @@ from gateway.api import devices as device_api
 from gateway.api import events as event_api
 from gateway.api.pin_guard import PinGuard
 from gateway.api.router import Router
-from gateway.clock import Clock, SteadyClock, SystemClock, isoformat
+from gateway.clock import BACKWARD_TOLERANCE, Clock, SteadyClock, SystemClock, isoformat
 from gateway.config import Config, ConfigError, DeviceConfig, load_config
 from gateway.homeassistant import HomeAssistantPublisher
 from gateway.instance import sole_instance
@@ -36,7 +36,7 @@ from gateway.store import Priority, Store, Tx
 from gateway.store import devices as device_store
 from gateway.store.clock_mark import latest_seen, reset_mark, save_mark
 from gateway.store.devices import sync_from_config
-from gateway.store.history import database_bytes, prune, shift_deadlines
+from gateway.store.history import clock_jumped, database_bytes, prune, resume_windows
 from gateway.timesync import clock_synchronized
 
 log = get_logger("gateway.service")
@@ -73,7 +73,7 @@ class Gateway:
     ) -> None:
         self.config = config
         self._reset_clock_mark = reset_clock_mark
-        self.clock: Clock = clock or SteadyClock(SystemClock(), on_behind=self._clock_behind)
+        self.clock: Clock = clock or SteadyClock(SystemClock())
         self.notifier = notifier or Notifier()
         self.status_line = StatusLine(self.notifier)
         self.prefix = config.prefix
@@ -118,6 +118,7 @@ class Gateway:
                     seen := await store.read(latest_seen)
                 ):
                     self.clock.restore(seen)
+                    await store.write(functools.partial(resume_windows, stopped_at=seen))
                 await store.write(
                     lambda tx: sync_from_config(
                         tx, self.config.devices, self.config.backup_pool, can_program
@@ -390,24 +391,52 @@ class Gateway:
             timer.cancel()
 
     async def _watch_clock(self, clock: SteadyClock) -> None:
-        """A wall-clock jump is noticed within :data:`JUMP_CHECK_EVERY` and every lock looks
-        again at once: a window that a forward jump ended, or opened, is not left for the next
-        scheduled look."""
-        before = clock.drift()
+        """Jumps of the wall clock, noticed within :data:`JUMP_CHECK_EVERY`, each recorded in
+        the history. After a forward one every lock looks again at once (a window the jump
+        ended or opened is not left for the next scheduled look) and what waits keeps the time
+        left to it. A clock that reads earlier than the gateway has seen (a stale clock after a
+        boot, a clock set back) is told once, with how far, until it has caught up."""
+        before = clock.drift()  # reading it also notices a clock that reads early
+        told: timedelta | None = None
+        first = True
         while True:
+            drift = clock.drift()
+            jump, before = drift - before, drift
+            behind = clock.behind
+            if abs(jump) > JUMP_TOLERANCE:
+                log.info("clock.jumped", seconds=round(jump, 1))
+                await self._clock_jumped(jump)
+            if behind is not None and (told is None or behind - told > BACKWARD_TOLERANCE):
+                seconds = round(behind.total_seconds())
+                log.warning(
+                    "clock.behind",
+                    seconds=seconds,
+                    hint="the wall clock reads earlier than the gateway has already seen:"
+                    " windows are judged by the later time until it catches up",
+                )
+                self.status_line.set(
+                    "clock", f"the wall clock reads {seconds} s earlier than already seen"
+                )
+                await self._publish_facts(clock_behind_seconds=seconds)
+                await self._clock_jumped(-behind.total_seconds())
+            elif (behind is None and told is not None) or first:
+                if told is not None:
+                    log.info("clock.caught_up")
+                self.status_line.set("clock", None)
+                await self._publish_facts(clock_behind_seconds=None)
+            told, first = behind, False
             await asyncio.sleep(JUMP_CHECK_EVERY)
-            now = clock.drift()
-            jump = now - before
-            before = now
-            if abs(jump) <= JUMP_TOLERANCE or self.store is None or self.reconciler is None:
-                continue
-            log.info("clock.jumped", seconds=round(jump, 1))
-            # What waits keeps the time left to it: a retried request within its window is
-            # still answered as the first time, no backoff is skipped, no delay warning and no
-            # resync of every lock comes due at once.
-            await self.store.write(functools.partial(shift_deadlines, seconds=jump))
-            self.reconciler.shift(timedelta(seconds=jump))
-            self.jumped.set()
+
+    async def _clock_jumped(self, seconds: float) -> None:
+        if self.store is None or self.reconciler is None:
+            return
+        # What waits keeps the time left to it: a retried request within its window is still
+        # answered as the first time, no backoff is skipped, no delay warning and no resync of
+        # every lock comes due at once.
+        await self.store.write(functools.partial(clock_jumped, seconds=seconds))
+        if seconds > 0:
+            self.reconciler.shift(timedelta(seconds=seconds))
+        self.jumped.set()
 
     async def _watch_clock_sync(self) -> None:
         """Whether the kernel calls the clock synchronised, at start and every
@@ -446,22 +475,6 @@ class Gateway:
         while True:
             await asyncio.sleep(CLOCK_MARK_EVERY)
             await store.write(lambda tx: save_mark(tx, tx.now), priority=Priority.PASS)
-
-    def _clock_behind(self, behind: timedelta | None) -> None:
-        """The wall clock reads earlier than the gateway has already seen (a stale clock after
-        a boot, a clock set back), or has caught up again."""
-        if behind is None:
-            log.info("clock.caught_up")
-            self.status_line.set("clock", None)
-            return
-        seconds = round(behind.total_seconds())
-        log.warning(
-            "clock.behind",
-            seconds=seconds,
-            hint="the wall clock reads earlier than the gateway has already seen: windows are"
-            " judged by the later time until it catches up",
-        )
-        self.status_line.set("clock", f"the wall clock reads {seconds} s earlier than already seen")
 
     def _broker_status(self, text: str) -> None:
         self.status_line.set("broker", text)

@@ -151,6 +151,8 @@ EVENT_TYPES = {
     "access_code.unmanaged.converted_to_managed",
     "access_code.unmanaged.failed_to_convert_to_managed",
 }
+#: Beyond the contract (issue 13): the wall clock jumped (``seconds``, no device).
+GATEWAY_EVENT_TYPES = {"gateway.clock_jumped"}
 ENTRY_EVENT_FIELDS = {"access_code_id", "access_code_is_managed", "method", "slot"}
 ENTRY_METHODS = {"keycode", "manual", "remote", "automatic", "unknown"}
 EVENT_BASE_KEYS = {"event_id", "event_type", "occurred_at", "device_id"}

@@ -19,7 +19,16 @@ from gateway.service import Gateway
 from tests.backup_pool_helpers import FRONT, gateway_site, pool_config, pull
 from tests.conftest import ConfigFactory
 from tests.contract import EPOCH
-from tests.harness import Recorder, Site, create, get_code, is_event, ok, running_simulator
+from tests.harness import (
+    Recorder,
+    Site,
+    create,
+    get_code,
+    is_event,
+    ok,
+    running_simulator,
+    wait_for_json,
+)
 
 
 class JumpingClock(ManualClock):
@@ -50,28 +59,26 @@ class JumpingClock(ManualClock):
 
 def test_a_backward_jump_is_not_believed_and_time_goes_on() -> None:
     wall = JumpingClock()
-    told: list[timedelta | None] = []
-    clock = SteadyClock(wall, on_behind=told.append)
+    clock = SteadyClock(wall)
     start = clock.now()
     wall.jump(start - timedelta(hours=1))
     assert clock.now() == start
-    assert told == [timedelta(hours=1)]
+    assert clock.behind == timedelta(hours=1)
     wall.advance(10)  # real time passes: the gateway's time does too
     assert clock.now() == start + timedelta(seconds=10)
-    assert told == [timedelta(hours=1)]  # told once per jump
+    assert clock.behind == timedelta(hours=1)
     wall.jump(start + timedelta(hours=2))  # NTP puts it right: believed at once
     assert clock.now() == start + timedelta(hours=2)
-    assert told == [timedelta(hours=1), None]
+    assert clock.behind is None
 
 
 def test_small_slews_are_no_news() -> None:
     wall = JumpingClock()
-    told: list[timedelta | None] = []
-    clock = SteadyClock(wall, on_behind=told.append)
+    clock = SteadyClock(wall)
     start = clock.now()
     wall.jump(start - timedelta(milliseconds=300))
     assert clock.now() == start
-    assert told == []
+    assert clock.behind is None
 
 
 def test_a_restored_mark_outweighs_a_stale_clock() -> None:
@@ -100,6 +107,10 @@ def test_timers_follow_the_steady_time() -> None:
 
 
 # -- the gateway ----------------------------------------------------------------------------------
+
+
+def backward(event: Json) -> bool:
+    return bool(event["event_type"] == "gateway.clock_jumped" and event["seconds"] < 0)
 
 
 async def stored_times(site: Site) -> list[str]:
@@ -145,22 +156,36 @@ async def test_a_stale_clock_takes_nothing_off_and_brings_nothing_back(
             await site.settled()
             assert "59324" not in lock.slots.values()
 
+            health = await site.api.subscribe(f"{config.prefix}/health")
             # The clock falls two days back, then an hour back: nothing changes on the lock.
             for back in (timedelta(days=2), timedelta(hours=1)):
                 wall.jump(site.clock.now() - back)
+                if back.days:  # the fall is told: in the history, once, with its size
+                    (told,) = await events.wait(backward)
+                    assert told["seconds"] == -2 * 86400
+                    assert told["device_id"] is None
                 site.gateway.reconciler.wake_all()  # type: ignore[union-attr]
                 await site.settled()
                 pins = set(lock.slots.values())
                 assert {"48213", backup["code"]} <= pins
                 assert "59324" not in pins
                 assert (await get_code(site, stay["access_code_id"]))["status"] == "set"
+            said = await wait_for_json(health, lambda h: h.get("clock_behind_seconds"))
+            assert said["clock_behind_seconds"] == 2 * 86400
+            wall.jump(site.clock.now() + timedelta(seconds=30))  # NTP puts it right
+            await wait_for_json(health, lambda h: h.get("clock_behind_seconds", 0) is None)
             times = await stored_times(site)
             assert times == sorted(times)  # event times never went backwards
+            assert events.count(backward) == 1
 
         # A restart with the clock still two days behind (a board without a clock, no NTP
         # yet): the mark in the database wins, the stay's PIN stays on the lock.
-        stale = JumpingClock(wall.now())
+        stale = JumpingClock(wall.now() - timedelta(days=2))
         async with gateway_site(config, SteadyClock(stale), sim) as site:
+            async with asyncio.timeout(5):
+                await site.gateway.jumped.wait()
+            listed = ok(await site.api.call("events/list", since=EPOCH, limit=1000))["events"]
+            assert [round(e["seconds"]) for e in listed if backward(e)] == [-2 * 86400] * 2
             await site.settled()
             assert {"48213", backup["code"]} <= set(lock.slots.values())
             assert (await get_code(site, stay["access_code_id"]))["status"] == "set"
@@ -205,6 +230,31 @@ async def test_a_forward_jump_is_acted_on_at_once_and_retries_stay_idempotent(
         assert again["access_code"]["access_code_id"] == stay["access_code_id"]
         listed = ok(await site.api.call("access_codes/list", device_id=FRONT))["access_codes"]
         assert "48213" not in [c["code"] for c in listed]  # no second code was made
+        (told,) = await events.wait(is_event("gateway.clock_jumped", device_id=None))
+        assert round(told["seconds"]) == 2 * 86400
+
+
+async def test_a_retry_after_a_stop_and_a_jump_is_answered_as_the_first_time(
+    make_config: ConfigFactory,
+) -> None:
+    """Booked while the clock was two days behind; the gateway stops, the clock is put right
+    meanwhile, the gateway starts. Across a stop a jump looks like downtime, and the gateway's
+    downtime does not count against a retry's window: the retry makes no second code."""
+    config = make_config()
+    real = ManualClock().now()
+    params: dict[str, Any] = {"device_id": FRONT, "code": "48213", "idempotency_key": "booking-78"}
+    async with running_simulator(config) as sim:
+        async with gateway_site(config, SteadyClock(JumpingClock(real - timedelta(days=2))), sim):
+            pass  # the database is made, and the gateway has seen this time
+        async with gateway_site(
+            config, SteadyClock(JumpingClock(real - timedelta(days=2))), sim
+        ) as site:
+            first = await create(site, **params)
+        async with gateway_site(config, SteadyClock(JumpingClock(real)), sim) as site:
+            again = ok(await site.api.call("access_codes/create", **params))
+            assert again["access_code"]["access_code_id"] == first["access_code_id"]
+            listed = ok(await site.api.call("access_codes/list", device_id=FRONT))
+            assert [c["code"] for c in listed["access_codes"]] == ["48213"]
 
 
 async def test_a_forward_jump_skips_no_wait(

@@ -5,6 +5,8 @@ left in it."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,8 +14,8 @@ from typing import Any
 import pytest
 
 from gateway.clock import ManualClock, isoformat
-from gateway.model import Json
-from gateway.store import db
+from gateway.model import EventType, Json
+from gateway.store import Store, Tx, db, history
 from tests.conftest import ConfigFactory
 from tests.contract import EPOCH
 from tests.harness import Site, create, ok, running_site
@@ -91,3 +93,51 @@ async def test_months_of_stays_level_off(make_config: ConfigFactory) -> None:
             p.read_bytes() for p in (config.database, Path(f"{config.database}-wal")) if p.exists()
         )
         assert not [pin for pin in pins if pin.encode() in raw]
+
+
+async def test_space_a_forgotten_burst_took_goes_back(tmp_path: Path) -> None:
+    """A burst of history, then retention forgets it: the pages go back to the file system
+    (incremental vacuum), all but a reserve for the next burst."""
+    clock = ManualClock()
+    store = await Store.open(tmp_path / "lockgate.db", clock)
+    try:
+
+        def burst(tx: Tx) -> None:
+            for n in range(4000):
+                tx.emit(EventType.CODE_CREATED, None, f"code-{n}", note="x" * 500)
+            tx.execute("UPDATE events SET published = 1")
+
+        await store.write(burst)
+        peak = await store.read(history.database_bytes)
+        clock.advance(days=2)
+        unit = functools.partial(history.prune, retention=timedelta(days=1), max_events=10**6)
+        while await store.write(unit):
+            pass
+        after = await store.read(history.database_bytes)
+        free = await store.fetchone("PRAGMA freelist_count")
+    finally:
+        await store.close()
+    assert peak > 2_000_000
+    assert after < peak / 2, (peak, after)
+    assert free is not None
+    assert free[0] <= history.SPARE_PAGES
+    assert (tmp_path / "lockgate.db").stat().st_size == after  # the file itself shrank
+
+
+async def test_a_file_made_before_incremental_vacuum_is_converted(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE kept (x)")
+    old.execute("INSERT INTO kept VALUES (42)")
+    old.commit()
+    assert old.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
+    old.close()
+    for _ in range(2):  # converted once; the second start finds it so
+        store = await Store.open(path, ManualClock())
+        try:
+            assert (await store.fetchone("PRAGMA auto_vacuum"))[0] == db.INCREMENTAL  # type: ignore[index]
+            assert (await store.fetchone("SELECT x FROM kept"))[0] == 42  # type: ignore[index]
+        finally:
+            await store.close()
+    assert path.stat().st_mode & 0o777 == 0o600

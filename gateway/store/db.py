@@ -57,6 +57,8 @@ T = TypeVar("T")
 PASS_BUDGET = 0.05
 #: At most this many units share one commit (bounds the time a batch holds its callers).
 MAX_BATCH = 512
+#: ``PRAGMA auto_vacuum``'s value for incremental vacuum.
+INCREMENTAL = 2
 #: After a PIN was scrubbed, the WAL is truncated at most this often (seconds).
 SCRUB_CHECKPOINT_EVERY = 10.0
 
@@ -447,10 +449,13 @@ def _open_connections(path: Path) -> tuple[sqlite3.Connection, sqlite3.Connectio
     conn = _connect(path)
     reader = None
     try:
+        # Before WAL is on: a new file takes it before anything is written to it.
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         _configure(conn)
         row = conn.execute("PRAGMA quick_check").fetchone()
         if row is None or row[0] != "ok":
             raise StoreError(f"database {path} failed its integrity check: {row and row[0]}")
+        _use_incremental_vacuum(conn)
         _migrate(conn, path)
         if not memory:
             reader = _connect(path)
@@ -494,6 +499,16 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
             conn.execute("ROLLBACK")
             raise
         log.info("store.migrated", version=number)
+
+
+def _use_incremental_vacuum(conn: sqlite3.Connection) -> None:
+    """Pages the history pruner frees can go back to the file system (issue 13), not only be
+    reused: a file made before that is rewritten once, at this start (``VACUUM``)."""
+    row = conn.execute("PRAGMA auto_vacuum").fetchone()
+    if row is not None and row[0] != INCREMENTAL:
+        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
+        conn.execute("VACUUM")
+        log.info("store.converted", auto_vacuum="incremental")
 
 
 def _configure(conn: sqlite3.Connection, *extra: str) -> None:

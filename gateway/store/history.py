@@ -3,15 +3,17 @@ kilobyte of events per code, so without pruning the database grows without end o
 
 Deleted in small batches, oldest first: events past the retention, then the oldest beyond the
 row limit. Never one that is not published yet: the outbox owns those. Idempotency records
-expire here too, on their own schedule, not only when another keyed request comes. The freed
-pages are reused by later writes (the file levels off instead of growing).
+expire here too, on their own schedule, not only when another keyed request comes. Freed pages
+are reused by later writes, and those beyond a reserve go back to the file system (the file
+levels off, and shrinks after a burst that retention has since forgotten).
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from gateway.clock import isoformat, parse_timestamp
+from gateway.domain import EventType
 from gateway.store.db import Tx
 from gateway.store.scrub import forget_replies
 
@@ -19,6 +21,11 @@ from gateway.store.scrub import forget_replies
 PRUNE_BATCH = 500
 #: How long a keyed request's reply is kept for its retries (contract section 4).
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+#: Free pages kept for reuse, at least (and a tenth of the file): giving back space that the
+#: next burst takes again would write every page twice.
+SPARE_PAGES = 256
+#: Pages one prune unit gives back at most (each is a page moved or cut off the file's end).
+RETURN_BATCH = 1000
 
 
 def prune(tx: Tx, retention: timedelta, max_events: int) -> int:
@@ -46,14 +53,28 @@ def prune(tx: Tx, retention: timedelta, max_events: int) -> int:
         " LIMIT ?)",
         (expired, PRUNE_BATCH),
     )
+    if gone:
+        _return_free_pages(tx)
     return gone
+
+
+def _return_free_pages(tx: Tx) -> None:
+    """Incremental vacuum of the free pages beyond the reserve, in this unit's transaction."""
+    free = _pragma(tx, "freelist_count")
+    spare = max(SPARE_PAGES, _pragma(tx, "page_count") // 10)
+    # Python's sqlite3 steps a pragma once, and one step of incremental_vacuum frees one page.
+    for _ in range(min(RETURN_BATCH, free - spare)):
+        tx.execute("PRAGMA incremental_vacuum")
 
 
 def database_bytes(tx: Tx) -> int:
     """The database file's size, free pages included (what the disk holds for it)."""
-    pages = tx.fetchone("PRAGMA page_count")
-    size = tx.fetchone("PRAGMA page_size")
-    return int(pages[0]) * int(size[0]) if pages and size else 0
+    return _pragma(tx, "page_count") * _pragma(tx, "page_size")
+
+
+def _pragma(tx: Tx, name: str) -> int:
+    row = tx.fetchone(f"PRAGMA {name}")
+    return int(row[0]) if row else 0
 
 
 #: Stored times that measure how long something has waited (the idempotency window, a code's
@@ -67,11 +88,29 @@ _DEADLINES = (
 )
 
 
-def shift_deadlines(tx: Tx, seconds: float) -> None:
-    """The wall clock jumped by ``seconds``: what waits keeps the time left to it, so a jump
-    neither skips a backoff, nor raises a delay warning at once, nor expires a retry's reply."""
+def clock_jumped(tx: Tx, seconds: float) -> None:
+    """The wall clock jumped by ``seconds`` while the gateway ran (negative: it reads earlier
+    than the gateway has already seen; its time went on regardless). The jump is recorded in the
+    history, and after a forward one what waits keeps the time left to it: a jump neither skips
+    a backoff, nor raises a delay warning at once, nor expires a retry's reply."""
+    if seconds > 0:
+        _shift(tx, _DEADLINES, seconds)
+    tx.emit(EventType.CLOCK_JUMPED, None, seconds=round(seconds, 1))
+
+
+def resume_windows(tx: Tx, stopped_at: datetime) -> None:
+    """At start: the gateway was stopped at ``stopped_at`` (as far as it knows). A retry's
+    idempotency window counts the gateway's running time, so neither a long stop nor a forward
+    jump of the clock across it (the two look alike from here) forgets a reply whose retry may
+    still come."""
+    down = (tx.now - stopped_at).total_seconds()
+    if down > 0:
+        _shift(tx, _DEADLINES[:1], down)
+
+
+def _shift(tx: Tx, deadlines: tuple[tuple[str, str, str], ...], seconds: float) -> None:
     by = timedelta(seconds=seconds)
-    for table, column, key in _DEADLINES:
+    for table, column, key in deadlines:
         rows = tx.fetchall(
             f"SELECT {key} AS k, {column} AS t FROM {table} WHERE {column} IS NOT NULL"  # noqa: S608 (fixed names)
         )
