@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import random
+import re
 import socket
 import ssl
 from collections.abc import Callable, Coroutine, Iterable
@@ -421,7 +423,9 @@ class MqttSession:
             except (aiomqtt.MqttError, OSError, TimeoutError) as exc:
                 lost = exc
                 reason = str(exc) or type(exc).__name__
-                log.warning("mqtt.disconnected", broker=broker, reason=reason)
+                log.warning(
+                    "mqtt.disconnected", client_id=self._identifier, broker=broker, reason=reason
+                )
             finally:
                 was_connected = self._connected.is_set()
                 self._client = None
@@ -431,7 +435,12 @@ class MqttSession:
                     for callback in self._on_disconnect:
                         callback()
             if self._reconfigured.is_set():
-                log.info("mqtt.reconnecting", broker=broker, reason="the mqtt settings changed")
+                log.info(
+                    "mqtt.reconnecting",
+                    client_id=self._identifier,
+                    broker=broker,
+                    reason="the mqtt settings changed",
+                )
                 continue
             delay = backoff_delay(attempt, base=self._backoff_base, ceiling=self._backoff_ceiling)
             attempt += 1
@@ -477,7 +486,11 @@ class MqttSession:
         self.connections += 1
         self._connected_at = asyncio.get_running_loop().time()
         self._connected.set()
-        log.info("mqtt.connected", broker=f"{self._settings.host}:{self._settings.port}")
+        log.info(
+            "mqtt.connected",
+            client_id=self._identifier,
+            broker=f"{self._settings.host}:{self._settings.port}",
+        )
         for callback in self._on_connect:
             callback()
         queue = self._queue
@@ -508,13 +521,23 @@ class MqttSession:
         topic = message.topic.value
         handlers = list(self._exact.get(topic, ()))
         for topic_filter, more in self._wildcard.items():
-            if message.topic.matches(topic_filter):
+            # The literal start first: matching each filter against each of thousands of
+            # messages a second was 5 % of the gateway's time.
+            if topic.startswith(_literal_start(topic_filter)) and message.topic.matches(
+                topic_filter
+            ):
                 handlers.extend(more)
         for handler in handlers:
             try:
                 handler(message)
             except Exception:  # a bad message must never end the session
                 log.exception("mqtt.handler_failed", topic=topic)
+
+
+@functools.lru_cache(maxsize=1024)
+def _literal_start(topic_filter: str) -> str:
+    """What every topic a filter matches starts with: up to its first wildcard."""
+    return re.split(r"[+#]", topic_filter, maxsplit=1)[0]
 
 
 def _batches(items: list[str], size: int) -> Iterable[list[str]]:

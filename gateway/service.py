@@ -21,6 +21,7 @@ from gateway.api import devices as device_api
 from gateway.api import events as event_api
 from gateway.api.pin_guard import PinGuard
 from gateway.api.router import Router
+from gateway.api.urgent_lane import UrgentLane
 from gateway.clock import BACKWARD_TOLERANCE, Clock, SteadyClock, SystemClock, isoformat
 from gateway.config import Config, ConfigError, DeviceConfig, load_config
 from gateway.homeassistant import HomeAssistantPublisher
@@ -92,6 +93,8 @@ class Gateway:
         self.store: Store | None = None
         self.reconciler: Reconciler | None = None
         self.router: Router | None = None
+        self.urgent_lane: UrgentLane | None = None
+        self._urgent_topics: frozenset[str] = frozenset()
         self.outbox: Outbox | None = None
         self.publisher: DevicePublisher | None = None
         self.homeassistant: HomeAssistantPublisher | None = None
@@ -144,6 +147,10 @@ class Gateway:
             store, self.prefix, endpoints, PinGuard(self.config.pin_lookups, self.clock)
         )
         self.reconciler, self.router = reconciler, router
+        self.urgent_lane = UrgentLane(
+            self.config.mqtt, identifier=f"lockgate-{self.config.hub_id}-urgent", router=router
+        )
+        self._urgent_topics = frozenset(router.urgent_topics)
         self.outbox, self.publisher = outbox, publisher
         store.on_commit(outbox.notify)
         store.on_commit(publisher.notify)
@@ -186,6 +193,8 @@ class Gateway:
             router.topic_filter, lambda message: self._accept(tg, router, message)
         )
         tg.create_task(session.run(), name="mqtt-session")
+        if self.urgent_lane is not None:
+            tg.create_task(self.urgent_lane.run(), name="urgent-lane")
         tg.create_task(outbox.run(), name="outbox")
         tg.create_task(publisher.run(), name="device-publisher")
         if self.homeassistant is not None:
@@ -210,6 +219,9 @@ class Gateway:
     def _accept(self, tg: asyncio.TaskGroup, router: Router, message: aiomqtt.Message) -> None:
         if not self._accepting:
             return  # stopping: a QoS 1 client retries once we are back
+        lane = self.urgent_lane
+        if lane is not None and lane.serving and message.topic.value in self._urgent_topics:
+            return  # the urgent lane has its own copy
         task = tg.create_task(
             router.serve(message, self.session), name=f"api-request:{next(self._request_numbers)}"
         )
@@ -299,6 +311,8 @@ class Gateway:
             await self.homeassistant.reconfigure(wanted)
         if plan.broker_changed:
             self.session.reconfigure(wanted.mqtt)
+            if self.urgent_lane is not None:
+                self.urgent_lane.reconfigure(wanted.mqtt)
 
     async def _apply_devices(self, plan: ReloadPlan, wanted: Config) -> None:
         """Added devices start, replaced ones restart, removed ones are unmanaged and retire

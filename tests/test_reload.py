@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import os
 import signal
 import socket
@@ -125,7 +126,17 @@ def hup(daemon: Daemon, notify: NotifySocket) -> None:
 
 
 def log_count(daemon: Daemon, event: str) -> int:
-    return daemon.log_file.read_text().count(f'"event": "{event}"')
+    """Lines of ``event``; for the broker, those of the gateway's main session (the urgent
+    lane has a connection of its own)."""
+    lines = [json.loads(line) for line in daemon.log_file.read_text().splitlines() if line]
+    return sum(
+        1
+        for line in lines
+        if line.get("event") == event and line.get("client_id", MAIN_CLIENT) == MAIN_CLIENT
+    )
+
+
+MAIN_CLIENT = "lockgate-test-hub"
 
 
 async def test_a_reload_adds_and_retires_devices_without_dropping_anything(

@@ -112,6 +112,11 @@ class Router:
         return self._api_root + "#"
 
     @property
+    def urgent_topics(self) -> list[str]:
+        """The topics of the urgent endpoints (served by ``gateway.api.urgent_lane``)."""
+        return [self._api_root + e.name for e in self.endpoints if e.urgent]
+
+    @property
     def endpoints(self) -> list[Endpoint]:
         """What is served, as declared, by name: tests derive their requests from it."""
         return [self._endpoints[name] for name in sorted(self._endpoints)]

@@ -296,11 +296,11 @@ class _Writer:
                 _settle(job, None, None, exc)
             return
         self._running = []
-        if any(tx.scrubbed for _, tx, _ in done):
-            self._scrub_pending = True
-        self._checkpoint_if_scrubbed()
         for job, tx, result in done:
             _settle(job, tx, result, None)
+        if any(tx.scrubbed for _, tx, _ in done):
+            self._scrub_pending = True
+        self._checkpoint_if_scrubbed()  # after the callers are on their way: they need not wait
 
     def _checkpoint_due_in(self) -> float:
         return self._last_checkpoint + SCRUB_CHECKPOINT_EVERY - time.monotonic()
@@ -372,6 +372,9 @@ class Store:
         self._reader = reader  # None for an in-memory database: reads go through the writer
         self._read_thread = ThreadPoolExecutor(1, thread_name_prefix="lockgate-db-reader")
         self._listeners: list[CommitListener] = []
+        #: The gateway's event loop, where listeners run (a unit may come from another loop:
+        #: the urgent lane's, ``gateway.api.urgent_lane``).
+        self._home: asyncio.AbstractEventLoop | None = None
 
     @property
     def stats(self) -> WriterStats:
@@ -381,7 +384,9 @@ class Store:
     async def open(cls, path: str | Path, clock: Clock) -> Store:
         path = Path(path)
         conn, reader = await asyncio.to_thread(_open_connections, path)
-        return cls(conn, reader, clock, path)
+        store = cls(conn, reader, clock, path)
+        store._home = asyncio.get_running_loop()
+        return store
 
     async def close(self) -> None:
         await asyncio.to_thread(self._close)
@@ -403,9 +408,19 @@ class Store:
 
         If ``unit`` raises, its own changes are rolled back and the exception is raised here;
         the other units of the batch are not affected."""
-        job = _Job(unit, asyncio.get_running_loop(), self._committed)
+        loop = asyncio.get_running_loop()
+        home = self._home
+        committed = self._committed if home in (None, loop) else self._committed_at_home
+        job = _Job(unit, loop, committed)
         self._writer.submit(job, priority)
         return await job.future
+
+    def _committed_at_home(self, tx: Tx) -> None:
+        """A unit from another loop: its caller resumes there at once, while the listeners
+        run on the gateway's loop, as for every other unit."""
+        assert self._home is not None
+        with contextlib.suppress(RuntimeError):  # the gateway's loop is gone (shutdown)
+            self._home.call_soon_threadsafe(self._committed, tx)
 
     def _committed(self, tx: Tx) -> None:
         for listener in self._listeners:
