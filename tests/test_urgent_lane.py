@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import threading
 
 from gateway.api.urgent_lane import UrgentLane
 from gateway.broker import free_port
@@ -91,4 +90,5 @@ async def test_the_lane_stops_with_the_gateway(make_config: ConfigFactory) -> No
             lane = lane_of(site)
             await serving(lane, True)
         assert not lane.serving
-        assert "lockgate-urgent-lane" not in {t.name for t in threading.enumerate()}
+        assert lane.thread is not None
+        assert not lane.thread.is_alive()

@@ -29,6 +29,9 @@ log = get_logger("gateway.api")
 
 #: How long the lane's thread may take to finish its requests and disconnect when stopping.
 STOP_TIMEOUT = 10.0
+#: How often the lane checks that the gateway's loop still runs (it ends with it, also when
+#: that loop is closed without stopping the lane first).
+HOME_CHECK_EVERY = 1.0
 
 
 class UrgentLane:
@@ -43,13 +46,15 @@ class UrgentLane:
         self.serving = False
         self.served = 0  # requests the lane took
         self._changed = threading.Condition()
+        self.thread: threading.Thread | None = None
 
     async def run(self) -> None:
         """The lane's thread, from the gateway's TaskGroup: until this task is cancelled."""
         loop = self._loop = asyncio.new_event_loop()
         stop = asyncio.Event()  # bound to the lane's loop when that first waits on it
-        thread = threading.Thread(
-            target=self._main, args=(loop, stop), name="lockgate-urgent-lane", daemon=True
+        home = asyncio.get_running_loop()
+        thread = self.thread = threading.Thread(
+            target=self._main, args=(loop, stop, home), name="lockgate-urgent-lane", daemon=True
         )
         thread.start()
         try:
@@ -68,9 +73,11 @@ class UrgentLane:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(session.reconfigure, settings)
 
-    def _main(self, loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    def _main(
+        self, loop: asyncio.AbstractEventLoop, stop: asyncio.Event, home: asyncio.AbstractEventLoop
+    ) -> None:
         try:
-            loop.run_until_complete(self._serve(stop))
+            loop.run_until_complete(self._serve(stop, home))
         except Exception:
             # The gateway's session serves urgent requests while the lane does not.
             log.exception("api.urgent_lane_failed")
@@ -78,7 +85,7 @@ class UrgentLane:
             self._set_serving(False)
             loop.close()
 
-    async def _serve(self, stop: asyncio.Event) -> None:
+    async def _serve(self, stop: asyncio.Event, home: asyncio.AbstractEventLoop) -> None:
         session = self._session = MqttSession(self._settings, identifier=self._identifier)
         session.on_connect(lambda: self._set_serving(True))
         session.on_disconnect(lambda: self._set_serving(False))
@@ -97,7 +104,9 @@ class UrgentLane:
             for topic in self._router.urgent_topics:
                 await session.subscribe(topic, accept)
             connection = tg.create_task(session.run(), name="urgent-lane-mqtt")
-            await stop.wait()
+            while not stop.is_set() and home.is_running():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), HOME_CHECK_EVERY)
             self._set_serving(False)
             if requests:  # each is committed already: its reply still goes out
                 await asyncio.wait(requests, timeout=STOP_TIMEOUT)
