@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -123,21 +122,3 @@ async def test_space_a_forgotten_burst_took_goes_back(tmp_path: Path) -> None:
     assert free[0] <= history.SPARE_PAGES
     assert (tmp_path / "lockgate.db").stat().st_size == after  # the file itself shrank
 
-
-async def test_a_file_made_before_incremental_vacuum_is_converted(tmp_path: Path) -> None:
-    path = tmp_path / "old.db"
-    old = sqlite3.connect(path)
-    old.execute("PRAGMA journal_mode=WAL")
-    old.execute("CREATE TABLE kept (x)")
-    old.execute("INSERT INTO kept VALUES (42)")
-    old.commit()
-    assert old.execute("PRAGMA auto_vacuum").fetchone()[0] == 0
-    old.close()
-    for _ in range(2):  # converted once; the second start finds it so
-        store = await Store.open(path, ManualClock())
-        try:
-            assert (await store.fetchone("PRAGMA auto_vacuum"))[0] == db.INCREMENTAL  # type: ignore[index]
-            assert (await store.fetchone("SELECT x FROM kept"))[0] == 42  # type: ignore[index]
-        finally:
-            await store.close()
-    assert path.stat().st_mode & 0o777 == 0o600

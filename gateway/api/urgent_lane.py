@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import threading
 
@@ -83,6 +84,10 @@ class UrgentLane:
             log.exception("api.urgent_lane_failed")
         finally:
             self._set_serving(False)
+            # paho's client, in a reference cycle with aiomqtt's, closes its socket when it is
+            # collected and tells the loop it ran on: collect it while that loop is still open.
+            self._session = None
+            gc.collect()
             loop.close()
 
     async def _serve(self, stop: asyncio.Event, home: asyncio.AbstractEventLoop) -> None:

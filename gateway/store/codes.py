@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -11,7 +10,7 @@ from typing import Any, NamedTuple
 from gateway.clock import isoformat, parse_timestamp
 from gateway.model import AccessCode, BackupState, CodeStatus, EventType, Json, ProblemCode
 from gateway.store import slot_writes
-from gateway.store.db import Row, Tx
+from gateway.store.db import Row, Tx, new_id
 from gateway.store.problems import clear_all, problems_of, set_problem
 from gateway.store.scrub import scrub_pins
 
@@ -168,7 +167,7 @@ def insert_code(
     backup: bool = False,
 ) -> AccessCode:
     """A new managed code, ``unset`` until its lock worker takes it up."""
-    access_code_id = access_code_id or str(uuid.uuid4())
+    access_code_id = access_code_id or new_id()
     now = isoformat(tx.now)
     tx.execute(
         "INSERT INTO access_codes (access_code_id, device_id, name, code, starts_at, ends_at,"

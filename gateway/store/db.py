@@ -57,10 +57,28 @@ T = TypeVar("T")
 PASS_BUDGET = 0.05
 #: At most this many units share one commit (bounds the time a batch holds its callers).
 MAX_BATCH = 512
-#: ``PRAGMA auto_vacuum``'s value for incremental vacuum.
-INCREMENTAL = 2
 #: After a PIN was scrubbed, the WAL is truncated at most this often (seconds).
 SCRUB_CHECKPOINT_EVERY = 10.0
+#: The database's page size (bytes). Every commit writes each page it touches whole to the WAL,
+#: and a checkpoint writes it again: most of what a commit touches is one small row or index
+#: entry per page, so small pages are what spares an SD card (issue 13; docs/benchmarks.md).
+PAGE_SIZE = 1024
+#: Freed pages can be given back to the file system (``PRAGMA incremental_vacuum``).
+AUTO_VACUUM = 2  # INCREMENTAL
+
+
+def new_id() -> str:
+    """A new id for a row the gateway creates (an event, an access code): a UUID of version 7
+    (RFC 9562), whose first 48 bits are the time in milliseconds and the other 74 random.
+
+    Ids made close in time sort together, so a commit's new rows land in the same few pages of
+    every index on the id, where random (version 4) ids put each one on a page of its own: that
+    was half of the pages a commit wrote (issue 13)."""
+    millis = time.time_ns() // 1_000_000 & (1 << 48) - 1
+    rand = int.from_bytes(os.urandom(10), "big")  # 80 bits, 74 used
+    version, variant = 0x7 << 76, 0b10 << 62
+    value = millis << 80 | version | (rand >> 62 & 0xFFF) << 64 | variant | rand & (1 << 62) - 1
+    return str(uuid.UUID(int=value))
 
 
 class StoreError(Exception):
@@ -121,7 +139,7 @@ class Tx:
     ) -> Event:
         """Store an event in the outbox, committed or rolled back with the change itself."""
         event = Event(
-            event_id=str(uuid.uuid4()),
+            event_id=new_id(),
             event_type=event_type,
             occurred_at=self.now,
             device_id=device_id,
@@ -464,13 +482,11 @@ def _open_connections(path: Path) -> tuple[sqlite3.Connection, sqlite3.Connectio
     conn = _connect(path)
     reader = None
     try:
-        # Before WAL is on: a new file takes it before anything is written to it.
-        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
         _configure(conn)
         row = conn.execute("PRAGMA quick_check").fetchone()
         if row is None or row[0] != "ok":
             raise StoreError(f"database {path} failed its integrity check: {row and row[0]}")
-        _use_incremental_vacuum(conn)
+        _set_layout(conn, path)
         _migrate(conn, path)
         if not memory:
             reader = _connect(path)
@@ -516,20 +532,55 @@ def _migrate(conn: sqlite3.Connection, path: Path) -> None:
         log.info("store.migrated", version=number)
 
 
-def _use_incremental_vacuum(conn: sqlite3.Connection) -> None:
-    """Pages the history pruner frees can go back to the file system (issue 13), not only be
-    reused: a file made before that is rewritten once, at this start (``VACUUM``)."""
-    row = conn.execute("PRAGMA auto_vacuum").fetchone()
-    if row is not None and row[0] != INCREMENTAL:
-        conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        conn.execute("VACUUM")
-        log.info("store.converted", auto_vacuum="incremental")
+def _set_layout(conn: sqlite3.Connection, path: Path) -> None:
+    """The file's own settings: :data:`PAGE_SIZE`, :data:`AUTO_VACUUM` and WAL (the writer's
+    connection, before anything else uses the file).
+
+    A new database gets them before its first table (a page size cannot change afterwards in
+    WAL mode). One made with other settings (4 KB pages, no auto-vacuum: before issue 13) is
+    rewritten once, whole, by a ``VACUUM`` outside WAL: atomic under its rollback journal, so
+    a crash in the middle leaves the old file, converted at the next start."""
+    settings = _layout(conn)
+    if conn.execute("PRAGMA page_count").fetchone()[0] == 0:  # new: nothing written yet
+        # In this order: the page size first (set after auto_vacuum, it is not taken).
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        conn.execute(f"PRAGMA auto_vacuum={AUTO_VACUUM}")
+    elif settings != (PAGE_SIZE, AUTO_VACUUM) and str(path) != ":memory:" and _known(conn):
+        conn.execute("PRAGMA journal_mode=DELETE")  # checkpoints the WAL and removes it
+        conn.execute(f"PRAGMA page_size={PAGE_SIZE}")
+        conn.execute(f"PRAGMA auto_vacuum={AUTO_VACUUM}")
+        # The copy VACUUM builds holds every PIN: in memory, not in a temporary file.
+        conn.execute("PRAGMA temp_store=MEMORY")
+        try:
+            conn.execute("VACUUM")
+        finally:
+            conn.execute("PRAGMA temp_store=DEFAULT")
+        log.info(
+            "store.converted",
+            old_page_size=settings[0],
+            page_size=PAGE_SIZE,
+            old_auto_vacuum=settings[1],
+            auto_vacuum=AUTO_VACUUM,
+        )
+    conn.execute("PRAGMA journal_mode=WAL")
+
+
+def _known(conn: sqlite3.Connection) -> bool:
+    """Whether this lockgate knows the file's schema (a newer one is refused, untouched)."""
+    return int(conn.execute("PRAGMA user_version").fetchone()[0]) <= len(MIGRATIONS)
+
+
+def _layout(conn: sqlite3.Connection) -> tuple[int, int]:
+    """The page size and auto-vacuum mode the file has."""
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    auto_vacuum = conn.execute("PRAGMA auto_vacuum").fetchone()[0]
+    return int(page_size), int(auto_vacuum)
 
 
 def _configure(conn: sqlite3.Connection, *extra: str) -> None:
-    """Per-connection settings (WAL itself is stored in the file)."""
+    """Per-connection settings (WAL, the page size and auto-vacuum are stored in the file:
+    :func:`_set_layout`)."""
     for pragma in (
-        "PRAGMA journal_mode=WAL",
         "PRAGMA synchronous=FULL",
         "PRAGMA foreign_keys=ON",
         "PRAGMA busy_timeout=5000",
