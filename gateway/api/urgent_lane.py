@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import itertools
 import threading
 
@@ -33,6 +32,7 @@ STOP_TIMEOUT = 10.0
 #: How often the lane checks that the gateway's loop still runs (it ends with it, also when
 #: that loop is closed without stopping the lane first).
 HOME_CHECK_EVERY = 1.0
+CANCEL_AGAIN_AFTER = 0.1
 
 
 class UrgentLane:
@@ -84,10 +84,6 @@ class UrgentLane:
             log.exception("api.urgent_lane_failed")
         finally:
             self._set_serving(False)
-            # paho's client, in a reference cycle with aiomqtt's, closes its socket when it is
-            # collected and tells the loop it ran on: collect it while that loop is still open.
-            self._session = None
-            gc.collect()
             loop.close()
 
     async def _serve(self, stop: asyncio.Event, home: asyncio.AbstractEventLoop) -> None:
@@ -115,7 +111,11 @@ class UrgentLane:
             self._set_serving(False)
             if requests:  # each is committed already: its reply still goes out
                 await asyncio.wait(requests, timeout=STOP_TIMEOUT)
-            connection.cancel()
+            while not connection.done():
+                # Again until it ends: aiomqtt's wait_for (Python 3.11) may swallow a
+                # cancellation that lands as a connection attempt fails.
+                connection.cancel()
+                await asyncio.wait({connection}, timeout=CANCEL_AGAIN_AFTER)
 
     def _set_serving(self, serving: bool) -> None:
         if serving != self.serving:
