@@ -174,7 +174,24 @@ def build_client(
     )
     # aiomqtt warns (and recounts) on every call past 10 pending acks: we mean to have many.
     client.pending_calls_threshold = MAX_INFLIGHT
+    _quiet_socket_close(client)
     return client
+
+
+def _quiet_socket_close(client: aiomqtt.Client) -> None:
+    """paho closes a socket it still holds when it is collected, and aiomqtt then tells the
+    event loop the client ran on, which may be closed by then: the socket is closed all the
+    same, so that loop need not hear of it (an "Event loop is closed" error from a finaliser)."""
+    paho = client._client
+    told = paho.on_socket_close
+    if told is None:
+        return
+
+    def on_socket_close(*args: Any) -> None:
+        with contextlib.suppress(RuntimeError):
+            told(*args)
+
+    paho.on_socket_close = on_socket_close
 
 
 #: MQTT 5's DISCONNECT reason "Session taken over": another client connected with our id.

@@ -1,17 +1,19 @@
 """Retained device objects on ``P/devices/<device_id>``, republished after every change.
 
 Changes are coalesced: many commits touching one device become one publish of its latest
-state. Everything is republished on each (re)connect, because a restarted broker may have
-lost its retained messages.
+state, and a device whose object reads as it was last published is not published again (every
+event about a code touches its device; most leave the object as it was). Everything is
+republished on each (re)connect, because a restarted broker may have lost its retained messages.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 from gateway.logs import get_logger
 from gateway.model import Device
-from gateway.mqtt import MqttSession
+from gateway.mqtt import MqttSession, encode
 from gateway.pump import PUBLISH_BATCH, Pump
 from gateway.store import Store, Tx
 from gateway.store.devices import get_devices, list_devices, removed_device_ids
@@ -26,6 +28,8 @@ class DevicePublisher(Pump):
         self._prefix = prefix
         self._dirty: set[str] = set()
         self._all = True
+        #: A digest of each device's object as last published (since the last connect).
+        self._published: dict[str, bytes] = {}
 
     def notify(self, tx: Tx) -> None:
         """Store commit listener: these devices' public objects changed."""
@@ -55,17 +59,32 @@ class DevicePublisher(Pump):
             return get_devices(tx, list(dirty)), []
 
         devices, removed = await self._store.read(load)
+        if everything:
+            self._published.clear()
         topic = f"{self._prefix}/devices/"
-        # An empty retained message deletes the one a removed device left behind.
-        messages: list[tuple[str, Device | None]] = [(topic + d.device_id, d) for d in devices]
-        messages += [(topic + i, None) for i in removed]
         # In rounds: ten thousand devices at start are not ten thousand publishes in memory.
-        for start in range(0, len(messages), PUBLISH_BATCH):
-            await asyncio.gather(
-                *(
-                    self._session.publish(
-                        name, device.to_json() if device else b"", qos=1, retain=True
-                    )
-                    for name, device in messages[start : start + PUBLISH_BATCH]
-                )
+        for start in range(0, len(devices), PUBLISH_BATCH):
+            changed: list[tuple[str, bytes, bytes | None]] = []
+            for device in devices[start : start + PUBLISH_BATCH]:
+                payload = encode(device.to_json())
+                digest = hashlib.blake2b(payload, digest_size=16).digest()
+                if self._published.get(device.device_id) != digest:
+                    changed.append((device.device_id, payload, digest))
+            await self._send(topic, changed)
+        # An empty retained message deletes the one a removed device left behind.
+        for start in range(0, len(removed), PUBLISH_BATCH):
+            gone = removed[start : start + PUBLISH_BATCH]
+            await self._send(topic, [(device_id, b"", None) for device_id in gone])
+
+    async def _send(self, topic: str, messages: list[tuple[str, bytes, bytes | None]]) -> None:
+        await asyncio.gather(
+            *(
+                self._session.publish(topic + device_id, payload, qos=1, retain=True)
+                for device_id, payload, _ in messages
             )
+        )
+        for device_id, _, digest in messages:
+            if digest is None:
+                self._published.pop(device_id, None)
+            else:
+                self._published[device_id] = digest

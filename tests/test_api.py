@@ -15,7 +15,7 @@ from gateway.config import Config
 from gateway.model import Json
 from gateway.mqtt import build_client
 from tests.conftest import ConfigFactory
-from tests.harness import device, next_json, running_site, wait_for_json
+from tests.harness import create, device, next_json, running_site, wait_for_json
 
 
 async def send(client: aiomqtt.Client, config: Config, endpoint: str, body: Json) -> None:
@@ -232,6 +232,25 @@ async def test_device_object_is_retained_and_republished(make_config: ConfigFact
             seen[body["device_id"]] = body
         assert seen["front_door"]["is_managed"] is False
         assert seen["back_door"]["is_managed"] is True
+
+
+async def test_the_device_object_is_published_when_it_changes_only(
+    make_config: ConfigFactory,
+) -> None:
+    """Every event about a code touches its device; the retained object goes out again only
+    when it reads differently (an MQTT message per device per code would be wasted on a busy
+    site)."""
+    config = make_config()
+    async with running_site(config) as site:
+        live = await site.api.subscribe(f"{config.prefix}/devices/front_door")
+        await wait_for_json(live, lambda d: d["properties"]["online"] is True)
+        for pin in ("4821", "5932", "6043"):
+            await create(site, device_id="front_door", code=pin)
+        await site.settled()
+        assert set(site.lock("front_door").slots.values()) == {"4821", "5932", "6043"}
+        await site.api.call("devices/update", device_id="front_door", is_managed=False)
+        changed = await wait_for_json(live, lambda d: True)
+        assert changed["is_managed"] is False  # the codes brought no republish before it
 
 
 async def test_pool_cannot_be_disabled_and_needs_support(make_config: ConfigFactory) -> None:
