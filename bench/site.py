@@ -839,7 +839,9 @@ class SiteRun:
         """A second code on up to :data:`WEAR_CODES` locks, as busy as the burst, with the
         gateway's writes and fsyncs counted (apart from the burst: strace slows what it
         watches, and the burst's figures must stay honest)."""
-        device_ids = self.device_ids[:WEAR_CODES]
+        # Not the pool lock: after a long burst its slots are full of the backups pulled meanwhile
+        # (each stays on until its guest's stay ends), and a code there would never be set.
+        device_ids = [d for d in self.device_ids if d != POOL_LOCK][:WEAR_CODES]
         meter = WearMeter(gateway_pid, self.files.gateway.parent)
         await meter.start()
         created: dict[str, str] = {}

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import yaml
 
@@ -511,7 +511,15 @@ def parse_config(data: object, *, base_dir: Path) -> Config:
     )
 
 
-class _StrictLoader(yaml.SafeLoader):
+#: libyaml's parser where PyYAML was built with it: a 10,000-lock file is read in a tenth of the
+#: time (1.6 s of a 16 s start with the pure-Python one). The constructor is Python either way.
+if TYPE_CHECKING:
+    _SafeLoader = yaml.SafeLoader
+else:
+    _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _StrictLoader(_SafeLoader):
     """Notes duplicate keys, which PyYAML silently resolves by keeping the last one."""
 
     def __init__(self, stream: str) -> None:
