@@ -32,6 +32,8 @@ log = get_logger("gateway.reconciler")
 NOT_SENT = frozenset({"offline", "not_connected"})
 #: After an unexpected error in a pass, wait this long (real time) before the next one.
 PASS_ERROR_PAUSE = 1.0
+#: Locks recorded online in one unit at most (a unit holds the writer: a pull waits for it).
+PRESENCE_BATCH = 100
 #: How long a lock's topics may be missing on a connected broker before the device says so
 #: (``device_not_found_on_stack``): its stack's retained topics come within milliseconds.
 NOT_FOUND_AFTER = timedelta(minutes=1)
@@ -69,6 +71,47 @@ def _record(tx: Tx, device_id: str, seen: Seen, recorded: Seen) -> None:
         note_entry_events(tx, device_id)
 
 
+class Presence:
+    """Locks found online at start, recorded many to a unit.
+
+    A device shows ``online`` once that is committed. Recorded by each lock's first look, as
+    it is for every later change, ten thousand locks at start came online only as fast as the
+    writer worked through their first looks (each records the lock's table and plans it: about
+    a millisecond). Recorded here first, the locks found online in the same turn of the event
+    loop share one small unit ahead of the passes, and their device objects go out at once;
+    their first looks follow as before (and find nothing more to record about it)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._open: tuple[set[str], asyncio.Future[None]] | None = None
+
+    async def record(self, device_id: str) -> None:
+        """Until the lock's being online is committed (or failed to be: the first look then
+        records it, as for any lock)."""
+        if self._open is not None and len(self._open[0]) < PRESENCE_BATCH:
+            device_ids, done = self._open
+            device_ids.add(device_id)
+            await asyncio.wait({done})
+            return
+        device_ids, done = self._open = ({device_id}, asyncio.get_running_loop().create_future())
+        try:
+            await asyncio.sleep(0)  # the locks found online in this turn of the loop join
+            self._open = None
+            # Behind the pool's passes: a guest's backup comes first.
+            await self._store.write(
+                lambda tx: _online(tx, sorted(device_ids)), priority=Priority.PASS
+            )
+        finally:
+            if self._open is not None and self._open[1] is done:
+                self._open = None
+            done.set_result(None)
+
+
+def _online(tx: Tx, device_ids: list[str]) -> None:
+    for device_id in device_ids:
+        device_store.set_online(tx, device_id, online=True)
+
+
 class LockWorker:
     """Owns one lock's command stream: never two commands at once, paced, read back on doubt."""
 
@@ -98,6 +141,7 @@ class LockWorker:
         self.retiring = False
         #: Set while the worker has nothing to do until its next deadline (tests await it).
         self.settled = asyncio.Event()
+        self.presence: Presence | None = None  # shared by the reconciler's workers
 
     @property
     def pooled(self) -> bool:
@@ -131,6 +175,11 @@ class LockWorker:
                     while not self.driver.online:
                         await self._wake.wait()
                         self._wake.clear()
+            if self.driver.online and self.presence is not None:
+                try:
+                    await self.presence.record(self.device_id)
+                except Exception:  # the first look records it all the same
+                    log.exception("reconciler.presence_failed")
             while True:
                 self._wake.clear()
                 step = Step()
@@ -327,8 +376,10 @@ class Reconciler:
         self,
         workers: Mapping[str, LockWorker],
         on_finished: Callable[[str], None] = lambda device_id: None,
+        presence: Presence | None = None,
     ) -> None:
         self.workers = dict(workers)
+        self._presence = presence
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self._on_finished = on_finished  # a worker that ended by itself: a retired device
@@ -381,6 +432,7 @@ class Reconciler:
 
     def _spawn(self, worker: LockWorker) -> None:
         assert self._tg is not None
+        worker.presence = self._presence
         task = self._tg.create_task(worker.run(), name=f"lock-worker:{worker.device_id}")
         self._tasks[worker.device_id] = task
         task.add_done_callback(lambda done: self._ended(worker, done))

@@ -31,7 +31,7 @@ from gateway.logs import get_logger
 from gateway.mqtt import DeviceSession, MqttSession, NotConnected, Retained, encode
 from gateway.outbox import Outbox
 from gateway.publisher import DevicePublisher
-from gateway.reconciler import LockWorker, Reconciler
+from gateway.reconciler import LockWorker, Presence, Reconciler
 from gateway.reload import ReloadPlan, ReloadRefused, plan_reload
 from gateway.sdnotify import Notifier, StatusLine
 from gateway.store import Priority, Store, Tx
@@ -144,6 +144,7 @@ class Gateway:
         reconciler = Reconciler(
             {d.device_id: self._worker(d, store, self.config) for d in self.config.devices},
             on_finished=self._retired,
+            presence=Presence(store),
         )
         endpoints = [*device_api.ENDPOINTS, *access_code_api.ENDPOINTS, *event_api.ENDPOINTS]
         router = Router(

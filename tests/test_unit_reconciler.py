@@ -18,7 +18,7 @@ import pytest
 from drivers.base import CommandTimedOut
 from gateway.clock import ManualClock
 from gateway.model import CodeStatus
-from gateway.reconciler import LockWorker, Reconciler
+from gateway.reconciler import PRESENCE_BATCH, LockWorker, Presence, Reconciler
 from gateway.store import Store
 from tests.fakes import (
     DEVICE,
@@ -220,3 +220,35 @@ async def test_unmanaged_pins_are_left_alone(tmp_path: Path) -> None:
         await bench.settled()
     assert driver.slots == {1: "5555", 2: "1234"}
     assert Sent("clear", 1) not in driver.sent
+
+
+# -- many locks at start --------------------------------------------------------------------
+
+
+async def test_locks_found_online_together_are_recorded_in_one_unit(tmp_path: Path) -> None:
+    """At start, the locks found online in one turn of the event loop share one unit (and
+    their device objects go out at once), not one first look each; a larger crowd is cut into
+    units of :data:`PRESENCE_BATCH`, so no one unit holds the writer long."""
+    doors = [f"door_{n}" for n in range(PRESENCE_BATCH + 20)]
+    config = unit_config(
+        tmp_path, devices=[{"device_id": d, "name": d, "driver": "native"} for d in doors]
+    )
+    async with opened_store(config, ManualClock()) as store:
+        presence = Presence(store)
+        units = store.stats.units
+        await asyncio.gather(*(presence.record(d) for d in doors))
+        assert store.stats.units - units == 2
+        online = await store.fetchall("SELECT device_id FROM devices WHERE online = 1")
+        assert {r["device_id"] for r in online} == set(doors)
+        assert await device_events(store, doors[0]) == ["device.connected"]
+        assert await device_events(store, doors[-1]) == ["device.connected"]
+        # Found online again (a restart): nothing more to record, no second event.
+        await presence.record(doors[0])
+        assert await device_events(store, doors[0]) == ["device.connected"]
+
+
+async def device_events(store: Store, device_id: str) -> list[str]:
+    rows = await store.fetchall(
+        "SELECT event_type FROM events WHERE device_id = ? ORDER BY seq", (device_id,)
+    )
+    return [r["event_type"] for r in rows]
