@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import itertools
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import aiomqtt
 
@@ -52,6 +53,9 @@ class UrgentLane:
     async def run(self) -> None:
         """The lane's thread, from the gateway's TaskGroup: until this task is cancelled."""
         loop = self._loop = asyncio.new_event_loop()
+        # Its own executor (the broker connect) is one thread, not asyncio's default of up to
+        # 32: the unit's TasksMax= counts every thread of the service.
+        loop.set_default_executor(ThreadPoolExecutor(1, thread_name_prefix="lockgate-urgent-lane"))
         stop = asyncio.Event()  # bound to the lane's loop when that first waits on it
         home = asyncio.get_running_loop()
         thread = self.thread = threading.Thread(
@@ -84,6 +88,7 @@ class UrgentLane:
             log.exception("api.urgent_lane_failed")
         finally:
             self._set_serving(False)
+            loop.run_until_complete(loop.shutdown_default_executor())
             loop.close()
 
     async def _serve(self, stop: asyncio.Event, home: asyncio.AbstractEventLoop) -> None:
