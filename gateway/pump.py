@@ -18,7 +18,7 @@ log = get_logger("gateway.pump")
 #: After an unexpected error in a round, wait this long before the next one.
 FAILURE_PAUSE = 1.0
 #: Messages a pump publishes at once: its ack waits and payloads stay this few in memory.
-PUBLISH_BATCH = 200
+PUBLISH_BATCH = 500
 
 
 class Pump(abc.ABC):

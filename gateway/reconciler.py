@@ -97,9 +97,9 @@ class Presence:
         try:
             await asyncio.sleep(0)  # the locks found online in this turn of the loop join
             self._open = None
-            # Behind the pool's passes: a guest's backup comes first.
+            # Behind the pool's passes (a guest's backup comes first), ahead of the others.
             await self._store.write(
-                lambda tx: _online(tx, sorted(device_ids)), priority=Priority.PASS
+                lambda tx: _online(tx, sorted(device_ids)), priority=Priority.PRESENCE
             )
         finally:
             if self._open is not None and self._open[1] is done:

@@ -9,10 +9,11 @@ share one fsync instead of paying 64.
 
 Requests come first. A pull (``Priority.URGENT``: a guest may be at the door) goes before
 everything, and a batch holding one takes nothing else and commits at once. Other API units
-(``Priority.REQUEST``) go before any lock-worker pass (``Priority.POOL_PASS``, then
-``Priority.PASS``); a batch stops taking passes as soon as a request is in it or
-:data:`PASS_BUDGET` has been spent, and a request that arrives meanwhile joins the open batch.
-A pull therefore waits for at most one running unit and one commit, never for a queue of them.
+(``Priority.REQUEST``) go before any lock-worker pass (``Priority.POOL_PASS``, then the locks
+found online at start, ``Priority.PRESENCE``, then ``Priority.PASS``); a batch stops taking
+passes as soon as a request is in it or :data:`PASS_BUDGET` has been spent, and a request that
+arrives meanwhile joins the open batch. A pull therefore waits for at most one running unit and
+one commit, never for a queue of them.
 A batch that changed nothing is rolled back: a pass that finds nothing to do costs no write.
 
 Reads run on a second connection in its own thread: under WAL they see the last commit and
@@ -89,7 +90,8 @@ class Priority(IntEnum):
     URGENT = 0  # a pull: a guest may be at the door; its batch takes nothing else
     REQUEST = 1  # an API request (or anything a person waits for)
     POOL_PASS = 2  # a pass of a lock with a backup pool: filled before the others
-    PASS = 3  # a lock worker's pass, the outbox's bookkeeping: may wait a few milliseconds
+    PRESENCE = 3  # locks found online at start (gateway.reconciler.Presence): small units
+    PASS = 4  # a lock worker's pass, the outbox's bookkeeping: may wait a few milliseconds
 
 
 class Tx:
