@@ -77,39 +77,40 @@ class Presence:
     A device shows ``online`` once that is committed. Recorded by each lock's first look, as
     it is for every later change, ten thousand locks at start came online only as fast as the
     writer worked through their first looks (each records the lock's table and plans it: about
-    a millisecond). Recorded here first, the locks found online in the same turn of the event
-    loop share one small unit ahead of the passes, and their device objects go out at once;
-    their first looks follow as before (and find nothing more to record about it)."""
+    a millisecond). Recorded here first, with the slot count and PIN lengths the lock reported
+    (what else its device object shows of it), the locks found online in the same turn of the
+    event loop share one small unit, and their device objects go out at once and once; their
+    first looks follow as before (and find nothing more to record about it)."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
-        self._open: tuple[set[str], asyncio.Future[None]] | None = None
+        self._open: tuple[dict[str, SlotTable | None], asyncio.Future[None]] | None = None
 
-    async def record(self, device_id: str) -> None:
+    async def record(self, device_id: str, table: SlotTable | None) -> None:
         """Until the lock's being online is committed (or failed to be: the first look then
         records it, as for any lock)."""
         if self._open is not None and len(self._open[0]) < PRESENCE_BATCH:
-            device_ids, done = self._open
-            device_ids.add(device_id)
+            found, done = self._open
+            found[device_id] = table
             await asyncio.wait({done})
             return
-        device_ids, done = self._open = ({device_id}, asyncio.get_running_loop().create_future())
+        found, done = self._open = ({device_id: table}, asyncio.get_running_loop().create_future())
         try:
             await asyncio.sleep(0)  # the locks found online in this turn of the loop join
             self._open = None
             # Behind the pool's passes (a guest's backup comes first), ahead of the others.
-            await self._store.write(
-                lambda tx: _online(tx, sorted(device_ids)), priority=Priority.PRESENCE
-            )
+            await self._store.write(lambda tx: _online(tx, found), priority=Priority.PRESENCE)
         finally:
             if self._open is not None and self._open[1] is done:
                 self._open = None
             done.set_result(None)
 
 
-def _online(tx: Tx, device_ids: list[str]) -> None:
-    for device_id in device_ids:
+def _online(tx: Tx, found: dict[str, SlotTable | None]) -> None:
+    for device_id, table in sorted(found.items(), key=lambda item: item[0]):
         device_store.set_online(tx, device_id, online=True)
+        if table is not None:
+            device_store.set_shape(tx, device_id, table.capacity, table.code_lengths)
 
 
 class LockWorker:
@@ -177,7 +178,7 @@ class LockWorker:
                         self._wake.clear()
             if self.driver.online and self.presence is not None:
                 try:
-                    await self.presence.record(self.device_id)
+                    await self.presence.record(self.device_id, self.driver.table)
                 except Exception:  # the first look records it all the same
                     log.exception("reconciler.presence_failed")
             while True:

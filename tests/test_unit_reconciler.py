@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from drivers.base import CommandTimedOut
+from drivers.base import CommandTimedOut, SlotTable
 from gateway.clock import ManualClock
 from gateway.model import CodeStatus
 from gateway.reconciler import PRESENCE_BATCH, LockWorker, Presence, Reconciler
@@ -236,14 +236,20 @@ async def test_locks_found_online_together_are_recorded_in_one_unit(tmp_path: Pa
     async with opened_store(config, ManualClock()) as store:
         presence = Presence(store)
         units = store.stats.units
-        await asyncio.gather(*(presence.record(d) for d in doors))
+        tables = {d: SlotTable(capacity=20 + n, code_lengths=(4, 8)) for n, d in enumerate(doors)}
+        await asyncio.gather(*(presence.record(d, tables[d]) for d in doors))
         assert store.stats.units - units == 2
         online = await store.fetchall("SELECT device_id FROM devices WHERE online = 1")
         assert {r["device_id"] for r in online} == set(doors)
         assert await device_events(store, doors[0]) == ["device.connected"]
         assert await device_events(store, doors[-1]) == ["device.connected"]
+        # What the device object shows of the lock is there at once (its slot count).
+        last = doors[-1]
+        shape = await store.fetchone("SELECT capacity FROM devices WHERE device_id = ?", (last,))
+        assert shape is not None
+        assert shape["capacity"] == tables[last].capacity
         # Found online again (a restart): nothing more to record, no second event.
-        await presence.record(doors[0])
+        await presence.record(doors[0], None)
         assert await device_events(store, doors[0]) == ["device.connected"]
 
 
