@@ -9,14 +9,14 @@ republished on each (re)connect, because a restarted broker may have lost its re
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 
 from gateway.logs import get_logger
-from gateway.model import Device
 from gateway.mqtt import MqttSession, encode
 from gateway.pump import PUBLISH_BATCH, Pump
 from gateway.store import Store, Tx
-from gateway.store.devices import get_devices, list_devices, removed_device_ids
+from gateway.store.devices import configured_device_ids, get_devices, removed_device_ids
 
 log = get_logger("gateway.publisher")
 
@@ -53,19 +53,23 @@ class DevicePublisher(Pump):
             raise
 
     async def _publish(self, everything: bool, dirty: set[str]) -> None:
-        def load(tx: Tx) -> tuple[list[Device], list[str]]:
+        def ids(tx: Tx) -> tuple[list[str], list[str]]:
             if everything:
-                return list_devices(tx), removed_device_ids(tx)
-            return get_devices(tx, list(dirty)), []
+                return configured_device_ids(tx), removed_device_ids(tx)
+            return sorted(dirty), []
 
-        devices, removed = await self._store.read(load)
+        device_ids, removed = await self._store.read(ids)
         if everything:
             self._published.clear()
         topic = f"{self._prefix}/devices/"
-        # In rounds: ten thousand devices at start are not ten thousand publishes in memory.
-        for start in range(0, len(devices), PUBLISH_BATCH):
+        # In rounds, each read when its turn comes: ten thousand devices at start are not ten
+        # thousand publishes in memory, and an object that changed meanwhile (a lock found
+        # online while the round goes on) goes out as it is now, once.
+        for start in range(0, len(device_ids), PUBLISH_BATCH):
+            batch = device_ids[start : start + PUBLISH_BATCH]
+            devices = await self._store.read(functools.partial(get_devices, device_ids=batch))
             changed: list[tuple[str, bytes, bytes | None]] = []
-            for device in devices[start : start + PUBLISH_BATCH]:
+            for device in devices:
                 payload = encode(device.to_json())
                 digest = hashlib.blake2b(payload, digest_size=16).digest()
                 if self._published.get(device.device_id) != digest:

@@ -85,6 +85,11 @@ def get_devices(tx: Tx, device_ids: Sequence[str]) -> list[Device]:
     return found
 
 
+def configured_device_ids(tx: Tx) -> list[str]:
+    rows = tx.fetchall("SELECT device_id FROM devices WHERE in_config ORDER BY device_id")
+    return [r["device_id"] for r in rows]
+
+
 def removed_device_ids(tx: Tx) -> list[str]:
     """Devices taken out of the YAML: their retained objects must be withdrawn."""
     rows = tx.fetchall("SELECT device_id FROM devices WHERE NOT in_config")
