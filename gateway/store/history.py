@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from gateway.clock import isoformat, parse_timestamp
+from gateway.clock import isoformat
 from gateway.domain import EventType
 from gateway.store.db import Tx
 from gateway.store.scrub import forget_replies
@@ -80,11 +80,11 @@ def _pragma(tx: Tx, name: str) -> int:
 #: Stored times that measure how long something has waited (the idempotency window, a code's
 #: retry and its delay warning, a pool's grace, an unmanaged clear's retry): moved with a jump.
 _DEADLINES = (
-    ("idempotency", "created_at", "key"),
-    ("access_codes", "retry_at", "access_code_id"),
-    ("access_codes", "status_since", "access_code_id"),
-    ("devices", "pool_short_since", "device_id"),
-    ("unmanaged_removals", "retry_at", "device_id || '/' || slot"),
+    ("idempotency", "created_at"),
+    ("access_codes", "retry_at"),
+    ("access_codes", "status_since"),
+    ("devices", "pool_short_since"),
+    ("unmanaged_removals", "retry_at"),
 )
 
 
@@ -108,13 +108,13 @@ def resume_windows(tx: Tx, stopped_at: datetime) -> None:
         _shift(tx, _DEADLINES[:1], down)
 
 
-def _shift(tx: Tx, deadlines: tuple[tuple[str, str, str], ...], seconds: float) -> None:
-    by = timedelta(seconds=seconds)
-    for table, column, key in deadlines:
-        rows = tx.fetchall(
-            f"SELECT {key} AS k, {column} AS t FROM {table} WHERE {column} IS NOT NULL"  # noqa: S608 (fixed names)
-        )
-        tx.executemany(
-            f"UPDATE {table} SET {column} = ? WHERE {key} = ?",  # noqa: S608 (fixed names)
-            [(isoformat(parse_timestamp(r["t"]) + by), r["k"]) for r in rows],
+def _shift(tx: Tx, deadlines: tuple[tuple[str, str], ...], seconds: float) -> None:
+    """One statement per column, in SQLite: its ``strftime`` writes the format ``isoformat``
+    does (UTC, milliseconds, ``Z``)."""
+    by = f"{seconds:+.3f} seconds"
+    for table, column in deadlines:
+        tx.execute(
+            f"UPDATE {table} SET {column} = strftime('%Y-%m-%dT%H:%M:%fZ', {column}, ?)"  # noqa: S608 (fixed names)
+            f" WHERE {column} IS NOT NULL",
+            (by,),
         )
