@@ -437,7 +437,6 @@ class MqttSession:
                     "mqtt.disconnected", client_id=self._identifier, broker=broker, reason=reason
                 )
             finally:
-                _release(client)
                 was_connected = self._connected.is_set()
                 self._client = None
                 self._queue = None
@@ -543,16 +542,6 @@ class MqttSession:
                 handler(message)
             except Exception:  # a bad message must never end the session
                 log.exception("mqtt.handler_failed", topic=topic)
-
-
-def _release(client: aiomqtt.Client) -> None:
-    """Close the socket paho may still hold after an attempt (one cancelled in the middle of
-    connecting): left to the garbage collector, it would report its closing to an event loop
-    that may be closed by then."""
-    paho = client._client
-    with contextlib.suppress(Exception):
-        if paho.socket() is not None:
-            paho._sock_close()
 
 
 class _Acked:

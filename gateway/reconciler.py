@@ -107,7 +107,8 @@ class Presence:
 
 
 def _online(tx: Tx, found: dict[str, SlotTable | None]) -> None:
-    for device_id, table in sorted(found.items(), key=lambda item: item[0]):
+    for device_id in sorted(found):
+        table = found[device_id]
         device_store.set_online(tx, device_id, online=True)
         if table is not None:
             device_store.set_shape(tx, device_id, table.capacity, table.code_lengths)

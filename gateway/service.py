@@ -107,7 +107,7 @@ class Gateway:
         self.pruned = asyncio.Event()  # set after every pruning round (tests await it)
         self.jumped = asyncio.Event()  # set once a clock jump has been handled (tests too)
         self.start_settled = asyncio.Event()  # every lock looked at once since start
-        self._facts: dict[str, object] = {}  # what P/status says beyond state and version
+        self._facts: dict[str, object] = {}  # the retained P/health
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Serve until ``stop`` is set (or the task is cancelled)."""
@@ -395,7 +395,7 @@ class Gateway:
             if gone:
                 log.info("history.pruned", rows=gone, database_bytes=size)
             self.status_line.set("database", f"database {size / 1e6:.1f} MB")
-            rounded = round(size, -5)  # P/status changes in steps of 100 kB, not every round
+            rounded = round(size, -5)  # P/health changes in steps of 100 kB, not every round
             if rounded != self._facts.get("database_bytes"):
                 await self._publish_facts(database_bytes=rounded)
             self.pruned.set()
@@ -470,7 +470,7 @@ class Gateway:
 
     async def _watch_clock_sync(self) -> None:
         """Whether the kernel calls the clock synchronised, at start and every
-        :data:`CLOCK_SYNC_EVERY`: in ``P/status``, ``STATUS=`` and the log at each change."""
+        :data:`CLOCK_SYNC_EVERY`: in ``P/health``, ``STATUS=`` and the log at each change."""
         while True:
             synchronized = await asyncio.to_thread(clock_synchronized)
             if synchronized != self._facts.get("clock_synchronized"):
