@@ -51,7 +51,7 @@ import shutil
 import signal
 import sqlite3
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,6 +77,7 @@ from bench.common import (
     sequential,
     wait_until,
 )
+from bench.front_desk import ECHO_PREFIX, NO_BACKUP, Pulls
 from bench.wear import Wear, WearMeter, io_counters
 from gateway import site
 from gateway.client import ApiClient, connect
@@ -86,7 +87,6 @@ from gateway.mqtt import build_client, encode
 
 ROOT = Path(__file__).resolve().parent.parent
 IN_FLIGHT = 64
-PULL_EVERY = 0.05
 POOL_LOCK = "pool_lock"
 POOL_SLOTS = 250
 POOL_SIZE = 3
@@ -98,9 +98,7 @@ QUIET = 2.0  # no command to any lock for this long: the gateway has settled
 PHASE_TIMEOUT = 1800.0
 REQUEST_TIMEOUT = 120.0
 POLL = 0.05
-ECHO_PREFIX = "bench-echo"
 STDERR = 2  # a child's stdout: this process's stderr
-NO_BACKUP = "no_backup_access_code_available"
 WRITES = ("set", "clear")
 #: What a create's reply looks like (the echo answers with it), about its size.
 ECHO_REPLY = encode(
@@ -236,15 +234,41 @@ def measure_commit(path: Path) -> Latency:
     return Latency.of(samples)
 
 
-async def measure_raw(config_file: Path, settings: MqttSettings, in_flight: int) -> Raw:
-    process = await spawn(
-        "-m", "bench.site", "--echo", str(config_file), stdout=asyncio.subprocess.PIPE
+@contextlib.asynccontextmanager
+async def child(
+    *args: str, ready: bytes | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """``python ARGS`` with its stdin and stdout piped, once it has printed ``ready``; stopped
+    at the end."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *args,
+        env=child_env(),
+        cwd=ROOT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
     )
     try:
+        assert process.stdin is not None
         assert process.stdout is not None
+        if ready is not None:
+            process.stdin.write(ready)
         line = await asyncio.wait_for(process.stdout.readline(), 60)
         if line.strip() != b"ready":
-            raise BenchError(f"the echo did not start (status {process.returncode})")
+            raise BenchError(f"{args} did not start (status {process.returncode})")
+        yield process
+    finally:
+        await stop(process)
+
+
+def start_echo(
+    config_file: Path,
+) -> contextlib.AbstractAsyncContextManager[asyncio.subprocess.Process]:
+    return child("-m", "bench.site", "--echo", str(config_file))
+
+
+async def measure_raw(config_file: Path, settings: MqttSettings, in_flight: int) -> Raw:
+    async with start_echo(config_file):
         payload = encode({"device_id": "sim_lock_0000", "name": "Bench"})
         async with connect(settings, ECHO_PREFIX) as client:
 
@@ -254,8 +278,6 @@ async def measure_raw(config_file: Path, settings: MqttSettings, in_flight: int)
             await sequential(call, RAW_WARMUP)
             one_at_a_time = await sequential(call, RAW_SEQUENTIAL)
             seconds = await concurrent(call, RAW_CONCURRENT, in_flight)
-    finally:
-        await stop(process)
     return Raw(Latency.of(one_at_a_time), RAW_CONCURRENT / seconds)
 
 
@@ -352,53 +374,7 @@ async def follow(
 
 
 # --------------------------------------------------------------------------------------------
-# Pulls during the burst
-
-
-@dataclass
-class Pulls:
-    handed_out: list[float] = field(default_factory=list)  # a new backup
-    none_available: list[float] = field(default_factory=list)
-    repeated: list[float] = field(default_factory=list)  # the same guest again: same backup
-    refused: collections.Counter[str] = field(default_factory=collections.Counter)
-
-    @property
-    def answered(self) -> list[float]:
-        return self.handed_out + self.none_available + self.repeated
-
-
-async def pull_every(
-    api: ApiClient, guests: Sequence[str], pulls: Pulls, done: asyncio.Event
-) -> None:
-    """A pull every ``PULL_EVERY`` seconds, each for the next guest, until ``done``. Open loop:
-    a pull is sent on time even while earlier ones are still unanswered, so a slow answer
-    delays no later pull (and hides no latency); the pulls still out are awaited at the end."""
-    pulled: set[str] = set()
-
-    async def pull(guest: str) -> None:
-        started = now()
-        reply = await api.call(
-            "access_codes/pull_backup_access_code", timeout=REQUEST_TIMEOUT, access_code_id=guest
-        )
-        took = now() - started
-        if reply.get("ok"):
-            (pulls.repeated if guest in pulled else pulls.handed_out).append(took)
-            pulled.add(guest)
-        elif (error := (reply.get("error") or {}).get("type")) == NO_BACKUP:
-            pulls.none_available.append(took)
-        else:
-            pulls.refused[str(error)] += 1
-
-    async with asyncio.TaskGroup() as tg:
-        due = now()
-        number = 0
-        while not done.is_set():
-            if (wait := due - now()) > 0:
-                await asyncio.sleep(wait)
-                continue
-            due += PULL_EVERY
-            tg.create_task(pull(guests[number % len(guests)]), name=f"bench-pull:{number}")
-            number += 1
+# The guests a backup is pulled for (by bench.front_desk)
 
 
 async def create_guests(api: ApiClient, count: int, in_flight: int) -> list[str]:
@@ -796,11 +772,16 @@ class SiteRun:
         gateway_cpu, simulator_cpu = cpu_seconds(gateway_pid), cpu_seconds(sim_pid)
         latencies: list[float] = []
         created: dict[str, str] = {}
-        pulls = Pulls()
-        done = asyncio.Event()
-        first_create = now()
-        pulling = asyncio.create_task(pull_every(self.api, guests, pulls, done), name="bench-pull")
-        try:
+        front_desk = child(
+            "-m",
+            "bench.front_desk",
+            str(self.files.gateway),
+            ready=json.dumps(guests).encode() + b"\n",
+        )
+        async with start_echo(self.files.gateway), front_desk as desk:
+            assert desk.stdin is not None
+            assert desk.stdout is not None
+            first_create = now()
             self.pins, answered_s = await create_one_code_each(
                 self.api,
                 self.device_ids,
@@ -811,9 +792,8 @@ class SiteRun:
             )
             code_ids = list(created.values())
             await self.until(lambda: all(code_id in watch.set_at for code_id in code_ids))
-        finally:
-            done.set()
-            await pulling
+            desk.stdin.write(b"done\n")
+            pulls = Pulls.from_json(json.loads(await desk.stdout.readline()))
         burst_s = max(watch.set_at[code_id] for code_id in code_ids) - first_create
         gateway_cpu = cpu_seconds(gateway_pid) - gateway_cpu
         simulator_cpu = cpu_seconds(sim_pid) - simulator_cpu
@@ -927,14 +907,14 @@ class SiteRun:
         if not pulls.handed_out:
             raise BenchError(f"no backup was handed out ({pulls})")
         table, big = self.table, self.locks >= 10_000
-        handed = Latency.of(pulls.handed_out)
+        handed, echo = Latency.of(pulls.handed_out), pulls.echo_latency
         table.add(
             "pull_p50_ms",
             "pull_backup_access_code in the burst: p50",
             handed.p50,
             "ms",
             digits=2,
-            baseline=f"{self.raw_p50} {self.raw_commit}",
+            baseline=f"{echo.p50:.2f} ms echo p50 {self.raw_commit}",
             target=None if big else (2.0, False, "<= 2 ms (at 1,000)"),
         )
         table.add(
@@ -943,6 +923,7 @@ class SiteRun:
             handed.p99,
             "ms",
             digits=2,
+            baseline=f"{echo.p99:.2f} ms echo p99",
             target=(10.0, False, "<= 10 ms (at 10,000)")
             if big
             else (5.0, False, "<= 5 ms (at 1,000)"),
@@ -968,6 +949,17 @@ class SiteRun:
             digits=2,
         )
         table.add("pull_all_p99_ms", "  every pull answered: p99", every.p99, "ms", digits=2)
+        table.add(
+            "burst_echo_p50_ms",
+            f"raw round trip in the same moments ({len(pulls.echo):,}): p50",
+            echo.p50,
+            "ms",
+            digits=2,
+            baseline=self.raw_p50,
+        )
+        table.add(
+            "burst_echo_p99_ms", "  raw round trip in the burst: p99", echo.p99, "ms", digits=2
+        )
         if pulls.refused:
             self.notes.append(f"pulls refused otherwise: {dict(pulls.refused)}")
 

@@ -163,6 +163,28 @@ async def test_a_pull_commits_without_waiting_for_the_requests_queued_before_it(
     assert ran == ["pull", *(f"r{i}" for i in range(10))]
 
 
+
+async def test_a_pull_that_joins_a_batch_is_answered_before_the_units_that_ran_before_it(
+    store: Store,
+) -> None:
+    """The commit releases every caller of the batch; the pull's goes first, not after the
+    requests that happened to run before it."""
+    released: list[str] = []
+    first, last = Gate(), Gate()
+    held = await first.holding(store, Priority.REQUEST)
+    requests = [asyncio.create_task(store.write(insert(f"r{i}"))) for i in range(10)]
+    held_last = asyncio.create_task(store.write(last))
+    await asyncio.sleep(0)
+    first.open.set()
+    assert await asyncio.to_thread(last.entered.wait, WAIT)  # the requests ran: the batch is open
+    pull = asyncio.create_task(store.write(insert("pull"), priority=Priority.URGENT))
+    for name, task in (("pull", pull), *((f"r{i}", r) for i, r in enumerate(requests))):
+        task.add_done_callback(lambda _, name=name: released.append(name))
+    await asyncio.sleep(0)
+    last.open.set()
+    await asyncio.gather(held, held_last, pull, *requests)
+    assert released == ["pull", *(f"r{i}" for i in range(10))]
+
 async def test_a_request_joins_the_open_batch_and_commits_without_the_passes(
     store: Store,
 ) -> None:

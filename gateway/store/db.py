@@ -271,7 +271,7 @@ class _Writer:
 
     def _batch(self) -> None:
         conn = self._conn
-        done: list[tuple[_Job[Any], Tx, Any]] = []
+        done: list[tuple[Priority, _Job[Any], Tx, Any]] = []
         started = time.perf_counter()
         before = conn.total_changes
         top = Priority.PASS
@@ -301,7 +301,7 @@ class _Writer:
                     _settle(other, None, None, exc)
                 return
             conn.execute("RELEASE unit")
-            done.append((job, tx, result))
+            done.append((priority, job, tx, result))
         self.stats.units += len(done)
         try:
             if conn.total_changes == before:
@@ -312,13 +312,15 @@ class _Writer:
         except sqlite3.Error as exc:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
-            for job, _, _ in done:
+            for _, job, _, _ in done:
                 _settle(job, None, None, exc)
             return
         self._running = []
-        for job, tx, result in done:
+        # Most urgent first: a pull that joined a batch of requests is not released after them.
+        done.sort(key=lambda unit: unit[0])
+        for _, job, tx, result in done:
             _settle(job, tx, result, None)
-        if any(tx.scrubbed for _, tx, _ in done):
+        if any(tx.scrubbed for _, _, tx, _ in done):
             self._scrub_pending = True
         self._checkpoint_if_scrubbed()  # after the callers are on their way: they need not wait
 
