@@ -32,8 +32,9 @@ ones (``simulator.generate``) and ``pool_lock``, which has 250 slots and a backu
 6. the gateway's peak resident set (``VmHWM``) and most threads, sampled every 100 ms.
 
 Commands are counted from the MQTT traffic (``locks/+/command``). ``--profile FILE`` records the
-gateway with py-spy during the burst (``.svg`` flame graph, ``.json`` speedscope, else py-spy's
-raw collapsed stacks, which are also summarised: the top functions by own and total samples).
+gateway with py-spy during the burst, or with ``--profile-start`` from its start until every
+device is online (``.svg`` flame graph, ``.json`` speedscope, else py-spy's raw collapsed stacks,
+which are also summarised: the top functions by own and total samples).
 """
 
 from __future__ import annotations
@@ -560,6 +561,7 @@ class Options:
     in_flight: int
     latency: str
     profile: Path | None
+    profile_start: bool = False  # py-spy the start (until every device is online), not the burst
 
 
 async def run(options: Options, table: Table, notes: list[str]) -> None:
@@ -660,6 +662,13 @@ class SiteRun:
 
         return await wait_until(check, timeout, POLL)
 
+    def profiler(self, *, start: bool) -> Profiler | None:
+        """py-spy for this phase, if ``--profile`` asked for it."""
+        options = self.options
+        if options.profile is None or options.profile_start is not start:
+            return None
+        return Profiler(options.profile)
+
     async def start_gateway(self) -> tuple[asyncio.subprocess.Process, ProcessSampler, float]:
         started = now()
         gateway = await spawn("-m", "gateway", "run", "-c", str(self.files.gateway))
@@ -707,7 +716,13 @@ class SiteRun:
         gateway, sampler, started = await self.start_gateway()
         watch.last_command_at = started
         sampling = asyncio.create_task(sampler.run(), name="bench-sampler")
+        profiler = self.profiler(start=True)
+        if profiler:
+            await profiler.start(gateway.pid)
         await self.until(lambda: None not in (watch.all_online_at, watch.pool_full_at))
+        if profiler:
+            await profiler.finish()
+            self.notes += profiler.summary()
         assert watch.all_online_at is not None
         assert watch.pool_full_at is not None
         table.add(
@@ -766,7 +781,7 @@ class SiteRun:
 
     async def burst(self, gateway_pid: int, guests: list[str]) -> None:
         watch, sim_pid = self.watch, self.processes["simulator"].pid
-        profiler = Profiler(self.options.profile) if self.options.profile else None
+        profiler = self.profiler(start=False)
         if profiler:
             await profiler.start(gateway_pid)
         gateway_cpu, simulator_cpu = cpu_seconds(gateway_pid), cpu_seconds(sim_pid)
@@ -1026,6 +1041,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency", default=SIM_LATENCY, help="simulated lock answer time (20ms)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the figures as JSON")
     parser.add_argument("--profile", type=Path, metavar="FILE", help="py-spy the gateway's burst")
+    parser.add_argument(
+        "--profile-start",
+        action="store_true",
+        help="with --profile: the gateway's start (until every device is online), not the burst",
+    )
     parser.add_argument("--echo", type=Path, metavar="FILE", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.echo:  # the echo child of the raw round trip
@@ -1038,7 +1058,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging("warning", stream=sys.stderr)
     pending = PendingPublishWarnings()
     logging.getLogger("mqtt").addFilter(pending)
-    options = Options(args.locks, args.in_flight, args.latency, args.profile)
+    options = Options(args.locks, args.in_flight, args.latency, args.profile, args.profile_start)
     started = now()
     table, notes = Table(), list[str]()
     stopped: BaseException | None = None

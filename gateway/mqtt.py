@@ -482,9 +482,13 @@ class MqttSession:
 
     async def _session(self, client: aiomqtt.Client) -> None:
         self._client = client
-        filters = [*self._exact, *self._wildcard]
-        for batch in _batches(filters, SUBSCRIBE_BATCH):
-            await client.subscribe([(f, 1) for f in batch], timeout=self._op_timeout)
+        # Until none is left: a driver that subscribes while the batches go out (its lock is
+        # being set up as the session connects) is not sent itself, and must not be missed.
+        subscribed: set[str] = set()
+        while filters := [f for f in (*self._exact, *self._wildcard) if f not in subscribed]:
+            for batch in _batches(filters, SUBSCRIBE_BATCH):
+                await client.subscribe([(f, 1) for f in batch], timeout=self._op_timeout)
+            subscribed.update(filters)
         if self._birth is not None:
             await client.publish(
                 self._birth.topic,
