@@ -107,11 +107,13 @@ class Presence:
 
 
 def _online(tx: Tx, found: dict[str, SlotTable | None]) -> None:
-    for device_id in sorted(found):
-        table = found[device_id]
-        device_store.set_online(tx, device_id, online=True)
+    device_store.set_online_many(tx, sorted(found), online=True)
+    models: dict[tuple[int | None, tuple[int, int] | None], list[str]] = {}
+    for device_id, table in found.items():
         if table is not None:
-            device_store.set_shape(tx, device_id, table.capacity, table.code_lengths)
+            models.setdefault((table.capacity, table.code_lengths), []).append(device_id)
+    for (capacity, code_lengths), device_ids in models.items():
+        device_store.set_shape_many(tx, device_ids, capacity, code_lengths)
 
 
 class LockWorker:

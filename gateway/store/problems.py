@@ -6,6 +6,9 @@ transitions emit events, so a level-triggered caller can state the condition eve
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+
 from gateway.clock import isoformat, parse_timestamp
 from gateway.model import PROBLEMS, EventType, Problem, ProblemKind
 from gateway.store.db import Tx
@@ -51,6 +54,18 @@ def set_problem(
         key = "error_code" if spec.kind is ProblemKind.ERROR else "warning_code"
         tx.emit(_DEVICE_EVENTS[(spec.kind, active)], device_id, **{key: code})
     return True
+
+
+def clear_device_problems(tx: Tx, device_ids: Sequence[str], code: str) -> None:
+    """Clear a device problem ``code`` on many devices: one statement finds the few that have
+    it raised, and only those are cleared (each with its event)."""
+    raised = tx.fetchall(
+        "SELECT owner_id FROM problems WHERE code = ?"
+        " AND owner_id IN (SELECT value FROM json_each(?)) ORDER BY owner_id",
+        (code, json.dumps(list(device_ids))),
+    )
+    for (device_id,) in raised:
+        set_problem(tx, device_id, code, False, device_id=device_id)
 
 
 def problems_of(tx: Tx, owner_ids: list[str]) -> dict[str, list[Problem]]:
