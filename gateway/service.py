@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 import aiomqtt
 
 from drivers.registry import can_program, create_driver
-from gateway import __version__
+from gateway import __version__, heap
 from gateway.api import access_codes as access_code_api
 from gateway.api import devices as device_api
 from gateway.api import events as event_api
@@ -107,6 +107,8 @@ class Gateway:
         self.pruned = asyncio.Event()  # set after every pruning round (tests await it)
         self.jumped = asyncio.Event()  # set once a clock jump has been handled (tests too)
         self.start_settled = asyncio.Event()  # every lock looked at once since start
+        self._collector = heap.StartPause()
+        self.collecting = asyncio.Event()  # the collector runs again after start (tests too)
         self._facts: dict[str, object] = {}  # the retained P/health
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
@@ -116,6 +118,7 @@ class Gateway:
             store = await Store.open(self.config.database, self.clock)
             self.store = store
             try:
+                self._collector.pause()  # until every lock has been looked at (gateway.heap)
                 if self._reset_clock_mark:
                     await store.write(reset_mark)
                     log.warning("clock.mark_reset", now=isoformat(self.clock.now()))
@@ -132,6 +135,7 @@ class Gateway:
                 await self._serve(store, stop)
             finally:
                 gc.unfreeze()  # collectable again (a test process goes on after a gateway)
+                self._collector.resume()
                 with contextlib.suppress(Exception):  # a full disk must not hide the real error
                     await store.write(lambda tx: save_mark(tx, tx.now))
                 await store.close()
@@ -410,13 +414,23 @@ class Gateway:
             timer.cancel()
 
     async def _freeze_after_start(self, reconciler: Reconciler) -> None:
-        """Once every lock has been looked at, what start-up built (configuration, drivers,
-        workers, slot tables: millions of objects at 10,000 locks) is moved out of the garbage
-        collector's way: a full collection over all of it held every thread for up to half a
-        second, a pull's p99 among them (docs/benchmarks.md)."""
-        for worker in list(reconciler.workers.values()):
-            await worker.settled.wait()
-        gc.freeze()
+        """Once every lock has been looked at, what start-up built is frozen and the collector,
+        paused since :meth:`run` began, resumes (:mod:`gateway.heap`)."""
+
+        async def every_lock_looked_at() -> None:
+            for worker in list(reconciler.workers.values()):
+                await worker.settled.wait()
+
+        try:
+            async with asyncio.timeout(heap.PAUSE_MAX):
+                await every_lock_looked_at()
+        except TimeoutError:
+            self._collector.resume()
+            self.collecting.set()
+            log.info("gateway.collector_resumed", unsettled_after_seconds=heap.PAUSE_MAX)
+            await every_lock_looked_at()
+        self._collector.resume(freeze=True)
+        self.collecting.set()
         log.info("gateway.start_settled", objects_frozen=gc.get_freeze_count())
         self.start_settled.set()
 

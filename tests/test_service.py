@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from gateway import heap
 from gateway.client import ApiClient, connect
 from gateway.config import parse_config
 from tests.broker import Broker
@@ -277,4 +278,33 @@ async def test_what_start_up_built_is_kept_out_of_the_collectors_way(
         async with asyncio.timeout(10):
             await site.gateway.start_settled.wait()
         assert gc.get_freeze_count() > 0
+        assert gc.isenabled()
     assert gc.get_freeze_count() == 0
+    assert gc.isenabled()
+
+
+#: A lock that is not there: its worker waits this long for its first reports.
+NEVER_THERE = {"timing": {"command_timeout": "30s"}}
+
+
+async def test_the_collector_rests_while_the_gateway_starts_and_runs_again_after_a_stop(
+    make_config: ConfigFactory,
+) -> None:
+    """No full collection walks what a start is still building (gateway.heap): paused until
+    every lock has been looked at; a gateway stopped before that leaves it running."""
+    async with running_site(make_config(**NEVER_THERE), simulate=False, settle=False) as site:
+        assert not site.gateway.start_settled.is_set()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+
+
+async def test_a_start_that_does_not_settle_resumes_the_collector_all_the_same(
+    make_config: ConfigFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(heap, "PAUSE_MAX", 0.05)
+    async with running_site(make_config(**NEVER_THERE), simulate=False, settle=False) as site:
+        async with asyncio.timeout(10):
+            await site.gateway.collecting.wait()
+        assert gc.isenabled()
+        assert not site.gateway.start_settled.is_set()
+        assert gc.get_freeze_count() == 0  # nothing frozen before every lock was looked at

@@ -1,0 +1,38 @@
+"""The garbage collector while a gateway starts: paused, then what start-up built is frozen.
+
+Nearly everything a start builds lives as long as the process: the configuration, a driver and a
+worker per lock, each lock's slot table. CPython walks all of it in every full collection and
+starts one each time the heap has grown by a quarter, so at 10,000 locks a start ran about 20 of
+them, 2.4-3.2 s in all, each holding every thread (the database writer's and the urgent lane's
+too) for up to a quarter of a second (docs/benchmarks.md). So the collector is paused from the
+start until every lock has been looked at once; then what exists is frozen (never walked again)
+and collection resumes for what comes and goes. A start that does not settle within
+:data:`PAUSE_MAX` resumes it all the same: cyclic garbage must not pile up for good.
+"""
+
+from __future__ import annotations
+
+import gc
+
+#: The longest the collector stays paused at start (seconds).
+PAUSE_MAX = 120.0
+
+
+class StartPause:
+    """Pauses the collector (if it runs) and resumes it; the last call wins, each at most once."""
+
+    def __init__(self) -> None:
+        self._paused = False
+
+    def pause(self) -> None:
+        if gc.isenabled():
+            gc.disable()
+            self._paused = True
+
+    def resume(self, *, freeze: bool = False) -> None:
+        """Collect again; with ``freeze``, first move what exists out of the collector's way."""
+        if freeze:
+            gc.freeze()
+        if self._paused:
+            self._paused = False
+            gc.enable()
