@@ -95,6 +95,8 @@ GUESTS = 300  # time-bound codes on the pool lock that backups are pulled for
 RAW_WARMUP = 50
 RAW_SEQUENTIAL = 300
 RAW_CONCURRENT = 3000
+#: The longest line a child prints: the front desk's samples, thousands at 10,000 locks.
+CHILD_LINE_LIMIT = 64 * 1024 * 1024
 QUIET = 2.0  # no command to any lock for this long: the gateway has settled
 PHASE_TIMEOUT = 1800.0
 REQUEST_TIMEOUT = 120.0
@@ -248,6 +250,7 @@ async def child(
         cwd=ROOT,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
+        limit=CHILD_LINE_LIMIT,
     )
     try:
         assert process.stdin is not None

@@ -5,8 +5,9 @@ worker per lock, each lock's slot table. CPython walks all of it in every full c
 starts one each time the heap has grown by a quarter, so at 10,000 locks a start ran about 20 of
 them, 2.4-3.2 s in all, each holding every thread (the database writer's and the urgent lane's
 too) for up to a quarter of a second (docs/benchmarks.md). So the collector is paused from the
-start until every lock has been looked at once; then what exists is frozen (never walked again)
-and collection resumes for what comes and goes. A start that does not settle within
+start until every lock has been looked at once; then one collection clears the cyclic garbage of
+the start, what is left is frozen (never walked again), and collection resumes for what comes
+and goes. A start that does not settle within
 :data:`PAUSE_MAX` resumes it all the same: cyclic garbage must not pile up for good.
 """
 
@@ -30,8 +31,10 @@ class StartPause:
             self._paused = True
 
     def resume(self, *, freeze: bool = False) -> None:
-        """Collect again; with ``freeze``, first move what exists out of the collector's way."""
+        """Collect again; with ``freeze``, first move what exists (its garbage collected: a
+        frozen object is never collected) out of the collector's way."""
         if freeze:
+            gc.collect()
             gc.freeze()
         if self._paused:
             self._paused = False
