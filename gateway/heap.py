@@ -16,7 +16,7 @@ from __future__ import annotations
 import gc
 
 #: The longest the collector stays paused at start (seconds).
-PAUSE_MAX = 120.0
+PAUSE_MAX = 60.0
 
 
 class StartPause:

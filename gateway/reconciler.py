@@ -145,6 +145,8 @@ class LockWorker:
         self.retiring = False
         #: Set while the worker has nothing to do until its next deadline (tests await it).
         self.settled = asyncio.Event()
+        #: Set the first time it has nothing to do: the lock has been looked at since start.
+        self.looked_at = asyncio.Event()
         self.presence: Presence | None = None  # shared by the reconciler's workers
 
     @property
@@ -206,6 +208,7 @@ class LockWorker:
         if self._wake.is_set():
             return
         self.settled.set()
+        self.looked_at.set()
         timer = self._clock.call_at(deadline, self.wake) if deadline is not None else None
         try:
             await self._wake.wait()

@@ -419,7 +419,7 @@ class Gateway:
 
         async def every_lock_looked_at() -> None:
             for worker in list(reconciler.workers.values()):
-                await worker.settled.wait()
+                await worker.looked_at.wait()  # once: a busy start does not hold it back
 
         try:
             async with asyncio.timeout(heap.PAUSE_MAX):
