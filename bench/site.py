@@ -18,8 +18,10 @@ ones (``simulator.generate``) and ``pool_lock``, which has 250 slots and a backu
 3. 300 time-bound codes with a future stay are created on the pool lock (not programmed yet):
    the guests a backup is pulled for;
 4. the burst: one ongoing code per lock through ``access_codes/create``, ``--in-flight``
-   outstanding; meanwhile ``access_codes/pull_backup_access_code`` sent every 50 ms (open loop:
-   not waiting for earlier pulls), each for the next of those guests, until every new code is
+   outstanding; meanwhile, from a process of its own (:mod:`bench.front_desk`),
+   ``access_codes/pull_backup_access_code`` sent every 50 ms (open loop: not waiting for earlier
+   pulls), each for the next of those guests, and half-way between two pulls a request to the
+   raw echo (running again), the pull's floor in the same moments, until every new code is
    ``set`` (its ``access_code.set_on_device`` event arrived). A pull answered
    ``no_backup_access_code_available`` (the pool of 3 was emptied faster than the gateway
    refilled it, or the pool lock's slots are full of handed-out backups) and a repeated pull
