@@ -163,7 +163,6 @@ async def test_a_pull_commits_without_waiting_for_the_requests_queued_before_it(
     assert ran == ["pull", *(f"r{i}" for i in range(10))]
 
 
-
 async def test_a_pull_that_joins_a_batch_is_answered_before_the_units_that_ran_before_it(
     store: Store,
 ) -> None:
@@ -178,12 +177,14 @@ async def test_a_pull_that_joins_a_batch_is_answered_before_the_units_that_ran_b
     first.open.set()
     assert await asyncio.to_thread(last.entered.wait, WAIT)  # the requests ran: the batch is open
     pull = asyncio.create_task(store.write(insert("pull"), priority=Priority.URGENT))
-    for name, task in (("pull", pull), *((f"r{i}", r) for i, r in enumerate(requests))):
-        task.add_done_callback(lambda _, name=name: released.append(name))
+    names = {pull: "pull", **{r: f"r{i}" for i, r in enumerate(requests)}}
+    for task in names:
+        task.add_done_callback(lambda done: released.append(names[done]))
     await asyncio.sleep(0)
     last.open.set()
     await asyncio.gather(held, held_last, pull, *requests)
     assert released == ["pull", *(f"r{i}" for i in range(10))]
+
 
 async def test_a_request_joins_the_open_batch_and_commits_without_the_passes(
     store: Store,
