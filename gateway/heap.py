@@ -7,8 +7,9 @@ them, 2.4-3.2 s in all, each holding every thread (the database writer's and the
 too) for up to a quarter of a second (docs/benchmarks.md). So the collector is paused from the
 start until every lock has been looked at once; then one collection clears the cyclic garbage of
 the start, what is left is frozen (never walked again), and collection resumes for what comes
-and goes. A start that does not settle within
-:data:`PAUSE_MAX` resumes it all the same: cyclic garbage must not pile up for good.
+and goes. A start that does not settle within :data:`PAUSE_MAX` resumes it all the same:
+cyclic garbage must not pile up for good. A stopped gateway leaves nothing paused or frozen
+behind (a test process goes on after it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ PAUSE_MAX = 60.0
 
 
 class StartPause:
-    """Pauses the collector (if it runs) and resumes it; the last call wins, each at most once."""
+    """The collector across one gateway's life: paused at start, resumed (at the latest when
+    the gateway stops), the start's objects frozen once it has settled."""
 
     def __init__(self) -> None:
         self._paused = False
@@ -30,12 +32,19 @@ class StartPause:
             gc.disable()
             self._paused = True
 
-    def resume(self, *, freeze: bool = False) -> None:
-        """Collect again; with ``freeze``, first move what exists (its garbage collected: a
-        frozen object is never collected) out of the collector's way."""
-        if freeze:
-            gc.collect()
-            gc.freeze()
+    def resume(self) -> None:
         if self._paused:
             self._paused = False
             gc.enable()
+
+    def settle(self) -> int:
+        """The start is over: its garbage collected (a frozen object never is), what is left
+        frozen, collection resumed. Returns how many objects were frozen."""
+        gc.collect()
+        gc.freeze()
+        self.resume()
+        return gc.get_freeze_count()
+
+    def stop(self) -> None:
+        gc.unfreeze()
+        self.resume()

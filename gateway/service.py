@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import gc
 import itertools
 from datetime import datetime, timedelta
 
@@ -134,8 +133,7 @@ class Gateway:
                 )
                 await self._serve(store, stop)
             finally:
-                gc.unfreeze()  # collectable again (a test process goes on after a gateway)
-                self._collector.resume()
+                self._collector.stop()
                 with contextlib.suppress(Exception):  # a full disk must not hide the real error
                     await store.write(lambda tx: save_mark(tx, tx.now))
                 await store.close()
@@ -429,9 +427,9 @@ class Gateway:
             self.collecting.set()
             log.info("gateway.collector_resumed", unsettled_after_seconds=heap.PAUSE_MAX)
             await every_lock_looked_at()
-        self._collector.resume(freeze=True)
+        frozen = self._collector.settle()
         self.collecting.set()
-        log.info("gateway.start_settled", objects_frozen=gc.get_freeze_count())
+        log.info("gateway.start_settled", objects_frozen=frozen)
         self.start_settled.set()
 
     async def _watch_clock(self, clock: SteadyClock) -> None:

@@ -203,8 +203,9 @@ def set_online_many(tx: Tx, device_ids: Sequence[str], online: bool) -> list[str
     ]
     if changed:
         tx.execute(
-            "UPDATE devices SET online = ? WHERE device_id IN (SELECT value FROM json_each(?))",
-            (int(online), json.dumps(changed)),
+            "UPDATE devices SET online = ? WHERE device_id IN (SELECT value FROM json_each(?))"
+            " AND online != ?",
+            (int(online), ids, int(online)),
         )
     if online:
         clear_device_problems(tx, device_ids, ProblemCode.DEVICE_DISCONNECTED)
