@@ -112,7 +112,7 @@ class LockPass:
         self.deadlines: list[datetime | None] = []
         #: Codes whose window opens after this need nothing yet: the pass leaves them out.
         self.horizon = tx.now + self.judging.program_ahead
-        self.raised: set[tuple[str, str]] = set()  # (owner, problem) raised, as of now
+        self.raised: dict[str, set[str]] = {}  # per owner: its problems raised, as of now
         self.codes: list[AccessCode] = []  # this pass's codes, kept current as it goes
         self.forgotten: set[str] = set()
         self.lock_answered = lock_answered  # since the last pass: earlier writes are settled
@@ -238,7 +238,7 @@ class LockPass:
             deleting=code.deleting,
             allow_external=code.allow_external_modification,
             attempts=retry.attempts,
-            raised=frozenset(key for owner, key in self.raised if owner == cid),
+            raised=frozenset(self.raised.get(cid, ())),
             has_writes=cid in self.has_writes,
         )
 
@@ -281,21 +281,21 @@ class LockPass:
     def _forget(self, code: AccessCode) -> None:
         code_store.forget(self.tx, code)
         self.forgotten.add(code.access_code_id)
-        self.raised = {r for r in self.raised if r[0] != code.access_code_id}
+        self.raised.pop(code.access_code_id, None)
 
     def _set_problem(
         self, owner_id: str, key: str, active: bool, message: str | None = None
     ) -> bool:
         """``set_problem``, skipping the statement when nothing would change (most passes)."""
-        if ((owner_id, key) in self.raised) == active and message is None:
+        if (key in self.raised.get(owner_id, ())) == active and message is None:
             return False
         changed = set_problem(
             self.tx, owner_id, key, active, device_id=self.device.device_id, message=message
         )
         if active:
-            self.raised.add((owner_id, key))
+            self.raised.setdefault(owner_id, set()).add(key)
         else:
-            self.raised.discard((owner_id, key))
+            self.raised.get(owner_id, set()).discard(key)
         return changed
 
     # -- the next command ---------------------------------------------------------------------
@@ -417,7 +417,7 @@ class LockPass:
             fill_grace=timedelta(seconds=self.pool.fill_grace),
             many_active_threshold=self.pool.many_active_threshold,
             max_attempts=self.timing.max_attempts,
-            raised=frozenset(key for owner, key in self.raised if owner == device.device_id),
+            raised=frozenset(self.raised.get(device.device_id, ())),
         )
         verdict = pool_rules.judge_pool(members, result.no_space if result else (), facts)
         if verdict.short_since != device.pool_short_since:

@@ -25,7 +25,7 @@ from drivers.base import SlotTable
 from gateway.model import BackupState, CodeStatus, EventType, ProblemCode
 from gateway.rules.pool import PoolFacts, PoolMember, PoolVerdict, judge_pool
 from gateway.rules.reads import ReadState
-from gateway.rules.schedule import Window
+from gateway.rules.schedule import Window, next_boundary
 from gateway.rules.slots import CodeView, Plan, Written, plan
 from gateway.rules.verdict import (
     EXTERNAL,
@@ -34,7 +34,9 @@ from gateway.rules.verdict import (
     CodeFacts,
     CodeVerdict,
     Judging,
+    at_rest,
     judge_code,
+    judge_in_full,
     lingers,
 )
 from tests.slot_scenes import Scene, any_scene
@@ -228,6 +230,48 @@ def test_judging_again_changes_nothing(case: Case) -> None:
         assert (again.raises, again.clears, again.events) == (frozenset(), frozenset(), ())
         assert not again.reset_attempts
         assert not again.forget
+
+
+@settings(max_examples=300, deadline=None)
+@given(cases(), st.data())
+def test_a_code_at_rest_is_answered_as_judging_it_in_full_would(
+    case: Case, data: st.DataObject
+) -> None:
+    """The shortcut for codes at rest (most of a busy lock's codes, in every pass) says what
+    judging them in full says. The scenes rarely hold such a code, so each verified code is
+    also judged as if it were at rest."""
+    result = case.plan()
+    for f in case.facts.values():
+        rested = replace(f, status=SET, on_lock=True, attempts=0, raised=frozenset())
+        for one in (f, rested) if data.draw(st.booleans()) else (rested, f):
+            window = next_boundary(one.window, case.judging.now, case.judging.program_ahead)
+            full = judge_in_full(one, result, case.judging, () if window is None else (window,))
+            assert judge_code(one, result, case.judging) == full
+
+
+def test_a_set_code_seen_in_its_slot_is_at_rest_and_changes_nothing() -> None:
+    view = CodeView("a", "4821", 1, SET, wanted=True)
+    result = plan([view], SlotTable(capacity=2, slots={1: "4821", 2: None}))
+    f = facts(SET, slot=1, on_lock=True, window=Window(NOW - DELAY, NOW + DELAY))
+    assert at_rest(f, result)
+    v = judge_code(f, result, judging())
+    assert (v.status, v.slot, v.on_lock, v.events, v.raises, v.clears) == (
+        SET, 1, True, (), frozenset(), frozenset()
+    )
+    assert v.deadlines == (NOW + DELAY,)
+    for unsettled in (
+        replace(f, attempts=1),
+        replace(f, raised=frozenset({P.DELAY_IN_SETTING_ON_DEVICE})),
+        replace(f, on_lock=False),
+        replace(f, status=SETTING),
+    ):
+        assert not at_rest(unsettled, result)
+    other = plan([view], SlotTable(capacity=2, slots={1: "9999", 2: None}))
+    assert not at_rest(f, other), "a slot changed at the keypad is judged in full"
+    twice = plan([view], SlotTable(capacity=2, slots={1: "4821", 2: "4821"}))
+    assert "a" in twice.verified
+    assert not at_rest(f, twice)
+    assert judge_code(f, twice, judging()).raises == {P.DUPLICATE_CODE_ON_DEVICE}
 
 
 # -- the subtle rules, one by one ----------------------------------------------------------------

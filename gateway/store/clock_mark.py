@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from gateway.clock import isoformat, parse_timestamp
+from gateway.clock import from_stored, isoformat
 from gateway.store.db import Tx
 
 
@@ -16,7 +16,7 @@ def latest_seen(tx: Tx) -> datetime | None:
         " UNION ALL SELECT MAX(occurred_at) FROM events WHERE seq >"
         " COALESCE((SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'clock_reset_seq'), 0))"
     )
-    return parse_timestamp(row["latest"]) if row and row["latest"] else None
+    return from_stored(row["latest"]) if row and row["latest"] else None
 
 
 def reset_mark(tx: Tx) -> None:

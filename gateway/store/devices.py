@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
-from gateway.clock import isoformat, parse_timestamp
+from gateway.clock import from_stored, isoformat
 from gateway.config import BackupPoolSettings, DeviceConfig
 from gateway.model import PROBLEMS, Device, EventType, Problem, ProblemCode
 from gateway.rules.pool import supports_pool
@@ -122,7 +122,7 @@ def _device(row: Row, counts: Row | None, problems: list[Problem]) -> Device:
         name=row["name"],
         driver=row["driver"],
         is_managed=bool(row["is_managed"]),
-        created_at=parse_timestamp(row["created_at"]),
+        created_at=from_stored(row["created_at"]),
         online=bool(row["online"]),
         pool_enabled=bool(row["pool_enabled"]),
         pool_size=row["pool_size"],
@@ -133,7 +133,7 @@ def _device(row: Row, counts: Row | None, problems: list[Problem]) -> Device:
         active_backup_codes=int(counts["active"] or 0) if counts else 0,
         problems=problems,
         has_entry_events=bool(row["entry_events"]),
-        pool_short_since=parse_timestamp(row["pool_short_since"])
+        pool_short_since=from_stored(row["pool_short_since"])
         if row["pool_short_since"]
         else None,
     )

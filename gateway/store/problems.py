@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from gateway.clock import isoformat, parse_timestamp
+from gateway.clock import from_stored, isoformat
 from gateway.model import PROBLEMS, EventType, Problem, ProblemKind
 from gateway.store.db import Tx
 
@@ -85,7 +85,7 @@ def problems_of(tx: Tx, owner_ids: list[str]) -> dict[str, list[Problem]]:
                 code=row["code"],
                 kind=ProblemKind(row["kind"]),
                 message=row["message"],
-                created_at=parse_timestamp(row["created_at"]),
+                created_at=from_stored(row["created_at"]),
             )
         )
     return found
@@ -98,11 +98,15 @@ def clear_all(tx: Tx, owner_id: str, *, device_id: str) -> None:
         set_problem(tx, owner_id, row["code"], False, device_id=device_id)
 
 
-def raised_problems(tx: Tx, device_id: str) -> set[tuple[str, str]]:
-    """Every (owner, problem) raised on a device and its codes, in one query."""
+def raised_problems(tx: Tx, device_id: str) -> dict[str, set[str]]:
+    """Per owner (the device and each of its codes): the problems raised on it, in one query.
+    Keyed by owner so that a pass finds a code's problems without looking at every other's."""
     rows = tx.fetchall(
         "SELECT owner_id, code FROM problems WHERE owner_id = ? OR owner_id IN"
         " (SELECT access_code_id FROM access_codes WHERE device_id = ?)",
         (device_id, device_id),
     )
-    return {(r["owner_id"], r["code"]) for r in rows}
+    raised: dict[str, set[str]] = {}
+    for r in rows:
+        raised.setdefault(r["owner_id"], set()).add(r["code"])
+    return raised

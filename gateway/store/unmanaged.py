@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from gateway.clock import isoformat, parse_timestamp
+from gateway.clock import from_stored, isoformat
 from gateway.domain import SlotTable, SlotValue, Unreadable
 from gateway.logs import get_logger
 from gateway.model import CodeStatus, CodeType, EventType, Json
@@ -76,7 +76,7 @@ def _pins(tx: Tx, device_id: str, observed: Mapping[int, SlotValue]) -> dict[int
 def of_device(tx: Tx, device_id: str) -> list[Unmanaged]:
     """The device's unmanaged codes as last observed, by slot."""
     requested = {
-        (r["slot"], r["code"]): parse_timestamp(r["requested_at"])
+        (r["slot"], r["code"]): from_stored(r["requested_at"])
         for r in tx.fetchall(
             "SELECT slot, code, requested_at FROM unmanaged_removals WHERE device_id = ?",
             (device_id,),
@@ -140,7 +140,7 @@ def removals_of(tx: Tx, device_id: str) -> list[Removal]:
             r["slot"],
             r["code"],
             r["attempts"],
-            None if r["retry_at"] is None else parse_timestamp(r["retry_at"]),
+            None if r["retry_at"] is None else from_stored(r["retry_at"]),
         )
         for r in tx.fetchall(
             "SELECT slot, code, access_code_id, attempts, retry_at FROM unmanaged_removals"
