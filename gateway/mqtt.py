@@ -172,14 +172,62 @@ def build_client(
         # tenth of the loop when ten thousand locks start; docs/benchmarks.md).
         max_inflight_messages=0,
         tls_params=_tls_params(settings),
-        socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
         # aiomqtt only ever calls it with ``maxsize``: any factory will do.
         queue_type=cast("type[asyncio.Queue[aiomqtt.Message]] | None", queue_type),
     )
     # aiomqtt warns (and recounts) on every call past 10 pending acks: we mean to have many.
     client.pending_calls_threshold = MAX_INFLIGHT
     _quiet_socket_close(client)
+    _read_ahead(client)
     return client
+
+
+#: How much one ``recv`` may take from the kernel (what a busy broker has queued for us).
+READ_AHEAD = 64 * 1024
+
+
+class ReadAheadSocket:
+    """The broker's socket, read ahead. paho reads a packet in three or more ``recv`` calls (its
+    type, each byte of its length, then the rest): a system call each, each letting go of the
+    GIL, which the database writer then takes. This takes what the kernel holds in one call and
+    serves paho from memory; :meth:`pending`, as an SSL socket's, makes aiomqtt's reader go on
+    reading while bytes are left (they raise no event on the socket). Everything else is the
+    socket's own."""
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._data = b""
+        self._at = 0
+
+    def recv(self, size: int) -> bytes:
+        if self._at >= len(self._data):
+            self._data = self._sock.recv(max(size, READ_AHEAD))  # raises as the socket does
+            self._at = 0
+        chunk = self._data[self._at : self._at + size]
+        self._at += len(chunk)
+        return chunk
+
+    def pending(self) -> int:
+        inner = getattr(self._sock, "pending", None)
+        return len(self._data) - self._at + (inner() if inner is not None else 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
+
+
+def _read_ahead(client: aiomqtt.Client) -> None:
+    """paho's sockets, each with ``TCP_NODELAY`` (with Nagle's algorithm a request waits 40 ms
+    for the previous packet's ack) and wrapped in a :class:`ReadAheadSocket` as it is made.
+    aiomqtt's own ``socket_options`` skip a socket that is wrapped."""
+    paho = client._client
+    make = paho._create_socket
+
+    def create_socket() -> Any:
+        sock = cast("socket.socket", make())  # TCP, or TLS over it: paho makes no other here
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return ReadAheadSocket(sock)
+
+    paho._create_socket = create_socket  # type: ignore[method-assign]
 
 
 def _quiet_socket_close(client: aiomqtt.Client) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterable, Iterator
 
 import aiomqtt
@@ -46,3 +47,55 @@ async def test_a_topic_subscribed_while_the_session_subscribes_is_not_missed(
         await late[0]
         await probe.publish("late/topic", {"n": 1})
         assert await asyncio.wait_for(heard.get(), TIMEOUT) == b'{"n":1}'
+
+
+async def test_a_burst_that_arrives_at_once_is_handled_to_its_last_message(
+    broker: Broker, probe: Probe
+) -> None:
+    """The session reads the broker's socket ahead (many packets per system call): the packets
+    it has read but not handled raise no event on the socket, so they must be handled without
+    waiting for more traffic. As at a start: 2,000 locks' retained reports, which the broker
+    sends all at once when the session subscribes, then silence."""
+    count = 2000
+    await asyncio.gather(
+        *(probe.publish(f"burst/{n}", {"n": n}, retain=True) for n in range(count))
+    )
+    session = session_for(broker, "test-read-ahead")
+    heard: list[bytes] = []
+    last = asyncio.Event()
+
+    def handler(message: aiomqtt.Message) -> None:
+        assert isinstance(message.payload, bytes)
+        heard.append(message.payload)
+        if len(heard) == count:
+            last.set()
+
+    await session.subscribe("burst/+", handler)
+    async with running(("session", session.run())):
+        await asyncio.wait_for(last.wait(), TIMEOUT)
+        client = session._client
+        assert client is not None
+        sock = client._client.socket()
+        assert isinstance(sock, mqtt.ReadAheadSocket)
+        # Nagle's algorithm off (a request would wait 40 ms for an ack), as before the wrapper.
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    assert sorted(heard) == sorted(f'{{"n":{n}}}'.encode() for n in range(count))
+
+
+def test_the_read_ahead_socket_serves_what_it_read_and_tells_what_is_left() -> None:
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        ours.setblocking(False)
+        sock = mqtt.ReadAheadSocket(ours)
+        with pytest.raises(BlockingIOError):  # nothing sent yet: as the socket says
+            sock.recv(1)
+        theirs.sendall(b"\x30\x05hello\x30")
+        assert sock.recv(1) == b"\x30"  # one system call took all eight bytes
+        assert sock.pending() == 7
+        assert sock.recv(1) == b"\x05"
+        assert sock.recv(5) == b"hello"
+        assert sock.recv(10) == b"\x30"  # what is left, without waiting: paho asks again
+        assert sock.pending() == 0
+        assert sock.fileno() == ours.fileno()  # the rest is the socket's own
+        theirs.shutdown(socket.SHUT_WR)
+        assert sock.recv(1) == b""  # the broker closed the connection
