@@ -87,7 +87,8 @@ async def test_objects_have_exactly_the_contracts_keys(make_config: ConfigFactor
     )
     async with running_site(config) as site:
         lock = site.lock("front_door")
-        stay = await create(site, device_id="front_door", code="4821", **window(site, 0, 3600))
+        # A trivial PIN: no backup of the pool, drawn at random, can have taken it first.
+        stay = await create(site, device_id="front_door", code="4545", **window(site, 0, 3600))
         await site.settled()
         assert_access_code_shape(stay)
         pulled = ok(
