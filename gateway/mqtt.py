@@ -136,6 +136,11 @@ _NO_PROPERTIES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call
 
 QueueFactory = Callable[[int], asyncio.Queue[aiomqtt.Message]]
 
+#: Nagle's algorithm off: with it, a request waits 40 ms for the ack of the packet before.
+_NO_DELAY = (socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+#: Where paho makes its socket (paho 2.x; not public, so looked up: see ``_read_ahead``).
+_SOCKET_HOOK = "_create_socket"
+
 
 def build_client(
     settings: MqttSettings,
@@ -172,6 +177,7 @@ def build_client(
         # tenth of the loop when ten thousand locks start; docs/benchmarks.md).
         max_inflight_messages=0,
         tls_params=_tls_params(settings),
+        socket_options=[_NO_DELAY],  # for a socket not read ahead (see _read_ahead)
         # aiomqtt only ever calls it with ``maxsize``: any factory will do.
         queue_type=cast("type[asyncio.Queue[aiomqtt.Message]] | None", queue_type),
     )
@@ -216,18 +222,20 @@ class ReadAheadSocket:
 
 
 def _read_ahead(client: aiomqtt.Client) -> None:
-    """paho's sockets, each with ``TCP_NODELAY`` (with Nagle's algorithm a request waits 40 ms
-    for the previous packet's ack) and wrapped in a :class:`ReadAheadSocket` as it is made.
-    aiomqtt's own ``socket_options`` skip a socket that is wrapped."""
+    """paho's sockets, each wrapped in a :class:`ReadAheadSocket` as it is made, with
+    ``TCP_NODELAY`` (aiomqtt's ``socket_options`` skip a socket that is wrapped). The hook is
+    paho's own, not public: a paho without it gets plain sockets, slower but the same."""
     paho = client._client
-    make = paho._create_socket
+    make = getattr(paho, _SOCKET_HOOK, None)
+    if make is None:
+        return
 
     def create_socket() -> Any:
         sock = cast("socket.socket", make())  # TCP, or TLS over it: paho makes no other here
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(*_NO_DELAY)
         return ReadAheadSocket(sock)
 
-    paho._create_socket = create_socket  # type: ignore[method-assign]
+    setattr(paho, _SOCKET_HOOK, create_socket)
 
 
 def _quiet_socket_close(client: aiomqtt.Client) -> None:

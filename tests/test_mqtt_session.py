@@ -82,6 +82,32 @@ async def test_a_burst_that_arrives_at_once_is_handled_to_its_last_message(
     assert sorted(heard) == sorted(f'{{"n":{n}}}'.encode() for n in range(count))
 
 
+async def test_a_paho_without_the_socket_hook_gets_a_plain_socket_without_nagle(
+    broker: Broker, probe: Probe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read-ahead hooks into paho where it makes its socket, which paho does not promise to
+    keep: without that hook the session still works, on paho's own socket, with Nagle's
+    algorithm off all the same (aiomqtt sets it on a plain socket)."""
+    monkeypatch.setattr(mqtt, "_SOCKET_HOOK", "_a_hook_this_paho_has_not")
+    session = session_for(broker, "test-no-hook")
+    heard: asyncio.Queue[bytes] = asyncio.Queue()
+
+    def handler(message: aiomqtt.Message) -> None:
+        assert isinstance(message.payload, bytes)
+        heard.put_nowait(message.payload)
+
+    await session.subscribe("plain/topic", handler)
+    async with running(("session", session.run())):
+        await session.wait_connected(TIMEOUT)
+        await probe.publish("plain/topic", {"n": 1})
+        assert await asyncio.wait_for(heard.get(), TIMEOUT) == b'{"n":1}'
+        client = session._client
+        assert client is not None
+        sock = client._client.socket()
+        assert isinstance(sock, socket.socket)
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+
+
 def test_the_read_ahead_socket_serves_what_it_read_and_tells_what_is_left() -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs:
