@@ -202,6 +202,7 @@ class ReadAheadSocket:
 
     def __init__(self, sock: Any) -> None:
         self._sock = sock
+        self._inner_pending = getattr(sock, "pending", None)  # a TLS socket's own
         self._data = b""
         self._at = 0
 
@@ -214,7 +215,7 @@ class ReadAheadSocket:
         return chunk
 
     def pending(self) -> int:
-        inner = getattr(self._sock, "pending", None)
+        inner = self._inner_pending
         return len(self._data) - self._at + (inner() if inner is not None else 0)
 
     def __getattr__(self, name: str) -> Any:
