@@ -338,6 +338,8 @@ class MqttSession:
         self._window = asyncio.Semaphore(MAX_INFLIGHT - REPLY_ROOM)  # QoS 1 but replies
         self._queue: _DispatchQueue | None = None  # the current client's incoming queue
         self._connected = asyncio.Event()
+        self._away = asyncio.Event()  # the opposite of _connected, for those who wait for it
+        self._away.set()
         self._on_connect: list[Callable[[], None]] = []
         self._on_disconnect: list[Callable[[], None]] = []
         self.connections = 0
@@ -398,6 +400,13 @@ class MqttSession:
     async def wait_connected(self, timeout: float | None = None) -> None:
         async with asyncio.timeout(timeout):
             await self._connected.wait()
+
+    async def wait_disconnected(self, timeout: float | None = None) -> None:
+        """Until the session knows its connection is gone. paho may know first: a publish it
+        refuses raises NotConnected while the session still counts itself connected, until the
+        event loop has read the socket's end."""
+        async with asyncio.timeout(timeout):
+            await self._away.wait()
 
     # -- publishing -------------------------------------------------------------------------
 
@@ -502,6 +511,7 @@ class MqttSession:
                 self._client = None
                 self._queue = None
                 self._connected.clear()
+                self._away.set()
                 if was_connected:
                     for callback in self._on_disconnect:
                         callback()
@@ -560,6 +570,7 @@ class MqttSession:
             )
         self.connections += 1
         self._connected_at = asyncio.get_running_loop().time()
+        self._away.clear()
         self._connected.set()
         log.info(
             "mqtt.connected",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 
 from gateway.logs import get_logger
 from gateway.mqtt import MqttSession, NotConnected
@@ -17,6 +18,9 @@ log = get_logger("gateway.pump")
 
 #: After an unexpected error in a round, wait this long before the next one.
 FAILURE_PAUSE = 1.0
+#: After a publish refused or unacknowledged while the session still counts itself connected:
+#: the longest wait for the session to see the connection gone before trying again.
+REFUSED_PAUSE = 1.0
 #: Messages a pump publishes at once: its ack waits and payloads stay this few in memory.
 PUBLISH_BATCH = 500
 
@@ -42,6 +46,11 @@ class Pump(abc.ABC):
                 await self.catch_up()
             except (NotConnected, TimeoutError) as exc:
                 log.info("pump.waiting_for_broker", pump=type(self).__name__, reason=str(exc))
+                # Not at once: paho can refuse before the session has seen the connection end,
+                # and a round that fails without awaiting anything would hold the event loop
+                # (the session would never see it) in a loop of refusals.
+                with contextlib.suppress(TimeoutError):
+                    await self._session.wait_disconnected(REFUSED_PAUSE)
                 self._wake.set()
                 continue
             except Exception:

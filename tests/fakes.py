@@ -190,10 +190,13 @@ class FakeSession(MqttSession):
     def __init__(self, *, connected: bool = True) -> None:
         super().__init__(MqttSettings(), identifier="fake")
         self._up = asyncio.Event()
+        self._down = asyncio.Event()
         self._lost: list[Callable[[], None]] = []
         self.published: list[tuple[str, Payload]] = []
         if connected:
             self._up.set()
+        else:
+            self._down.set()
 
     @property
     def is_connected(self) -> bool:
@@ -203,14 +206,20 @@ class FakeSession(MqttSession):
         async with asyncio.timeout(timeout):
             await self._up.wait()
 
+    async def wait_disconnected(self, timeout: float | None = None) -> None:
+        async with asyncio.timeout(timeout):
+            await self._down.wait()
+
     def on_disconnect(self, callback: Callable[[], None]) -> None:
         self._lost.append(callback)
 
     def connect(self) -> None:
+        self._down.clear()
         self._up.set()
 
     def disconnect(self) -> None:
         self._up.clear()
+        self._down.set()
         for callback in self._lost:
             callback()
 

@@ -155,3 +155,36 @@ async def test_an_unexpected_error_does_not_end_it(
         await drained(pump)
     assert wire.sent == ["kept"]
     assert pump.rounds == 2
+
+
+async def test_a_refusal_while_the_session_counts_itself_connected_does_not_hold_the_loop(
+    session: FakeSession,
+) -> None:
+    """paho may refuse a publish (its socket is gone) before the session has read the socket's
+    end: the session still counts itself connected. A round that fails without awaiting
+    anything must not be run again at once, or the event loop would never get to the session
+    (a loop of refusals, a log line each). The pump waits for the session to see the loss,
+    and goes on once it is back."""
+    refusals: list[int] = []
+    tried = asyncio.Event()
+
+    async def refusing(item: str) -> None:
+        refusals.append(len(refusals))
+        tried.set()
+        if len(refusals) > 50:  # the old spin: end it, so the test fails instead of hanging
+            raise OSError("spinning")
+        if session.is_connected and len(refusals) == 1:
+            raise NotConnected(item)  # paho's refusal, raised without awaiting anything
+
+    pump = ListPump(session, refusing)
+    pump.pending.append("refused once")
+    async with running(("test-pump", pump.run())):
+        async with asyncio.timeout(TIMEOUT):
+            await tried.wait()
+        for _ in range(5):
+            await asyncio.sleep(0)  # turns of the event loop: the session's would come now
+        assert len(refusals) == 1, "the pump tried again without letting the loop run"
+        session.disconnect()  # the session sees the loss paho saw
+        session.connect()
+        await drained(pump)
+    assert len(refusals) == 2
