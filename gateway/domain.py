@@ -8,6 +8,7 @@ layers are checked by ``lint-imports`` (``[tool.importlinter]`` in pyproject.tom
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Final
@@ -31,8 +32,15 @@ __all__ = [
     "SlotTable",
     "SlotValue",
     "Unreadable",
+    "compact_json",
     "compact_slots",
 ]
+
+def compact_json(value: object) -> str:
+    """JSON as lockgate writes it, on the wire and in the events table alike: the outbox
+    publishes a stored event's body as it is, without parsing it again."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
 
 #: The most slots any device may have (the configuration's ceiling for ``slots`` too): the bound
 #: on a reported capacity when the device's ``slots`` is not configured.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import random
 import re
 import socket
@@ -26,6 +25,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from gateway.config import MqttSettings
+from gateway.domain import compact_json
 from gateway.logs import get_logger
 from gateway.session import Handler, NotConnected, Payload, TopicRefused
 from gateway.topics import topic_problem
@@ -80,7 +80,7 @@ def encode(payload: Payload) -> bytes:
         return payload
     if isinstance(payload, str):
         return payload.encode()
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+    return compact_json(payload).encode()
 
 
 def backoff_delay(attempt: int, *, base: float, ceiling: float) -> float:

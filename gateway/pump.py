@@ -60,8 +60,12 @@ class Pump(abc.ABC):
                 await asyncio.sleep(FAILURE_PAUSE)
                 self._wake.set()
                 continue
-            if not self._wake.is_set():
+            if not self._wake.is_set() and self.caught_up():
                 self.drained.set()
+
+    def caught_up(self) -> bool:
+        """Whether a round that sent everything leaves nothing behind (kick when it changes)."""
+        return True
 
     @abc.abstractmethod
     async def catch_up(self) -> None:

@@ -359,6 +359,7 @@ class Gateway:
                     await asyncio.wait(set(self._requests))
                 if self.session.is_connected:
                     await outbox.flush()
+                await outbox.marked()
         with contextlib.suppress(NotConnected, TimeoutError):
             await self.session.publish(
                 f"{self.prefix}/status", status_payload("offline"), retain=True, timeout=2.0

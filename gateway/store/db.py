@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import contextvars
 import dataclasses
-import json
 import os
 import sqlite3
 import threading
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from gateway.clock import Clock, isoformat
+from gateway.domain import compact_json
 from gateway.logs import get_logger
 from gateway.model import Event, EventType
 from gateway.store.schema import MIGRATIONS
@@ -157,7 +157,7 @@ class Tx:
                 isoformat(event.occurred_at),
                 device_id,
                 access_code_id,
-                json.dumps(event.to_json(), separators=(",", ":")),
+                compact_json(event.to_json()),
             ),
         )
         stored = dataclasses.replace(event, seq=cursor.lastrowid or 0)
@@ -430,12 +430,17 @@ class Store:
 
         If ``unit`` raises, its own changes are rolled back and the exception is raised here;
         the other units of the batch are not affected."""
+        return await self.submit(unit, priority=priority)
+
+    def submit(self, unit: Unit[T], *, priority: Priority = Priority.REQUEST) -> asyncio.Future[T]:
+        """:meth:`write` for a caller that goes on meanwhile: the future is done once the
+        commit holding ``unit`` is durable (or the unit failed)."""
         loop = asyncio.get_running_loop()
         home = self._home
         committed = self._committed if home in (None, loop) else self._committed_at_home
         job = _Job(unit, loop, committed)
         self._writer.submit(job, priority)
-        return await job.future
+        return job.future
 
     def _committed_at_home(self, tx: Tx) -> None:
         """A unit from another loop: its caller resumes there at once, while the listeners

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from gateway.domain import compact_json
 from gateway.model import EventType, Json
 from gateway.store.db import Tx
 
@@ -30,7 +31,7 @@ def scrub_pins(tx: Tx, access_code_id: str, keep: str | None = None) -> None:
             body["code"] = None
             tx.execute(
                 "UPDATE events SET body = ? WHERE seq = ?",
-                (json.dumps(body, separators=(",", ":")), row["seq"]),
+                (compact_json(body), row["seq"]),
             )
             tx.scrubbed = True
     replies = tx.fetchall(
