@@ -34,7 +34,7 @@ from gateway.model import (
 from gateway.rules import pool as pool_rules
 from gateway.rules.codes import CodeRuleViolation, generate_code
 from gateway.rules.reads import ReadState
-from gateway.rules.schedule import Window, earliest, retry_delay
+from gateway.rules.schedule import Window, earliest, next_boundary, retry_delay
 from gateway.rules.slots import Action, Clear, CodeView, Plan, Write, Written, free_slots, plan
 from gateway.rules.unmanaged import plan_removals, retry_at
 from gateway.rules.verdict import CodeFacts, CodeVerdict, Judging, judge_code
@@ -114,19 +114,27 @@ class LockPass:
         self.horizon = tx.now + self.judging.program_ahead
         self.raised: dict[str, set[str]] = {}  # per owner: its problems raised, as of now
         self.codes: list[AccessCode] = []  # this pass's codes, kept current as it goes
+        self.resting: list[code_store.Resting] = []  # and those at rest (never changed)
         self.forgotten: set[str] = set()
         self.lock_answered = lock_answered  # since the last pass: earlier writes are settled
         self.not_sent = not_sent  # its last command never left: that was no attempt
         self.has_writes: set[str] = set()  # codes with a written PIN that may be on the lock
 
     def run(self) -> Step:
-        codes, retry = self._load()
-        written = self._written(codes)
+        found = self._load()
+        written = self._written(found.order)
         table = self.driver.table
         result = None
         if self.driver.online and table is not None:
-            result = plan(self._views(codes), table, written)
+            result = self._plan(found, table, written)
             slot_writes.drop(self.tx, self.device.device_id, result.left)
+        else:
+            found.build_all()  # nothing is at rest on a lock that cannot be read
+        codes, retry = found.codes, found.retry
+        self.codes, self.resting = codes, found.resting
+        for rest in found.resting:  # at rest: judging it would change nothing but this
+            window = Window(rest.starts_at, rest.ends_at)
+            self.deadlines.append(next_boundary(window, self.now, self.judging.program_ahead))
         for code in codes:
             verdict = judge_code(
                 self._facts(code, retry[code.access_code_id]), result, self.judging
@@ -140,34 +148,55 @@ class LockPass:
         # Only future moments can wake the worker; a past one would make it spin.
         return Step(command, earliest(t for t in self.deadlines if t is not None and t > self.now))
 
-    def _load(self) -> tuple[list[AccessCode], dict[str, RetryState]]:
+    def _load(self) -> code_store.PassCodes:
         """The pass's codes (the pool filled first), its raised problems and retry states."""
         tx, device = self.tx, self.device
         self.raised = raised_problems(tx, device.device_id)
         if self.not_sent is not None:
             code_store.uncount_attempt(tx, self.not_sent)
-        codes, retry, first = code_store.codes_for_pass(tx, device.device_id, self.horizon)
-        if first is not None:  # the first sleeping code wakes the worker when it is due
-            self.deadlines.append(first - self.judging.program_ahead)
+        found = code_store.codes_for_pass(tx, device.device_id, self.horizon, self.raised)
+        if found.first_dormant is not None:  # the first sleeping code wakes the worker when due
+            self.deadlines.append(found.first_dormant - self.judging.program_ahead)
         if device.is_managed and device.pool_enabled:
-            created = self._fill_pool(codes)
+            created = self._fill_pool(found.codes)
             fresh = RetryState(attempts=0, retry_at=None, since=as_stored(tx.now))
-            retry.update((c.access_code_id, fresh) for c in created)
-            codes += created
+            found.retry.update((c.access_code_id, fresh) for c in created)
+            found.codes += created
+            found.order += [c.access_code_id for c in created]
         if not device.is_managed:
             # Hands off: only what unmanaging asked to remove (the backup codes) is touched.
-            codes = [c for c in codes if c.deleting]
-        self.codes = codes
-        return codes, retry
+            found.codes = [c for c in found.codes if c.deleting]
+            found.resting = []  # none is being deleted
+            found.order = [c.access_code_id for c in found.codes]
+        self.codes = found.codes
+        return found
 
-    def _written(self, codes: list[AccessCode]) -> list[Written]:
+    def _plan(self, found: code_store.PassCodes, table: SlotTable, written: list[Written]) -> Plan:
+        """The plan, with the resting codes planned from their few columns. Should one of them
+        not be at rest after all (not seen in its slot, a duplicate, an action of its own), all
+        are built in full and planned again: the outcome is then exactly a full pass's."""
+        result = plan(self._views(found), table, written)
+        if found.resting:
+            acted = {a.code_id for a in result.actions}
+            acted |= {a.evicts for a in result.actions if isinstance(a, Write) and a.evicts}
+            if any(
+                r.access_code_id not in result.verified
+                or r.access_code_id in result.duplicates
+                or r.access_code_id in acted
+                for r in found.resting
+            ):
+                found.build_all()
+                result = plan(self._views(found), table, written)
+        return result
+
+    def _written(self, ids: list[str]) -> list[Written]:
         """The PINs this pass's codes have written, settled first if the lock has answered."""
         if self.lock_answered:
             slot_writes.settle(self.tx, self.device.device_id)
-        ids = {c.access_code_id for c in codes}
+        ours = set(ids)
         written = []
         for w in slot_writes.of_device(self.tx, self.device.device_id):
-            if w.code_id in ids:  # an unmanaged lock's other codes are not this pass's concern
+            if w.code_id in ours:  # an unmanaged lock's other codes are not this pass's concern
                 written.append(w)
                 self.has_writes.add(w.code_id)
         return written
@@ -177,8 +206,10 @@ class LockPass:
     def _wanted(self, code: AccessCode) -> bool:
         return self.judging.wants(Window(code.starts_at, code.ends_at), code.deleting)
 
-    def _views(self, codes: list[AccessCode]) -> list[CodeView]:
-        return [
+    def _views(self, found: code_store.PassCodes) -> list[CodeView]:
+        """The codes as the planner sees them; the resting ones last, which changes no plan:
+        none of them waits for a slot or may give its slot up (``order`` ranks only those)."""
+        views = [
             CodeView(
                 code_id=c.access_code_id,
                 pin=c.code,
@@ -190,8 +221,24 @@ class LockPass:
                 allow_external=c.allow_external_modification,
                 order=index,
             )
-            for index, c in enumerate(codes)
+            for index, c in enumerate(found.codes)
         ]
+        wants = self.judging.wants
+        start = len(views)
+        views += [
+            CodeView(
+                code_id=r.access_code_id,
+                pin=r.code,
+                slot=r.slot,
+                status=CodeStatus.SET,
+                wanted=wants(Window(r.starts_at, r.ends_at), False),
+                is_backup=r.is_backup,
+                allow_external=r.allow_external,
+                order=start + index,
+            )
+            for index, r in enumerate(found.resting)
+        ]
+        return views
 
     def _fill_pool(self, codes: list[AccessCode]) -> list[AccessCode]:
         pooled = [c for c in codes if c.backup_state is BackupState.POOLED and not c.deleting]
@@ -317,7 +364,9 @@ class LockPass:
                 command = self._read_if_allowed(frozenset(result.unreadable))
         if command is None and self.driver.online and self._resync_due():
             # The periodic check reads back the slots the gateway answers for, not all of them.
-            held = frozenset(c.slot for c in codes if c.slot is not None)
+            held = frozenset(
+                {c.slot for c in codes if c.slot is not None} | {r.slot for r in self.resting}
+            )
             command = self._read_if_allowed(held if table is not None else None)
         return command
 
@@ -391,6 +440,12 @@ class LockPass:
         unmanaged_store.count_attempt(tx, device_id, first, retry)
         return Clear(first.code_id, first.slot)
 
+    def _held(self) -> set[int]:
+        """The slots this pass leaves given to a code."""
+        held = {c.slot for c in self.codes if c.slot is not None}
+        held -= {c.slot for c in self.codes if c.access_code_id in self.forgotten}
+        return held | {r.slot for r in self.resting}
+
     # -- device-level -------------------------------------------------------------------------
 
     def _pool_health(self, result: Plan | None, retry: Mapping[str, RetryState]) -> None:
@@ -407,6 +462,17 @@ class LockPass:
             )
             for c in self.codes
             if c.access_code_id not in self.forgotten
+        ]
+        members += [
+            pool_rules.PoolMember(
+                code_id=r.access_code_id,
+                state=r.backup_state,
+                status=CodeStatus.SET,
+                slot=r.slot,
+                attempts=0,
+                deleting=False,
+            )
+            for r in self.resting
         ]
         facts = pool_rules.PoolFacts(
             enabled=device.pool_enabled and device.is_managed,
@@ -432,8 +498,7 @@ class LockPass:
         table = self.driver.table
         if not self.driver.online or table is None or not table.capacity:
             return
-        held = {c.slot for c in self.codes if c.slot is not None}
-        held -= {c.slot for c in self.codes if c.access_code_id in self.forgotten}
+        held = self._held()
         full = self.device.is_managed and free_slots(table, held) == 0
         message = None
         if full:

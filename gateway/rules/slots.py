@@ -176,6 +176,12 @@ def _place_waiting(
 ) -> tuple[list[Action], list[Action]]:
     """Codes wanted and without a slot, ordinary ones first: a free slot, else an unpulled
     backup's (ordinary codes only), else wait for a read or have no space; (clears, writes)."""
+    waiting = sorted(
+        (c for c in codes if c.wanted and c.slot is None),
+        key=lambda c: (c.is_backup, c.order),
+    )
+    if not waiting:  # most passes: the slots need not be scanned
+        return state.clears, state.writes
     free = [
         slot
         for slot in range(1, table.capacity + 1)
@@ -192,10 +198,6 @@ def _place_waiting(
             if c.pooled_backup and c.slot is not None and c.slot not in result.unreadable
         ),
         key=lambda c: (c.status is CodeStatus.SET, -c.order),  # unset ones first, newest first
-    )
-    waiting = sorted(
-        (c for c in codes if c.wanted and c.slot is None),
-        key=lambda c: (c.is_backup, c.order),
     )
     for code in waiting:
         if code.pin in state.foreign:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -103,12 +104,86 @@ _DORMANT = """
 """
 
 
+class Resting(NamedTuple):
+    """A code whose row says it may be at rest (``gateway.rules.verdict.at_rest``): set, seen
+    on the lock in its slot, no failure behind it, no update pending, nothing raised, and not
+    a pooled backup (which may have to give its slot up). A pass plans it from these few
+    columns; only if the plan finds it is not at rest after all is it built in full."""
+
+    access_code_id: str
+    code: str
+    slot: int
+    is_backup: bool
+    backup_state: BackupState | None
+    allow_external: bool
+    starts_at: datetime | None
+    ends_at: datetime | None
+    row: Row
+
+    def build(self) -> tuple[AccessCode, RetryState]:
+        return _code(self.row), _retry(self.row)
+
+
+@dataclass(slots=True)
+class PassCodes:
+    """What a lock pass starts from: its codes in order (oldest first), each either built in
+    full with its retry state or :class:`Resting`; and when the first dormant one wakes."""
+
+    codes: list[AccessCode]
+    retry: dict[str, RetryState]
+    resting: list[Resting]
+    order: list[str]  # every id of both lists, oldest first
+    first_dormant: datetime | None
+
+    def build_all(self) -> None:
+        """Build the resting codes too, each in its place (the plan found one not at rest)."""
+        if not self.resting:
+            return
+        built = {c.access_code_id: c for c in self.codes}
+        for rest in self.resting:
+            built[rest.access_code_id], self.retry[rest.access_code_id] = rest.build()
+        self.codes = [built[cid] for cid in self.order]
+        self.resting = []
+
+
+def _resting(row: Row) -> Resting | None:
+    """A :class:`Resting` of a row read with :data:`_COLUMNS`, if it may be at rest."""
+    (
+        cid, _, _, pin, starts_at, ends_at, status, _, is_backup, backup_state, _, _,
+        allow_external, slot, deleting, on_lock, _, _, code_from, _, window_from, _, _,
+        attempts, _,
+    ) = row  # fmt: skip
+    if (
+        status != "set"
+        or not on_lock
+        or slot is None
+        or deleting
+        or attempts
+        or backup_state == "pooled"
+        or code_from is not None
+        or window_from is not None
+    ):
+        return None
+    return Resting(
+        cid,
+        pin,
+        slot,
+        bool(is_backup),
+        BackupState(backup_state) if backup_state else None,
+        bool(allow_external),
+        _ts(starts_at),
+        _ts(ends_at),
+        row,
+    )
+
+
 def codes_for_pass(
-    tx: Tx, device_id: str, horizon: datetime
-) -> tuple[list[AccessCode], dict[str, RetryState], datetime | None]:
-    """The device's codes but those dormant until after ``horizon`` (see :data:`_DORMANT`)
-    with their retry states, from one read of their rows; and when the first dormant one
-    opens its window."""
+    tx: Tx, device_id: str, horizon: datetime, raised: Container[str] = ()
+) -> PassCodes:
+    """The device's codes but those dormant until after ``horizon`` (see :data:`_DORMANT`),
+    from one read of their rows: those that may be at rest and have nothing in ``raised`` (the
+    owners with problems raised) as :class:`Resting`, the others built with their retry
+    states; and when the first dormant one opens its window."""
     bound = isoformat(horizon)
     rows = tx.fetchall(
         f"{_SELECT} WHERE device_id = ? AND NOT ({_DORMANT})"
@@ -119,8 +194,15 @@ def codes_for_pass(
         f"SELECT MIN(starts_at) AS first FROM access_codes WHERE device_id = ? AND {_DORMANT}",  # noqa: S608
         (device_id, bound),
     )
-    retry = {row[0]: _retry(row) for row in rows}
-    return [_code(row) for row in rows], retry, _ts(first["first"]) if first else None
+    found = PassCodes([], {}, [], [row[0] for row in rows], _ts(first["first"]) if first else None)
+    for row in rows:
+        rest = _resting(row)
+        if rest is not None and rest.access_code_id not in raised:
+            found.resting.append(rest)
+        else:
+            found.codes.append(_code(row))
+            found.retry[row[0]] = _retry(row)
+    return found
 
 
 def codes_by_ids(tx: Tx, ids: Sequence[str]) -> list[AccessCode]:
