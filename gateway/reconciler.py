@@ -186,15 +186,17 @@ class LockWorker:
                     await self.presence.record(self.device_id, self.driver.table)
                 except Exception:  # the first look records it all the same
                     log.exception("reconciler.presence_failed")
+            follow_up = False
             while True:
                 self._wake.clear()
                 step = Step()
                 try:
-                    step = await self._look()
+                    step = await self._look(follow_up=follow_up)
                     self.passes += 1
                     if step.retired:
                         log.info("reconciler.retired")
                         return
+                    follow_up = step.command is not None
                     if step.command is not None:
                         await self._execute(step.command)
                         continue
@@ -218,7 +220,8 @@ class LockWorker:
 
     # -- one look: record what the lock reports, then the pass, as one unit -------------------
 
-    async def _look(self) -> Step:
+    async def _look(self, *, follow_up: bool = False) -> Step:
+        """``follow_up``: the look after a command of this worker's (``Priority.FOLLOW_UP``)."""
         seen = Seen(
             online=self.driver.online,
             table=self.driver.table,
@@ -259,6 +262,8 @@ class LockWorker:
 
         # A lock with a backup pool goes first: its pool is what a guest at the door relies on.
         priority = Priority.POOL_PASS if self._pooled else Priority.PASS
+        if follow_up and not self._pooled:
+            priority = Priority.FOLLOW_UP
         step, self._pooled = await self._store.write(unit, priority=priority)
         self._lock_answered, self._not_sent = False, None  # committed in the store
         if seen.not_found != recorded.not_found:

@@ -11,6 +11,7 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,6 +81,36 @@ async def test_units_waiting_together_share_one_commit(store: Store, tmp_path: P
     assert stored_keys(tmp_path / "group.db") == {f"k{i}" for i in range(50)}
 
 
+async def test_a_batch_wakes_its_callers_loop_once(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fifty units of one batch are released by one wake-up of the loop (each is a write to
+    its pipe and a hand-over of the GIL), in the order they ran."""
+    loop = asyncio.get_running_loop()
+    wakeups = 0
+    call_soon_threadsafe = loop.call_soon_threadsafe
+
+    def counted(*args: Any, **kwargs: Any) -> asyncio.Handle:
+        nonlocal wakeups
+        wakeups += 1
+        return call_soon_threadsafe(*args, **kwargs)
+
+    gate = Gate()
+    held = await gate.holding(store, Priority.REQUEST)
+    resumed: list[str] = []
+
+    async def write(key: str) -> None:
+        resumed.append(await store.write(insert(key)))
+
+    writes = [asyncio.create_task(write(f"k{i}")) for i in range(50)]
+    await asyncio.sleep(0)
+    monkeypatch.setattr(loop, "call_soon_threadsafe", counted)
+    gate.open.set()
+    await asyncio.gather(*writes, held)
+    assert wakeups == 1
+    assert resumed == [f"k{i}" for i in range(50)]
+
+
 async def test_a_failing_unit_rolls_back_alone(store: Store, tmp_path: Path) -> None:
     def fails_after_writing(tx: Tx) -> None:
         insert("doomed")(tx)
@@ -125,7 +156,9 @@ async def test_a_unit_that_ends_the_transaction_fails_its_whole_batch(
     assert stored_keys(tmp_path / "group.db") == {"after"}
 
 
-async def test_requests_run_before_waiting_passes(store: Store) -> None:
+async def test_requests_run_before_waiting_passes_and_each_pass_kind_in_its_order(
+    store: Store,
+) -> None:
     ran: list[str] = []
     gate = Gate()
     held = await gate.holding(store, Priority.PASS)
@@ -133,15 +166,21 @@ async def test_requests_run_before_waiting_passes(store: Store) -> None:
         asyncio.create_task(store.write(insert(f"pass{i}", ran), priority=Priority.PASS))
         for i in range(20)
     ]
+    # A lock's look after its command was answered: what it now holds is recorded before other
+    # locks' next commands are planned.
+    follow_up = asyncio.create_task(
+        store.write(insert("follow-up", ran), priority=Priority.FOLLOW_UP)
+    )
+    presence = asyncio.create_task(store.write(insert("online", ran), priority=Priority.PRESENCE))
     pool_pass = asyncio.create_task(store.write(insert("pool", ran), priority=Priority.POOL_PASS))
     await asyncio.sleep(0)
     request = asyncio.create_task(store.write(insert("request", ran)))
     pull = asyncio.create_task(store.write(insert("pull", ran), priority=Priority.URGENT))
     await asyncio.sleep(0)
     gate.open.set()
-    await asyncio.gather(held, request, pull, pool_pass, *passes)
-    assert ran[:3] == ["pull", "request", "pool"]
-    assert ran[3:] == [f"pass{i}" for i in range(20)]
+    await asyncio.gather(held, request, pull, pool_pass, presence, follow_up, *passes)
+    assert ran[:5] == ["pull", "request", "pool", "online", "follow-up"]
+    assert ran[5:] == [f"pass{i}" for i in range(20)]
 
 
 async def test_a_pull_commits_without_waiting_for_the_requests_queued_before_it(

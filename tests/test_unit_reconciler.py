@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,7 +20,7 @@ from drivers.base import CommandTimedOut, SlotTable
 from gateway.clock import ManualClock
 from gateway.model import CodeStatus
 from gateway.reconciler import PRESENCE_BATCH, LockWorker, Presence, Reconciler
-from gateway.store import Store
+from gateway.store import Priority, Store
 from tests.fakes import (
     DEVICE,
     FakeDriver,
@@ -99,6 +100,26 @@ async def test_a_new_code_is_written_once_and_set_when_the_lock_shows_it(bench: 
         "access_code.created",
         "access_code.set_on_device",
     ]
+
+
+async def test_the_look_after_an_answered_command_goes_ahead_of_other_locks_passes(
+    bench: Bench, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The look that finds the code in its slot (and stores its ``set_on_device``) is not
+    queued behind every other lock's next pass: in a burst that was seconds of stale events."""
+    priorities: list[Priority] = []
+    submit = bench.store.submit
+
+    def recorded(unit: Any, *, priority: Priority = Priority.REQUEST) -> Any:
+        priorities.append(priority)
+        return submit(unit, priority=priority)
+
+    monkeypatch.setattr(bench.store, "submit", recorded)
+    await add_code(bench.store, "1234")
+    await bench.settled()
+    assert bench.driver.sent[-1] == Sent("set", 1, "1234")
+    # The create, the look it wakes (which sends the write), the look after the answer.
+    assert priorities == [Priority.REQUEST, Priority.PASS, Priority.FOLLOW_UP]
 
 
 async def test_a_code_ending_comes_off_the_lock_and_is_forgotten(bench: Bench) -> None:

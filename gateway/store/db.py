@@ -10,7 +10,8 @@ share one fsync instead of paying 64.
 Requests come first. A pull (``Priority.URGENT``: a guest may be at the door) goes before
 everything, and a batch holding one takes nothing else and commits at once. Other API units
 (``Priority.REQUEST``) go before any lock-worker pass (``Priority.POOL_PASS``, then the locks
-found online at start, ``Priority.PRESENCE``, then ``Priority.PASS``); a batch stops taking
+found online at start, ``Priority.PRESENCE``, then the look that follows a command a lock has
+answered, ``Priority.FOLLOW_UP``, then ``Priority.PASS``); a batch stops taking
 passes as soon as a request is in it or :data:`PASS_BUDGET` has been spent, and a request that
 arrives meanwhile joins the open batch. A pull therefore waits for at most one running unit and
 one commit, never for a queue of them.
@@ -91,7 +92,10 @@ class Priority(IntEnum):
     REQUEST = 1  # an API request (or anything a person waits for)
     POOL_PASS = 2  # a pass of a lock with a backup pool: filled before the others
     PRESENCE = 3  # locks found online at start (gateway.reconciler.Presence): small units
-    PASS = 4  # a lock worker's pass, the outbox's bookkeeping: may wait a few milliseconds
+    #: The look right after a command was answered: what the lock now holds is recorded (and
+    #: its event sent) before other locks' next commands are planned, not behind all of them.
+    FOLLOW_UP = 4
+    PASS = 5  # a lock worker's pass, the outbox's bookkeeping: may wait a few milliseconds
 
 
 class Tx:
@@ -318,8 +322,7 @@ class _Writer:
         self._running = []
         # Most urgent first: a pull that joined a batch of requests is not released after them.
         done.sort(key=lambda unit: unit[0])
-        for _, job, tx, result in done:
-            _settle(job, tx, result, None)
+        _settle_all([(job, tx, result) for _, job, tx, result in done])
         if any(tx.scrubbed for _, _, tx, _ in done):
             self._scrub_pending = True
         self._checkpoint_if_scrubbed()  # after the callers are on their way: they need not wait
@@ -362,19 +365,40 @@ def _may_join(priority: Priority, top: Priority, elapsed: float) -> bool:
 
 def _settle(job: _Job[Any], tx: Tx | None, result: Any, exc: BaseException | None) -> None:
     """Hand a unit's outcome to its caller's loop (from the database thread)."""
-
-    def deliver() -> None:
-        if tx is not None:  # committed: listeners run even if the caller was cancelled
-            job.committed(tx)
-        if job.future.done():  # the caller was cancelled: the unit ran all the same
-            return
-        if exc is not None:
-            job.future.set_exception(exc)
-        else:
-            job.future.set_result(result)
-
     with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody waits
-        job.loop.call_soon_threadsafe(deliver)
+        job.loop.call_soon_threadsafe(_deliver, job, tx, result, exc)
+
+
+def _settle_all(committed: list[tuple[_Job[Any], Tx, Any]]) -> None:
+    """A committed batch's outcomes, in order, with one wake-up of each caller's loop: a
+    wake-up is a write to the loop's pipe and a hand-over of the GIL, and a batch in a burst
+    holds dozens of units."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job[Any], Tx, Any]]] = {}
+    for item in committed:
+        by_loop.setdefault(item[0].loop, []).append(item)
+    for loop, items in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is gone (shutdown): nobody waits
+            loop.call_soon_threadsafe(_deliver_all, items)
+
+
+def _deliver_all(items: list[tuple[_Job[Any], Tx, Any]]) -> None:
+    for job, tx, result in items:
+        try:
+            _deliver(job, tx, result, None)
+        except Exception:  # never: but the units after it must not wait forever
+            log.exception("store.deliver_failed")
+
+
+def _deliver(job: _Job[Any], tx: Tx | None, result: Any, exc: BaseException | None) -> None:
+    """On the caller's loop: the listeners of a committed unit, then its caller's answer."""
+    if tx is not None:  # committed: listeners run even if the caller was cancelled
+        job.committed(tx)
+    if job.future.done():  # the caller was cancelled: the unit ran all the same
+        return
+    if exc is not None:
+        job.future.set_exception(exc)
+    else:
+        job.future.set_result(result)
 
 
 class Store:
