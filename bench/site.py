@@ -27,7 +27,8 @@ ones (``simulator.generate``) and ``pool_lock``, which has 250 slots and a backu
    refilled it, or the pool lock's slots are full of handed-out backups) and a repeated pull
    (the guests ran out: the same backup is answered again) are counted apart from those that
    handed out a backup. Every lock's slot table (as last published) is then checked to hold
-   its PIN;
+   its PIN, and each code's event lag taken: from the first ``T/slots`` of its lock showing
+   its PIN until its ``access_code.set_on_device`` arrived (how stale the events run);
 5. restart: SIGTERM once no command has gone to any lock for 2 s, start the gateway again,
    until every device object is republished ``online`` and no command has followed for 2 s;
    the commands it sent meanwhile, by operation (a ``set`` or ``clear`` is a write);
@@ -305,6 +306,8 @@ class Watch:
     commands: collections.Counter[str] = field(default_factory=collections.Counter)
     last_command_at: float = 0.0
     slots: dict[str, dict[str, str | None]] = field(default_factory=dict)  # each lock's latest
+    #: (lock, PIN) -> when a table of that lock first showed that PIN
+    pin_seen_at: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def restart(self) -> None:
         """Forget what the devices last said, and the commands so far."""
@@ -352,7 +355,12 @@ class Watch:
     def on_slots(self, message: aiomqtt.Message) -> None:
         table = _json(message).get("slots")
         if isinstance(table, dict):
-            self.slots[message.topic.value.split("/")[1]] = table
+            lock = message.topic.value.split("/")[1]
+            self.slots[lock] = table
+            seen = now()
+            for pin in table.values():
+                if isinstance(pin, str):
+                    self.pin_seen_at.setdefault((lock, pin), seen)
 
 
 def _json(message: aiomqtt.Message) -> dict[str, Any]:
@@ -821,6 +829,15 @@ class SiteRun:
             await profiler.finish()
             self.notes += profiler.summary()
         self.report_creates(Latency.of(latencies), self.locks / answered_s, burst_s)
+        self.report_event_lag(
+            Latency.of(
+                [
+                    watch.set_at[created[device_id]] - watch.pin_seen_at[device_id, pin]
+                    for device_id, pin in self.pins.items()
+                    if (device_id, pin) in watch.pin_seen_at
+                ]
+            )
+        )
         self.report_pulls(pulls)
         table = self.table
         table.add("gateway_cpu_s", "gateway CPU in the burst (info)", gateway_cpu, "s", digits=1)
@@ -881,6 +898,19 @@ class SiteRun:
             baseline=raw,
             target=(3.0, False, "<= 3"),
         )
+
+    def report_event_lag(self, lag: Latency) -> None:
+        """How late the events tell what the locks already show: a client that follows
+        ``access_code.set_on_device`` learns of a code this long after its lock has it."""
+        table = self.table
+        table.add(
+            "event_lag_p50_ms",
+            "  lock shows the code -> its set_on_device: p50",
+            lag.p50,
+            "ms",
+            digits=1,
+        )
+        table.add("event_lag_p99_ms", "  the same: p99", lag.p99, "ms", digits=1)
 
     def report_creates(self, creates: Latency, per_s: float, burst_s: float) -> None:
         table, locks = self.table, self.locks
