@@ -53,8 +53,16 @@ PREFIX = f"lockgate/{HUB_ID}"
 #: Where the bridge says whether the uplink is up ("1") or down ("0").
 UPLINK_STATE = f"lockgate-uplink/{HUB_ID}"
 EPOCH = "2000-01-01T00:00:00.000Z"
-#: How long the central side may take to reach the hub through a bridge that just came up.
-UPLINK_TIMEOUT = 30.0
+#: How long the bridge may take to come up: after an outage it retries at most every
+#: ``restart_timeout`` cap of the example (30 s), and with jitter: give it that, and then some.
+#: (30 s flat failed once in a loaded suite: the central broker was back, the retry not yet.)
+UPLINK_TIMEOUT = 15.0 + float(
+    next(
+        line.split()[2]
+        for line in (ROOT / "config" / "mosquitto-bridge.example").read_text().splitlines()
+        if line.startswith("restart_timeout ")
+    )
+)
 
 
 class CentralBroker(Protocol):
