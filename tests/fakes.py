@@ -21,7 +21,7 @@ from drivers.base import (
     WakeCallback,
     no_wake,
 )
-from gateway.clock import ManualClock
+from gateway.clock import Clock, ManualClock
 from gateway.config import Config, MqttSettings, parse_config
 from gateway.model import AccessCode
 from gateway.mqtt import MqttSession, NotConnected, Payload
@@ -241,14 +241,21 @@ def unit_config(tmp_path: Path, **overrides: Any) -> Config:
 
 
 @asynccontextmanager
-async def opened_store(config: Config, clock: ManualClock) -> AsyncIterator[Store]:
-    """The real SQLite store of ``config``, its devices in place."""
-    store = await Store.open(config.database, clock)
+async def store_at(path: Path, clock: Clock) -> AsyncIterator[Store]:
+    """A real SQLite store in the file ``path``, closed after."""
+    store = await Store.open(path, clock)
     try:
-        await store.write(lambda tx: sync_from_config(tx, config.devices, config.backup_pool))
         yield store
     finally:
         await store.close()
+
+
+@asynccontextmanager
+async def opened_store(config: Config, clock: ManualClock) -> AsyncIterator[Store]:
+    """The real SQLite store of ``config``, its devices in place."""
+    async with store_at(config.database, clock) as store:
+        await store.write(lambda tx: sync_from_config(tx, config.devices, config.backup_pool))
+        yield store
 
 
 # -- the store, as a test asks it ---------------------------------------------------------------

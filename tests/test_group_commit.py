@@ -18,17 +18,15 @@ import pytest
 from gateway.clock import ManualClock
 from gateway.model import EventType
 from gateway.store import Priority, Store, Tx
+from tests.fakes import store_at
 
 WAIT = 5.0
 
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    instance = await Store.open(tmp_path / "group.db", ManualClock())
-    try:
-        yield instance
-    finally:
-        await instance.close()
+    async with store_at(tmp_path / "group.db", ManualClock()) as opened:
+        yield opened
 
 
 def insert(key: str, ran: list[str] | None = None) -> Callable[[Tx], str]:

@@ -16,6 +16,7 @@ from gateway.model import EventType
 from gateway.outbox import Outbox
 from gateway.store import Priority, Store, Tx
 from tests.broker import Broker
+from tests.fakes import store_at
 from tests.helpers import TIMEOUT, Probe, running, session_for
 
 PREFIX = "site"
@@ -24,11 +25,8 @@ TOPIC = f"{PREFIX}/events/{EventType.DEVICE_CONNECTED.value}"
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    store = await Store.open(tmp_path / "outbox.db", SystemClock())
-    try:
-        yield store
-    finally:
-        await store.close()
+    async with store_at(tmp_path / "outbox.db", SystemClock()) as opened:
+        yield opened
 
 
 def _emit(name: str) -> Callable[[Tx], None]:
