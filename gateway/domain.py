@@ -36,6 +36,7 @@ __all__ = [
     "compact_slots",
 ]
 
+
 def compact_json(value: object) -> str:
     """JSON as lockgate writes it, on the wire and in the events table alike: the outbox
     publishes a stored event's body as it is, without parsing it again."""

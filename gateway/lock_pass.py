@@ -168,7 +168,6 @@ class LockPass:
             found.codes = [c for c in found.codes if c.deleting]
             found.resting = []  # none is being deleted
             found.order = [c.access_code_id for c in found.codes]
-        self.codes = found.codes
         return found
 
     def _plan(self, found: code_store.PassCodes, table: SlotTable, written: list[Written]) -> Plan:

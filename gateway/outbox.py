@@ -56,7 +56,7 @@ class Outbox(Pump):
                 raise failed  # the pump pauses, then the next round marks them again
             rows, last = await self._store.read(_unpublished(self._acked))
             if not rows:
-                if self._acked is None:  # found all published: go on from the last one
+                if last is not None:  # found all published: go on from the last one
                     self._acked = self._marked = last
                 self._mark()
                 return sent
@@ -106,24 +106,22 @@ class Outbox(Pump):
             self._mark()
 
 
-def _unpublished(after: int | None) -> Callable[[Tx], tuple[list[Row], int]]:
-    """The next events to publish: after ``after``, else from the first one not marked; and,
-    from the same snapshot, the last event stored."""
+def _unpublished(after: int | None) -> Callable[[Tx], tuple[list[Row], int | None]]:
+    """The next events to publish: after ``after``, else (at start) from the first one not
+    marked, and then, when there is none, the last event stored (from the same snapshot)."""
 
-    def unit(tx: Tx) -> tuple[list[Row], int]:
-        if after is None:
-            rows = tx.fetchall(
-                "SELECT seq, event_type, body FROM events WHERE published = 0"
-                " ORDER BY seq LIMIT ?",
-                (PUBLISH_BATCH,),
-            )
-        else:
-            rows = tx.fetchall(
+    def unit(tx: Tx) -> tuple[list[Row], int | None]:
+        if after is not None:
+            return tx.fetchall(
                 "SELECT seq, event_type, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
                 (after, PUBLISH_BATCH),
-            )
-        if rows or after is not None:
-            return rows, after or 0
+            ), None
+        rows = tx.fetchall(
+            "SELECT seq, event_type, body FROM events WHERE published = 0 ORDER BY seq LIMIT ?",
+            (PUBLISH_BATCH,),
+        )
+        if rows:
+            return rows, None
         last = tx.fetchone("SELECT MAX(seq) AS seq FROM events")
         return rows, int(last["seq"] or 0) if last is not None else 0
 

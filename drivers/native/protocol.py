@@ -152,14 +152,11 @@ def _code_lengths(value: object) -> tuple[int, int] | None:
 
 def _slot_key(key: str, capacity: int) -> int:
     # int() would accept " 3", "+3" and "0003"; the contract's keys are plain decimals.
+    field = f"slots.{shown(key)}"
     slot = decimal_key(key)
     if slot is None or slot == 0:
-        raise PayloadError(
-            f"slots.{shown(key)}: slot keys must be positive integers written as strings"
-        )
-    if not 1 <= slot <= capacity:  # a table is parsed at every report: the message only then
-        check_slot(slot, capacity, f"slots.{shown(key)}")
-    return slot
+        raise PayloadError(f"{field}: slot keys must be positive integers written as strings")
+    return check_slot(slot, capacity, field)
 
 
 # -- lock -> gateway ----------------------------------------------------------------------------
