@@ -21,6 +21,7 @@ from paho.mqtt.properties import Properties
 from gateway.config import MqttSettings
 from gateway.model import Json
 from gateway.mqtt import build_client, encode
+from gateway.topics import matches
 
 
 class ApiClient:
@@ -74,8 +75,9 @@ class ApiClient:
                 payload = message.payload
                 future.set_result(json.loads(payload if isinstance(payload, bytes) else b"{}"))
             return
+        topic = message.topic.value
         for topic_filter, queue in self._subscriptions.items():
-            if message.topic.matches(topic_filter):
+            if matches(topic, topic_filter):
                 queue.put_nowait(message)
 
     async def _pump(self) -> None:

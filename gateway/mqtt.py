@@ -15,7 +15,7 @@ import random
 import re
 import socket
 import ssl
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -28,7 +28,7 @@ from gateway.config import MqttSettings
 from gateway.domain import compact_json
 from gateway.logs import get_logger
 from gateway.session import Handler, NotConnected, Payload, TopicRefused
-from gateway.topics import topic_problem
+from gateway.topics import matches, topic_problem
 
 __all__ = [
     "Handler",
@@ -185,6 +185,7 @@ def build_client(
     client.pending_calls_threshold = MAX_INFLIGHT
     _quiet_socket_close(client)
     _read_ahead(client)
+    _no_filtered_callbacks(client)
     return client
 
 
@@ -237,6 +238,28 @@ def _read_ahead(client: aiomqtt.Client) -> None:
         return ReadAheadSocket(sock)
 
     setattr(paho, _SOCKET_HOOK, create_socket)
+
+
+#: Where paho keeps the callbacks of ``message_callback_add`` (paho 2.x; not public).
+_FILTERED_CALLBACKS = "_on_message_filtered"
+
+
+class _NoFilteredCallbacks:
+    """Stands in paho's table of per-filter callbacks, which aiomqtt never fills. paho looks
+    every message received up in it, and its lookup builds a recursive generator closure: a
+    reference cycle per message that only the garbage collector frees (thousands a second on a
+    busy hub, and each full collection holds every thread; docs/benchmarks.md)."""
+
+    def iter_match(self, topic: str) -> Iterator[Any]:
+        return iter(())
+
+
+def _no_filtered_callbacks(client: aiomqtt.Client) -> None:
+    """paho's per-filter callback table replaced by :class:`_NoFilteredCallbacks`, where paho
+    has one (not public: a paho without it is left as it is)."""
+    paho = client._client
+    if hasattr(paho, _FILTERED_CALLBACKS):
+        setattr(paho, _FILTERED_CALLBACKS, _NoFilteredCallbacks())
 
 
 def _quiet_socket_close(client: aiomqtt.Client) -> None:
@@ -609,9 +632,7 @@ class MqttSession:
         for topic_filter, more in self._wildcard.items():
             # The literal start first: matching each filter against each of thousands of
             # messages a second was 5 % of the gateway's time.
-            if topic.startswith(_literal_start(topic_filter)) and message.topic.matches(
-                topic_filter
-            ):
+            if topic.startswith(_literal_start(topic_filter)) and matches(topic, topic_filter):
                 handlers.extend(more)
         for handler in handlers:
             try:

@@ -65,3 +65,22 @@ def config_topic_problem(value: str, *, single_level: bool = False) -> str | Non
     return None if problem is None else problem.replace("is ", "must not be ", 1).replace(
         "contains ", "must not contain ", 1
     )
+
+
+def matches(topic: str, topic_filter: str) -> bool:
+    """Whether a subscription's ``topic_filter`` (``+`` one level, ``#`` the rest) takes
+    ``topic``, as the broker decides it: a filter starting with a wildcard never takes a ``$``
+    topic. A loop, not aiomqtt's ``Topic.matches``: that one builds a recursive closure per call,
+    a reference cycle that only the garbage collector frees, for every message received."""
+    levels = topic.split("/")
+    wanted = topic_filter.split("/")
+    if wanted[0] == "$share":  # $share/<group>/<filter>
+        wanted = wanted[2:]
+    if topic.startswith("$") and wanted[0] in ("+", "#"):
+        return False
+    for depth, level in enumerate(wanted):
+        if level == "#":
+            return True
+        if depth == len(levels) or level not in ("+", levels[depth]):
+            return False
+    return len(levels) == len(wanted)

@@ -7,8 +7,11 @@ units run is observed, not timed."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
 import sqlite3
 import threading
+import weakref
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -128,6 +131,33 @@ async def test_a_failing_unit_rolls_back_alone(store: Store, tmp_path: Path) -> 
         await doomed
     assert stored_keys(tmp_path / "group.db") == {"first", "last"}
     assert store.stats.failed_units == 1
+
+
+class Refusing:
+    """A unit that refuses, as a request for an unknown id does."""
+
+    def __call__(self, tx: Tx) -> None:
+        raise LookupError("no such code")
+
+
+async def test_a_refused_unit_is_freed_at_once_not_by_the_garbage_collector(
+    store: Store,
+) -> None:
+    """Its error goes to its caller with a traceback through the writer. Were that traceback
+    to reach the unit's job again (and through it the error itself), the unit, its batch's
+    units, their transactions and events would all wait for the collector."""
+    gc.collect()
+    gc.disable()
+    try:
+        unit = Refusing()
+        freed = weakref.ref(unit)
+        with contextlib.suppress(LookupError):
+            await store.write(unit)
+        del unit
+        await store.write(insert("next"))  # the writer has left the refused unit's batch
+        assert freed() is None
+    finally:
+        gc.enable()
 
 
 async def test_a_unit_that_ends_the_transaction_fails_its_whole_batch(

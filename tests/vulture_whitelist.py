@@ -26,6 +26,7 @@ def used_unseen(
     properties: Any,  # paho's Properties, whose attributes its untyped __setattr__ makes
     client: aiomqtt.Client,
     conn: aiosqlite.Connection,
+    paho_table: Any,  # what stands in paho's table of per-filter callbacks
 ) -> tuple[object, ...]:
     return (
         properties.MaximumPacketSize,  # paho sends it in CONNECT (gateway/mqtt.py: build_client)
@@ -37,6 +38,7 @@ def used_unseen(
         faults.apply_silently_next,  # likewise, consume("apply_silently_next")
         faults.ignore_writes_next,  # likewise, consume("ignore_writes_next")
         client.pending_calls_threshold,  # aiomqtt warns past this many pending publishes
+        paho_table.iter_match,  # paho, for every message (gateway/mqtt.py: _NoFilteredCallbacks)
         conn.row_factory,  # aiosqlite makes every row a sqlite3.Row (gateway/store/db.py)
         test_pin_lifecycle_machine.PinLifecycle.teardown,  # hypothesis, after each machine run
         test_zigbee2mqtt_real.pytestmark,  # pytest, which marks every test of the module

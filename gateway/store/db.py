@@ -299,6 +299,10 @@ class _Writer:
                     conn.execute("RELEASE unit")
                     self._running.remove(job)
                     _settle(job, None, None, exc)
+                    # The error's traceback holds this frame: were the frame to hold the job
+                    # (and so, through its future, the error), they would make a reference
+                    # cycle, and the whole batch would wait for the garbage collector.
+                    del job, taken
                     continue
                 # The error ended the whole transaction (a full disk may): the batch is lost.
                 for other in self._running:
