@@ -273,14 +273,20 @@ async def test_what_start_up_built_is_kept_out_of_the_collectors_way(
 ) -> None:
     """Once every lock has been looked at, start-up's objects are frozen (a full collection
     over 10,000 locks' worth held every thread for up to half a second); a stopped gateway
-    leaves nothing frozen behind in a process that goes on."""
+    leaves nothing frozen behind in a process that goes on. Young collections come less often
+    than CPython's default (a full collection came every half second of a burst), until the
+    gateway stops."""
+    thresholds = gc.get_threshold()
+    assert thresholds[0] < heap.YOUNG_COLLECTION_EVERY
     async with running_site(make_config()) as site:
         async with asyncio.timeout(10):
             await site.gateway.start_settled.wait()
         assert gc.get_freeze_count() > 0
         assert gc.isenabled()
+        assert gc.get_threshold() == (heap.YOUNG_COLLECTION_EVERY, *thresholds[1:])
     assert gc.get_freeze_count() == 0
     assert gc.isenabled()
+    assert gc.get_threshold() == thresholds
 
 
 #: A lock that is not there: its worker waits this long for its first reports.
