@@ -1,0 +1,96 @@
+"""paho's MQTT 5 Properties with shared tables (gateway.mqtt_properties) behave as paho's own."""
+
+from __future__ import annotations
+
+import importlib.util
+from types import ModuleType
+from typing import Any
+
+import paho.mqtt.properties
+import pytest
+from paho.mqtt.exception import MQTTException
+from paho.mqtt.packettypes import PacketTypes
+
+from gateway import mqtt_properties
+from gateway.mqtt_properties import TABLES
+
+#: paho's class (untyped), as the gateway uses it: its tables shared.
+Properties: Any = paho.mqtt.properties.Properties
+
+#: A value of each of paho's property types (by its index in ``Properties.types``).
+SAMPLE_BY_TYPE: dict[int, Any] = {
+    0: 1,  # Byte
+    1: 300,  # Two Byte Integer
+    2: 70000,  # Four Byte Integer
+    3: 200,  # Variable Byte Integer
+    4: b"\x00correlation\xff",  # Binary Data
+    5: "lockgate/replies/Café",  # UTF-8 Encoded String
+    6: ("site", "Ø 7"),  # UTF-8 String Pair
+}
+
+
+def pristine() -> ModuleType:
+    """A second copy of paho's module, its class untouched by ``share_tables``."""
+    spec = importlib.util.spec_from_file_location(
+        "paho.mqtt.pristine_properties", paho.mqtt.properties.__file__
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def filled(cls: Any, packet_type: int) -> Any:
+    """A Properties of ``packet_type`` with every property that applies to it set."""
+    made = cls(packet_type)
+    for name, ident in made.names.items():
+        kind, packets = made.properties[ident]
+        if packet_type in packets:
+            setattr(made, name.replace(" ", ""), SAMPLE_BY_TYPE[kind])
+    return made
+
+
+@pytest.fixture(scope="module")
+def paho_own() -> Any:
+    mqtt_properties.share_tables()
+    untouched = pristine().Properties
+    assert untouched.__init__ is not Properties.__init__
+    return untouched
+
+
+@pytest.mark.parametrize("packet_type", range(1, PacketTypes.indexes[-1] + 1))
+def test_every_packet_type_packs_and_unpacks_as_with_paho_own_tables(
+    paho_own: Any, packet_type: int
+) -> None:
+    ours = filled(Properties, packet_type)
+    theirs = filled(paho_own, packet_type)
+    assert ours.pack() == theirs.pack()
+    assert ours.json() == theirs.json()
+    back = Properties(packet_type)
+    back.unpack(ours.pack())
+    assert back.json() == theirs.json()
+
+
+def test_instances_share_one_set_of_tables_and_a_name_is_found_as_paho_finds_it(
+    paho_own: Any,
+) -> None:
+    one = Properties(PacketTypes.PUBLISH)
+    other = Properties(PacketTypes.PUBACK)
+    assert all(getattr(one, name) is getattr(other, name) for name in TABLES)
+    reference = paho_own(PacketTypes.PUBLISH)
+    for name in reference.names:
+        compressed = name.replace(" ", "")
+        assert one.getIdentFromName(compressed) == reference.getIdentFromName(compressed)
+    assert one.getIdentFromName("NoSuchProperty") == reference.getIdentFromName("x") == -1
+    assert other.packetType == PacketTypes.PUBACK  # each keeps its own packet type
+
+
+def test_what_paho_refuses_is_still_refused(paho_own: Any) -> None:
+    ours = Properties(PacketTypes.PUBACK)
+    with pytest.raises(MQTTException, match="does not apply"):
+        ours.CorrelationData = b"x"  # a PUBLISH property
+    for made in (ours, paho_own(PacketTypes.PUBACK)):
+        with pytest.raises(MQTTException, match="must be one of"):
+            setattr(made, "NoSuchProperty", 1)  # noqa: B010
+    assert not hasattr(Properties(PacketTypes.PUBLISH), "CorrelationData")
