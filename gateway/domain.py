@@ -37,10 +37,14 @@ __all__ = [
 ]
 
 
+#: ``json.dumps`` with options builds an encoder per call; this one serves every call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def compact_json(value: object) -> str:
     """JSON as lockgate writes it, on the wire and in the events table alike: the outbox
     publishes a stored event's body as it is, without parsing it again."""
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return _ENCODER.encode(value)
 
 
 #: The most slots any device may have (the configuration's ceiling for ``slots`` too): the bound

@@ -70,6 +70,8 @@ def test_every_packet_type_packs_and_unpacks_as_with_paho_own_tables(
     back = Properties(packet_type)
     back.unpack(ours.pack())
     assert back.json() == theirs.json()
+    back.unpack(Properties(packet_type).pack())  # what the last packet set is cleared first
+    assert back.json() == {}
 
 
 def test_instances_share_one_set_of_tables_and_a_name_is_found_as_paho_finds_it(
@@ -79,9 +81,11 @@ def test_instances_share_one_set_of_tables_and_a_name_is_found_as_paho_finds_it(
     other = Properties(PacketTypes.PUBACK)
     assert all(getattr(one, name) is getattr(other, name) for name in TABLES)
     reference = paho_own(PacketTypes.PUBLISH)
-    for name in reference.names:
+    for name, ident in reference.names.items():
         compressed = name.replace(" ", "")
         assert one.getIdentFromName(compressed) == reference.getIdentFromName(compressed)
+        assert one.getNameFromIdent(ident) == reference.getNameFromIdent(ident)
+    assert one.getNameFromIdent(99) is reference.getNameFromIdent(99) is None
     assert one.getIdentFromName("NoSuchProperty") == reference.getIdentFromName("x") == -1
     assert other.packetType == PacketTypes.PUBACK  # each keeps its own packet type
 
