@@ -322,7 +322,8 @@ def set_status(tx: Tx, code: AccessCode, status: CodeStatus) -> bool:
     if resting:  # the lock matches what was asked: no update is pending any more
         code.code_from = code.window_from = None
     code.status = status
-    tx.touch(code.device_id)
+    if code.is_backup:  # the device's backup counts
+        tx.touch(code.device_id)
     return True
 
 
@@ -388,6 +389,8 @@ def mark_deleting(tx: Tx, code: AccessCode) -> None:
         "UPDATE access_codes SET deleting = 1 WHERE access_code_id = ?", (code.access_code_id,)
     )
     code.deleting = True
+    if code.is_backup:  # the device's backup counts
+        tx.touch(code.device_id)
     tx.reconcile(code.device_id)
 
 
@@ -411,7 +414,8 @@ def forget(tx: Tx, code: AccessCode) -> None:
     )
     tx.execute("DELETE FROM access_codes WHERE access_code_id = ?", (code.access_code_id,))
     scrub_pins(tx, code.access_code_id)
-    tx.touch(code.device_id)
+    if code.is_backup:  # the device's backup counts
+        tx.touch(code.device_id)
     if code.pulled_for is not None:
         # The code it stood in for is no longer using a backup.
         set_problem(
@@ -562,4 +566,5 @@ def pull(tx: Tx, backup: AccessCode, original: AccessCode) -> None:
         "UPDATE access_codes SET pulled_backup_id = ? WHERE access_code_id = ?",
         (backup.access_code_id, original.access_code_id),
     )
+    tx.touch(backup.device_id)  # the device's backup counts
     tx.reconcile(original.device_id)

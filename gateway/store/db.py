@@ -128,12 +128,14 @@ class Tx:
         return row
 
     def touch(self, device_id: str) -> None:
-        """Mark a device whose public object changes with this unit."""
+        """Mark a device whose public object (``P/devices/<id>``) may change with this unit: its
+        row, its own errors and warnings, or its backup counts. Nothing else about its codes
+        shows there, so their changes do not touch it: the publisher would read and encode the
+        object again for nothing (most of a burst's codes are not backups)."""
         self.devices_touched.add(device_id)
 
     def reconcile(self, device_id: str) -> None:
         """Mark a device whose desired state changes: its lock worker wakes after commit."""
-        self.devices_touched.add(device_id)
         self.devices_to_reconcile.add(device_id)
 
     def emit(
@@ -166,8 +168,6 @@ class Tx:
         )
         stored = dataclasses.replace(event, seq=cursor.lastrowid or 0)
         self.events.append(stored)
-        if device_id is not None:
-            self.touch(device_id)
         return stored
 
 

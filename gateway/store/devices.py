@@ -149,6 +149,7 @@ def set_managed(tx: Tx, device_id: str, managed: bool) -> bool:
     if changed:
         event = EventType.DEVICE_MANAGED if managed else EventType.DEVICE_UNMANAGED
         tx.emit(event, device_id)
+        tx.touch(device_id)
         tx.reconcile(device_id)
         if not managed:
             for code in code_store.codes_of_device(tx, device_id):
@@ -179,6 +180,7 @@ def enable_pool(tx: Tx, device_id: str) -> bool:
         (device_id,),
     )
     if changed:
+        tx.touch(device_id)
         tx.reconcile(device_id)
     return bool(changed)
 
@@ -215,6 +217,7 @@ def set_online_many(tx: Tx, device_ids: Sequence[str], online: bool) -> list[str
     event = EventType.DEVICE_CONNECTED if online else EventType.DEVICE_DISCONNECTED
     for device_id in changed:
         tx.emit(event, device_id)
+        tx.touch(device_id)
     return changed
 
 

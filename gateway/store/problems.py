@@ -26,6 +26,7 @@ def set_problem(
 ) -> bool:
     """Make problem ``code`` on ``owner_id`` raised or cleared; True when that changed it."""
     spec = PROBLEMS[code]
+    shown = owner_id == device_id  # the device object shows its own problems, not its codes'
     if active:
         text = message or spec.message
         changed = tx.execute(
@@ -41,6 +42,7 @@ def set_problem(
                 "UPDATE problems SET message = ? WHERE owner_id = ? AND code = ? AND message != ?",
                 (text, owner_id, code, text),
             )
+            and shown
         ):
             tx.touch(device_id)
     else:
@@ -49,7 +51,8 @@ def set_problem(
         )
     if not changed:
         return False
-    tx.touch(device_id)
+    if shown:
+        tx.touch(device_id)
     if spec.on == "device":
         key = "error_code" if spec.kind is ProblemKind.ERROR else "warning_code"
         tx.emit(_DEVICE_EVENTS[(spec.kind, active)], device_id, **{key: code})
