@@ -241,7 +241,7 @@ class LockWorker:
         def unit(tx: Tx) -> tuple[Step, bool]:
             if seen != recorded:
                 _record(tx, self.device_id, seen, recorded)
-            device = device_store.get_device(tx, self.device_id)
+            device = device_store.get_device_for_pass(tx, self.device_id)
             if device is None:
                 return Step(), False
             if seen.entries:
@@ -332,7 +332,7 @@ class LockWorker:
         def unit(tx: Tx) -> None:
             if hears:
                 note_entry_events(tx, self.device_id)
-            device = device_store.get_device(tx, self.device_id)
+            device = device_store.get_device_for_pass(tx, self.device_id)
             if device is not None:
                 record_entries(tx, device, entries, table.slots if table else None)
 

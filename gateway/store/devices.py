@@ -69,6 +69,15 @@ def get_device(tx: Tx, device_id: str) -> Device | None:
     return found[0] if found else None
 
 
+def get_device_for_pass(tx: Tx, device_id: str) -> Device | None:
+    """The device as its lock's pass reads it: its row, without the backup counts and the
+    problems of its public object, two queries a pass never needs (it counts the pool from its
+    codes and reads the problems with theirs). Its counts read 0, its problems none: it is
+    never shown to anyone."""
+    found = _load(tx, "WHERE device_id = ? AND in_config", (device_id,), shown=False)
+    return found[0] if found else None
+
+
 #: Ids per query when loading many devices (far below SQLite's limit of bound parameters).
 _CHUNK = 500
 
@@ -100,10 +109,12 @@ def list_devices(tx: Tx) -> list[Device]:
     return _load(tx, "WHERE in_config ORDER BY device_id", ())
 
 
-def _load(tx: Tx, where: str, params: tuple[str, ...]) -> list[Device]:
+def _load(tx: Tx, where: str, params: tuple[str, ...], *, shown: bool = True) -> list[Device]:
     rows = tx.fetchall(f"SELECT * FROM devices {where}", params)  # noqa: S608
     if not rows:
         return []
+    if not shown:
+        return [_device(row, None, []) for row in rows]
     args: tuple[str, ...] = ()
     sql = _COUNTS.format(only="")
     if len(rows) <= _CHUNK:  # some devices (one: every lock worker pass): count only theirs
