@@ -24,7 +24,7 @@ from paho.mqtt import client as paho_client
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from gateway import mqtt_properties
+from gateway import paho_tables
 from gateway.config import MqttSettings
 from gateway.domain import compact_json
 from gateway.logs import get_logger
@@ -155,7 +155,7 @@ def build_client(
     """An MQTT 5 client with the settings every connection of ours needs (TCP_NODELAY, a raised
     in-flight window, TLS and credentials from the config). ``queue_type``: what aiomqtt builds
     its incoming queue with (called with ``maxsize``)."""
-    mqtt_properties.share_tables()
+    paho_tables.share()
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     # The broker drops (never delivers) anything larger: no client or lock can make us hold a
     # giant message in memory before the size checks of the API and the drivers see it.

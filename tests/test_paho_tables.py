@@ -1,4 +1,5 @@
-"""paho's MQTT 5 Properties with shared tables (gateway.mqtt_properties) behave as paho's own."""
+"""paho's MQTT 5 Properties and ReasonCode with shared tables (gateway.paho_tables) behave as
+paho's own."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from types import ModuleType
 from typing import Any
 
 import paho.mqtt.properties
+import paho.mqtt.reasoncodes
 import pytest
 from paho.mqtt.exception import MQTTException
 from paho.mqtt.packettypes import PacketTypes
 
-from gateway import mqtt_properties
-from gateway.mqtt_properties import TABLES
+from gateway import paho_tables
+from gateway.paho_tables import TABLES
 
 #: paho's class (untyped), as the gateway uses it: its tables shared.
 Properties: Any = paho.mqtt.properties.Properties
@@ -29,10 +31,10 @@ SAMPLE_BY_TYPE: dict[int, Any] = {
 }
 
 
-def pristine() -> ModuleType:
-    """A second copy of paho's module, its class untouched by ``share_tables``."""
+def pristine(module: ModuleType) -> ModuleType:
+    """A second copy of one of paho's modules, its classes untouched by ``share``."""
     spec = importlib.util.spec_from_file_location(
-        "paho.mqtt.pristine_properties", paho.mqtt.properties.__file__
+        f"{module.__name__}_pristine", module.__file__
     )
     assert spec is not None
     assert spec.loader is not None
@@ -53,8 +55,8 @@ def filled(cls: Any, packet_type: int) -> Any:
 
 @pytest.fixture(scope="module")
 def paho_own() -> Any:
-    mqtt_properties.share_tables()
-    untouched = pristine().Properties
+    paho_tables.share()
+    untouched = pristine(paho.mqtt.properties).Properties
     assert untouched.__init__ is not Properties.__init__
     return untouched
 
@@ -98,3 +100,20 @@ def test_what_paho_refuses_is_still_refused(paho_own: Any) -> None:
         with pytest.raises(MQTTException, match="must be one of"):
             setattr(made, "NoSuchProperty", 1)  # noqa: B010
     assert not hasattr(Properties(PacketTypes.PUBLISH), "CorrelationData")
+
+
+def test_a_reason_code_is_named_and_found_as_with_paho_own_table() -> None:
+    paho_tables.share()
+    theirs: Any = pristine(paho.mqtt.reasoncodes).ReasonCode
+    ours: Any = paho.mqtt.reasoncodes.ReasonCode
+    assert type(ours.names) is dict  # copied in one C call
+    assert ours.names == dict(theirs.names)
+    for identifier, names in theirs.names.items():
+        for name, packet_types in names.items():
+            for packet_type in packet_types:
+                made = ours(packet_type, identifier=identifier)
+                assert str(made) == str(theirs(packet_type, identifier=identifier)) == name
+                assert ours(packet_type, aName=name).value == identifier
+    assert ours(PacketTypes.PUBACK).value == theirs(PacketTypes.PUBACK).value == 0  # "Success"
+    with pytest.raises(KeyError):
+        ours(PacketTypes.PUBACK, identifier=99)
