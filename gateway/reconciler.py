@@ -116,6 +116,13 @@ def _online(tx: Tx, found: dict[str, SlotTable | None]) -> None:
         device_store.set_shape_many(tx, device_ids, capacity, code_lengths)
 
 
+def _entries_stored(outcome: asyncio.Future[None]) -> None:
+    """A failed write of entries heard during a command is logged; the command goes on, and
+    the next pass is as usual."""
+    if not outcome.cancelled() and (error := outcome.exception()) is not None:
+        log.error("reconciler.entries_failed", exc_info=error)
+
+
 class LockWorker:
     """Owns one lock's command stream: never two commands at once, paced, read back on doubt."""
 
@@ -129,7 +136,7 @@ class LockWorker:
         self._config = config
         self._timing = config.timing
         self._wake = asyncio.Event()
-        self._heard = asyncio.Event()  # like _wake, for what records entry events meanwhile
+        self._commanding = False  # a command is paced or awaits its answer (_execute)
         self._recorded = Seen(online=None, table=None, refused=None, not_found=None)
         self._pooled = pooled  # learnt from each pass; until then, from the configuration
         self._lost_since: datetime | None = None  # since when the driver cannot find the lock
@@ -156,8 +163,9 @@ class LockWorker:
 
     def wake(self) -> None:
         self._wake.set()
-        self._heard.set()
         self.settled.clear()
+        if self._commanding:
+            self._store_entries_heard()
 
     def shift(self, by: timedelta) -> None:
         self.reads.shift(by)
@@ -301,7 +309,8 @@ class LockWorker:
     # -- acting -------------------------------------------------------------------------------
 
     async def _execute(self, command: Command) -> None:
-        hearing = asyncio.create_task(self._hear_meanwhile(), name=f"entries:{self.device_id}")
+        self._commanding = True
+        self._store_entries_heard()
         try:
             await self._pace()
             await self._send(command)
@@ -309,22 +318,16 @@ class LockWorker:
             # Spacing counts from the end of this command (answered or given up on), so that
             # whatever delayed it on its way out cannot squeeze the next one closer to it.
             self._last_command = asyncio.get_running_loop().time()
-            hearing.cancel()
-            await asyncio.wait({hearing})  # never swallows this worker's own cancellation
+            self._commanding = False
 
-    async def _hear_meanwhile(self) -> None:
-        """While a command is paced or awaits its answer, store the door operations heard at
-        once: a guest's unlock is not held back by the lock's slow radio or a retry's wait.
-        Taken and written with no await between, and the write shielded, so none is lost."""
-        while True:
-            self._heard.clear()
-            entries = tuple(self.driver.take_entry_events())
-            if entries:
-                try:
-                    await asyncio.shield(self._store.write(self._hear(entries)))
-                except Exception:  # the command goes on; the next pass is as usual
-                    log.exception("reconciler.entries_failed")
-            await self._heard.wait()
+    def _store_entries_heard(self) -> None:
+        """While a command is paced or awaits its answer, the door operations heard are stored
+        at once (on every wake): a guest's unlock is not held back by the lock's slow radio or
+        a retry's wait. Taken and submitted with no await between, so none is lost or stored
+        twice, and the write goes on whatever becomes of this worker (no task per command)."""
+        entries = tuple(self.driver.take_entry_events())
+        if entries:
+            self._store.submit(self._hear(entries)).add_done_callback(_entries_stored)
 
     def _hear(self, entries: tuple[EntryEvent, ...]) -> Callable[[Tx], None]:
         hears, table = self.driver.has_entry_events, self.driver.table
