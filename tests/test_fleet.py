@@ -33,6 +33,7 @@ from gateway.clock import isoformat
 from gateway.config import MqttSettings
 from gateway.model import Json
 from gateway.mqtt import encode
+from gateway.topics import matches
 from tests.contract import ROOT
 from tests.harness import (
     Recorder,
@@ -196,7 +197,7 @@ class ReplyToDesk:
                     future.set_result(reply)
                 continue
             for topic_filter, queue in self._subscriptions.items():
-                if message.topic.matches(topic_filter):
+                if matches(message.topic.value, topic_filter):
                     queue.put_nowait(message)
 
 

@@ -308,6 +308,13 @@ def update_fields(tx: Tx, code: AccessCode, changes: dict[str, Any]) -> None:
     tx.reconcile(code.device_id)
 
 
+def _touch_counts(tx: Tx, code: AccessCode) -> None:
+    """A change of ``code`` that its device's backup counts may show (an ordinary code's
+    changes show nowhere on the device's public object)."""
+    if code.is_backup:
+        tx.touch(code.device_id)
+
+
 def set_status(tx: Tx, code: AccessCode, status: CodeStatus) -> bool:
     if code.status is status:
         return False
@@ -322,8 +329,7 @@ def set_status(tx: Tx, code: AccessCode, status: CodeStatus) -> bool:
     if resting:  # the lock matches what was asked: no update is pending any more
         code.code_from = code.window_from = None
     code.status = status
-    if code.is_backup:  # the device's backup counts
-        tx.touch(code.device_id)
+    _touch_counts(tx, code)
     return True
 
 
@@ -389,8 +395,7 @@ def mark_deleting(tx: Tx, code: AccessCode) -> None:
         "UPDATE access_codes SET deleting = 1 WHERE access_code_id = ?", (code.access_code_id,)
     )
     code.deleting = True
-    if code.is_backup:  # the device's backup counts
-        tx.touch(code.device_id)
+    _touch_counts(tx, code)
     tx.reconcile(code.device_id)
 
 
@@ -414,8 +419,7 @@ def forget(tx: Tx, code: AccessCode) -> None:
     )
     tx.execute("DELETE FROM access_codes WHERE access_code_id = ?", (code.access_code_id,))
     scrub_pins(tx, code.access_code_id)
-    if code.is_backup:  # the device's backup counts
-        tx.touch(code.device_id)
+    _touch_counts(tx, code)
     if code.pulled_for is not None:
         # The code it stood in for is no longer using a backup.
         set_problem(
@@ -566,5 +570,5 @@ def pull(tx: Tx, backup: AccessCode, original: AccessCode) -> None:
         "UPDATE access_codes SET pulled_backup_id = ? WHERE access_code_id = ?",
         (backup.access_code_id, original.access_code_id),
     )
-    tx.touch(backup.device_id)  # the device's backup counts
+    _touch_counts(tx, backup)
     tx.reconcile(original.device_id)
